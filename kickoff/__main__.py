@@ -1,0 +1,5 @@
+"""`python -m kickoff` runs the command line."""
+
+from kickoff.cli import main
+
+main()

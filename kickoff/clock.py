@@ -1,0 +1,24 @@
+"""Time as a seam: services take a Clock; pure code takes `now` as an argument."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The current time, aware UTC."""
+    return datetime.now(UTC)
+
+
+def to_text(at: datetime) -> str:
+    """ISO 8601 UTC with a `Z`, microsecond precision: how times are stored."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_text(text: str) -> datetime:
+    """Parse what `to_text` wrote (or any ISO 8601 time; naive means UTC)."""
+    at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -1,0 +1,31 @@
+"""Every default and limit in one place."""
+
+from __future__ import annotations
+
+PORT = 3355
+HOST = "127.0.0.1"
+SERVER = f"{HOST}:{PORT}"
+
+HEARTBEAT_TIMEOUT_S = 30.0
+HEARTBEAT_INTERVAL_S = 5.0  # the worker's; the server suggests timeout / 6 capped at this
+CLAIM_WAIT_S = 30.0  # longest a long-poll claim is held open
+CANCEL_GRACE_S = 5.0  # SIGTERM -> SIGKILL
+MAX_ATTEMPTS = 3
+SLOTS = 1
+
+MAX_COMMAND_BYTES = 64 * 1024
+MAX_TAG_CHARS = 64
+MAX_TASK_TAGS = 32  # each of require and want
+MAX_WORKER_TAGS = 256
+MAX_BATCH = 10_000
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_PRIORITY = 1_000_000
+MIN_PRIORITY = -MAX_PRIORITY
+MAX_ATTEMPTS_LIMIT = 1000
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+MAX_NAME_CHARS = 128
+MAX_SLOTS = 1024
+MAX_IDEMPOTENCY_KEY_CHARS = 256
+OUTPUT_TAIL_BYTES = 4096
+MAX_PAGE = 10_000
+DEFAULT_PAGE = 50

@@ -1,0 +1,92 @@
+"""Events to and from the log's JSON payload, with upcasters for old versions. No I/O here.
+
+Payloads are canonical JSON (sorted keys, compact, tags as sorted lists) so that the hash
+chain over them is stable. An old payload is upgraded one version at a time by the
+functions in UPCASTERS; never edit one that has shipped, only add.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from kickoff.errors import DatabaseRefused
+from kickoff.events.model import EVENT_TYPES, Event
+
+JSON = dict[str, Any]
+Upcaster = Callable[[JSON], JSON]
+
+
+def _task_submitted_v1_to_v2(payload: JSON) -> JSON:
+    """v2 added timeout_s, idempotency_key and submitted_by; a v1 task had none of them."""
+    return {**payload, "timeout_s": None, "idempotency_key": None, "submitted_by": None}
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("TaskSubmitted", 1): _task_submitted_v1_to_v2,
+}
+
+
+def _converters(cls: type[Event]) -> dict[str, Callable[[Any], Any]]:
+    """How each non-plain JSON field becomes its Python type again."""
+    out: dict[str, Callable[[Any], Any]] = {}
+    for field in dataclasses.fields(cls):
+        kind = str(field.type)
+        if kind.startswith("frozenset"):
+            out[field.name] = frozenset
+        elif kind.startswith("tuple[tuple"):
+            out[field.name] = lambda rows: tuple(tuple(row) for row in rows)
+    return out
+
+
+_CONVERTERS = {name: _converters(cls) for name, cls in EVENT_TYPES.items()}
+_FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_TYPES.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return value
+
+
+def to_payload(event: Event) -> JSON:
+    """The event's fields as a JSON-ready dict (sets as sorted lists)."""
+    name = type(event).__name__
+    return {f: _plain(getattr(event, f)) for f in _FIELDS[name]}
+
+
+def encode(event: Event) -> tuple[str, int, str]:
+    """(type, version, canonical JSON payload) for the log."""
+    cls = type(event)
+    text = orjson.dumps(to_payload(event), option=orjson.OPT_SORT_KEYS).decode()
+    return cls.__name__, cls.VERSION, text
+
+
+def decode(type_name: str, version: int, payload: str | bytes) -> Event:
+    """Rebuild an event from a log row, upcasting old versions.
+
+    Raises:
+        DatabaseRefused: unknown type, a version newer than this program, or a bad payload.
+    """
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise DatabaseRefused(f"unknown event type {type_name!r} in the log")
+    if version > cls.VERSION:
+        raise DatabaseRefused(
+            f"{type_name} v{version} is newer than this kickoff understands "
+            f"(v{cls.VERSION}); upgrade kickoff"
+        )
+    try:
+        data = orjson.loads(payload)
+        while version < cls.VERSION:
+            data = UPCASTERS[(type_name, version)](data)
+            version += 1
+        for name, convert in _CONVERTERS[type_name].items():
+            if name in data:
+                data[name] = convert(data[name])
+        return cls(**data)
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+        raise DatabaseRefused(f"unreadable {type_name} v{version} payload: {exc}") from exc

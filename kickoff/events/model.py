@@ -1,0 +1,203 @@
+"""Every event kickoff records, as frozen dataclasses. No I/O here.
+
+The class name is the log's `type` column: never rename one. Changing a payload means
+bumping VERSION and adding an upcaster in `codec.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerStarted:
+    """The server opened the log; every running task's lease starts afresh from here."""
+
+    VERSION: ClassVar[int] = 1
+    version: str
+    heartbeat_timeout_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskSubmitted:
+    """A client queued a task. Emitted once per task, before any claim."""
+
+    VERSION: ClassVar[int] = 2
+    task_id: int
+    command: str
+    require: frozenset[str] = frozenset()
+    want: frozenset[str] = frozenset()
+    priority: int = 0
+    max_attempts: int = 3
+    timeout_s: float | None = None  # added in v2; the v1 -> v2 upcaster sets None
+    idempotency_key: str | None = None  # added in v2
+    submitted_by: str | None = None  # added in v2: client address, if known
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskClaimed:
+    """A worker took a pending task; `attempt` counts from 1."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerHeartbeat:
+    """A worker is alive and still runs these (task_id, attempt) pairs."""
+
+    VERSION: ClassVar[int] = 1
+    worker_id: str
+    running: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCompleted:
+    """The current attempt's command exited (exit code 0 succeeds, anything else fails)."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    worker_id: str
+    attempt: int
+    exit_code: int
+    duration_s: float
+    output_tail: str = ""
+    timed_out: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCancelRequested:
+    """Someone asked to cancel the task (pending: cancelled at once; running: cancelling)."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    requested_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCancelled:
+    """The task ended as cancelled (its process, if any, was killed)."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    attempt: int
+    worker_id: str | None = None
+    output_tail: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskLeaseExpired:
+    """The worker running this attempt was not heard from in time."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    worker_id: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRequeued:
+    """The task is pending again and will be started as attempt `next_attempt`."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    next_attempt: int
+    reason: str = "lease_expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskFailed:
+    """The task ended as failed without a completion (attempts used up, ...)."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRegistered:
+    """A worker process joined with its tags and slots."""
+
+    VERSION: ClassVar[int] = 1
+    worker_id: str
+    name: str
+    tags: frozenset[str] = frozenset()
+    slots: int = 1
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerTagsChanged:
+    """A worker's tags were replaced; effective on its next claim."""
+
+    VERSION: ClassVar[int] = 1
+    worker_id: str
+    tags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStopped:
+    """A worker deregistered cleanly."""
+
+    VERSION: ClassVar[int] = 1
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerLost:
+    """A worker was not heard from within the heartbeat timeout."""
+
+    VERSION: ClassVar[int] = 1
+    worker_id: str
+
+
+Event = (
+    ServerStarted
+    | TaskSubmitted
+    | TaskClaimed
+    | WorkerHeartbeat
+    | TaskCompleted
+    | TaskCancelRequested
+    | TaskCancelled
+    | TaskLeaseExpired
+    | TaskRequeued
+    | TaskFailed
+    | WorkerRegistered
+    | WorkerTagsChanged
+    | WorkerStopped
+    | WorkerLost
+)
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        ServerStarted,
+        TaskSubmitted,
+        TaskClaimed,
+        WorkerHeartbeat,
+        TaskCompleted,
+        TaskCancelRequested,
+        TaskCancelled,
+        TaskLeaseExpired,
+        TaskRequeued,
+        TaskFailed,
+        WorkerRegistered,
+        WorkerTagsChanged,
+        WorkerStopped,
+        WorkerLost,
+    )
+}
+
+
+def task_id_of(event: Event) -> int | None:
+    """The task an event is about, for the log's indexed column."""
+    return getattr(event, "task_id", None)
+
+
+def worker_id_of(event: Event) -> str | None:
+    """The worker an event is about, for the log's indexed column."""
+    return getattr(event, "worker_id", None)

@@ -1,0 +1,1 @@
+"""SQL tables derived only from the log: tasks, workers, task_counts."""

@@ -1,0 +1,216 @@
+"""Read queries over the projections and the log, as (sql, params) plus a row shaper.
+
+The same Query runs on a plain sqlite3 connection (offline commands, tests) and on the
+server's aiosqlite reader. Shapers return the `--json` contract documented in the README.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from kickoff.events import codec
+
+JSONObj = dict[str, Any]
+RowT = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    sql: str
+    params: tuple[Any, ...]
+    shape: Callable[[list[RowT]], Any]
+
+
+def run(conn: sqlite3.Connection, query: Query) -> Any:
+    """Run a query on a synchronous connection."""
+    return query.shape(conn.execute(query.sql, query.params).fetchall())
+
+
+TASK_COLUMNS = (
+    "t.id, t.state, t.command, t.require, t.want, t.priority, t.attempt, t.max_attempts, "
+    "t.worker_id, w.name, t.exit_code, t.submitted_at, t.started_at, t.finished_at, "
+    "t.timeout_s, t.timed_out, t.duration_s, t.output_tail, t.reason, t.idempotency_key, "
+    "t.submitted_by"
+)
+TASK_FROM = "FROM tasks t LEFT JOIN workers w ON w.id = t.worker_id"
+
+
+def task_json(r: RowT) -> JSONObj:
+    """A task row as the documented JSON object."""
+    return {
+        "id": r[0],
+        "state": r[1],
+        "command": r[2],
+        "require": orjson.loads(r[3]),
+        "want": orjson.loads(r[4]),
+        "priority": r[5],
+        "attempt": r[6],
+        "max_attempts": r[7],
+        "worker": r[8],
+        "worker_name": r[9],
+        "exit_code": r[10],
+        "submitted_at": r[11],
+        "started_at": r[12],
+        "finished_at": r[13],
+        "timeout_s": r[14],
+        "timed_out": bool(r[15]),
+        "duration_s": r[16],
+        "output_tail": r[17],
+        "reason": r[18],
+        "idempotency_key": r[19],
+        "submitted_by": r[20],
+    }
+
+
+def get_task(task_id: int) -> Query:
+    return Query(
+        f"SELECT {TASK_COLUMNS} {TASK_FROM} WHERE t.id = ?",
+        (task_id,),
+        lambda rows: task_json(rows[0]) if rows else None,
+    )
+
+
+def get_command(task_id: int) -> Query:
+    return Query(
+        "SELECT command FROM tasks WHERE id = ?", (task_id,), lambda rows: rows[0][0] if rows else None
+    )
+
+
+def list_tasks(
+    *,
+    states: Sequence[str] = (),
+    worker_id: str | None = None,
+    after_id: int = 0,
+    limit: int = 50,
+    descending: bool = False,
+    before_id: int | None = None,
+) -> Query:
+    """A page of tasks in id order, filtered by state and worker; keyset pagination."""
+    where, params = [], []
+    if states:
+        where.append(f"t.state IN ({', '.join('?' * len(states))})")
+        params.extend(states)
+    if worker_id is not None:
+        where.append("t.worker_id = ?")
+        params.append(worker_id)
+    if after_id:
+        where.append("t.id > ?")
+        params.append(after_id)
+    if before_id is not None:
+        where.append("t.id < ?")
+        params.append(before_id)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    order = "DESC" if descending else "ASC"
+    return Query(
+        f"SELECT {TASK_COLUMNS} {TASK_FROM} {clause} ORDER BY t.id {order} LIMIT ?",
+        (*params, limit),
+        lambda rows: [task_json(r) for r in rows],
+    )
+
+
+def counts() -> Query:
+    return Query("SELECT state, n FROM task_counts ORDER BY state", (), lambda rows: dict(rows))
+
+
+WORKER_COLUMNS = (
+    "w.id, w.name, w.host, w.tags, w.slots, w.state, w.registered_at, w.last_seen, w.left_at, "
+    "(SELECT count(*) FROM tasks t WHERE t.worker_id = w.id AND t.state IN "
+    "('running', 'cancelling')) AS running"
+)
+
+
+def worker_json(r: RowT) -> JSONObj:
+    return {
+        "id": r[0],
+        "name": r[1],
+        "host": r[2],
+        "tags": orjson.loads(r[3]),
+        "slots": r[4],
+        "state": r[5],
+        "registered_at": r[6],
+        "last_seen": r[7],
+        "left_at": r[8],
+        "running": r[9],
+    }
+
+
+def list_workers(*, include_gone: bool = False) -> Query:
+    clause = "" if include_gone else "WHERE w.state = 'alive'"
+    return Query(
+        f"SELECT {WORKER_COLUMNS} FROM workers w {clause} ORDER BY w.registered_at, w.id",
+        (),
+        lambda rows: [worker_json(r) for r in rows],
+    )
+
+
+def get_worker(key: str) -> Query:
+    """A worker by id, or by name (the live one with that name first, then the newest)."""
+    return Query(
+        f"SELECT {WORKER_COLUMNS} FROM workers w WHERE w.id = ? OR w.name = ? "
+        "ORDER BY (w.id = ?) DESC, (w.state = 'alive') DESC, w.registered_at DESC LIMIT 1",
+        (key, key, key),
+        lambda rows: worker_json(rows[0]) if rows else None,
+    )
+
+
+def event_json(r: RowT) -> JSONObj:
+    """A log row as the documented event JSON (payload upcast to the current version)."""
+    event = codec.decode(r[2], r[3], r[6])
+    return {
+        "seq": r[0],
+        "ts": r[1],
+        "type": r[2],
+        "task_id": r[4],
+        "worker_id": r[5],
+        "data": codec.to_payload(event),
+    }
+
+
+EVENT_COLUMNS = "seq, at, type, version, task_id, worker_id, payload"
+
+
+def list_events(
+    *,
+    after_seq: int = 0,
+    until_seq: int | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    types: Sequence[str] = (),
+    task_id: int | None = None,
+    worker_id: str | None = None,
+    limit: int = 1000,
+) -> Query:
+    """Log rows in seq order, filtered; `since`/`until` are ISO times."""
+    where, params = ["seq > ?"], [after_seq]
+    if until_seq is not None:
+        where.append("seq <= ?")
+        params.append(until_seq)
+    if since is not None:
+        where.append("at >= ?")
+        params.append(since)
+    if until is not None:
+        where.append("at <= ?")
+        params.append(until)
+    if types:
+        where.append(f"type IN ({', '.join('?' * len(types))})")
+        params.extend(types)
+    if task_id is not None:
+        where.append("task_id = ?")
+        params.append(task_id)
+    if worker_id is not None:
+        where.append("worker_id = ?")
+        params.append(worker_id)
+    return Query(
+        f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+        (*params, limit),
+        lambda rows: [event_json(r) for r in rows],
+    )
+
+
+def last_seq() -> Query:
+    return Query("SELECT coalesce(max(seq), 0) FROM events", (), lambda rows: rows[0][0])

@@ -1,0 +1,113 @@
+"""The `tasks` and `task_counts` projections: one row per task, and a count per state."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from typing import Any
+
+import orjson
+
+from kickoff.clock import to_text
+from kickoff.events import model as ev
+from kickoff.store.log import Recorded
+
+Op = tuple[str, tuple[Any, ...]]
+
+INSERT_TASK = (
+    "INSERT INTO tasks (id, state, command, require, want, priority, attempt, max_attempts, "
+    "timeout_s, timed_out, idempotency_key, submitted_by, submitted_at, updated_seq) "
+    "VALUES (?, 'pending', ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?)"
+)
+CLAIM = (
+    "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, "
+    "updated_seq = ? WHERE id = ?"
+)
+COMPLETE = (
+    "UPDATE tasks SET state = ?, exit_code = ?, timed_out = ?, duration_s = ?, output_tail = ?, "
+    "reason = ?, finished_at = ?, updated_seq = ? WHERE id = ?"
+)
+SET_STATE = "UPDATE tasks SET state = ?, updated_seq = ? WHERE id = ?"
+CANCELLED = (
+    "UPDATE tasks SET state = 'cancelled', output_tail = coalesce(?, output_tail), "
+    "finished_at = ?, updated_seq = ? WHERE id = ?"
+)
+LEASE_EXPIRED = "UPDATE tasks SET reason = 'lease_expired', updated_seq = ? WHERE id = ?"
+REQUEUED = (
+    "UPDATE tasks SET state = 'pending', worker_id = NULL, started_at = NULL, reason = ?, "
+    "updated_seq = ? WHERE id = ?"
+)
+FAILED = (
+    "UPDATE tasks SET state = 'failed', reason = ?, finished_at = ?, updated_seq = ? WHERE id = ?"
+)
+SELECT_STATE = "SELECT state FROM tasks WHERE id = ?"
+ADD_COUNT = "UPDATE task_counts SET n = n + ? WHERE state = ?"
+
+
+def tags_json(tags: frozenset[str]) -> str:
+    """Tags as stored: a sorted JSON list."""
+    return orjson.dumps(sorted(tags)).decode()
+
+
+class TaskProjector:
+    """Turns a batch of records into SQL for `tasks` and `task_counts`."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.states: dict[int, str] = {}  # states as of this batch, for count deltas
+        self.deltas: Counter[str] = Counter()
+
+    def _state(self, task_id: int) -> str:
+        state = self.states.get(task_id)
+        if state is None:
+            row = self.conn.execute(SELECT_STATE, (task_id,)).fetchone()
+            state = row[0]
+        return state
+
+    def _move(self, task_id: int, to: str) -> None:
+        self.deltas[self._state(task_id)] -= 1
+        self.deltas[to] += 1
+        self.states[task_id] = to
+
+    def ops(self, rec: Recorded) -> list[Op]:  # noqa: PLR0911 - one branch per event type
+        e, seq, at = rec.event, rec.seq, to_text(rec.at)
+        match e:
+            case ev.TaskSubmitted():
+                self.states[e.task_id] = "pending"
+                self.deltas["pending"] += 1
+                row = (e.task_id, e.command, tags_json(e.require), tags_json(e.want), e.priority,
+                       e.max_attempts, e.timeout_s, e.idempotency_key, e.submitted_by, at, seq)
+                return [(INSERT_TASK, row)]
+            case ev.TaskClaimed():
+                self._move(e.task_id, "running")
+                return [(CLAIM, (e.attempt, e.worker_id, at, seq, e.task_id))]
+            case ev.TaskCompleted():
+                state = "succeeded" if e.exit_code == 0 and not e.timed_out else "failed"
+                self._move(e.task_id, state)
+                reason = "timeout" if e.timed_out else None
+                return [(COMPLETE, (state, e.exit_code, int(e.timed_out), e.duration_s,
+                                    e.output_tail, reason, at, seq, e.task_id))]
+            case ev.TaskCancelRequested():
+                if self._state(e.task_id) != "running":
+                    return []
+                self._move(e.task_id, "cancelling")
+                return [(SET_STATE, ("cancelling", seq, e.task_id))]
+            case ev.TaskCancelled():
+                self._move(e.task_id, "cancelled")
+                return [(CANCELLED, (e.output_tail or None, at, seq, e.task_id))]
+            case ev.TaskLeaseExpired():
+                return [(LEASE_EXPIRED, (seq, e.task_id))]
+            case ev.TaskRequeued():
+                self._move(e.task_id, "pending")
+                return [(REQUEUED, (e.reason, seq, e.task_id))]
+            case ev.TaskFailed():
+                self._move(e.task_id, "failed")
+                return [(FAILED, (e.reason, at, seq, e.task_id))]
+        return []
+
+    def finish(self) -> list[Op]:
+        """The count updates for the batch; resets for the next one."""
+        ops = [(ADD_COUNT, (n, state)) for state, n in sorted(self.deltas.items()) if n]
+        self.states.clear()
+        self.deltas.clear()
+        return ops

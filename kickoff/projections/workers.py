@@ -1,0 +1,37 @@
+"""The `workers` projection: one row per worker that ever registered."""
+
+from __future__ import annotations
+
+from kickoff.clock import to_text
+from kickoff.events import model as ev
+from kickoff.projections.tasks import Op, tags_json
+from kickoff.store.log import Recorded
+
+INSERT_WORKER = (
+    "INSERT INTO workers (id, name, host, tags, slots, state, registered_at, last_seen, "
+    "updated_seq) VALUES (?, ?, ?, ?, ?, 'alive', ?, ?, ?)"
+)
+TAGS = "UPDATE workers SET tags = ?, updated_seq = ? WHERE id = ?"
+SEEN = "UPDATE workers SET last_seen = ?, updated_seq = ? WHERE id = ? AND state = 'alive'"
+ALL_SEEN = "UPDATE workers SET last_seen = ?, updated_seq = ? WHERE state = 'alive'"
+LEFT = "UPDATE workers SET state = ?, left_at = ?, updated_seq = ? WHERE id = ?"
+
+
+def ops(rec: Recorded) -> list[Op]:
+    """SQL for the workers table that one record implies."""
+    e, seq, at = rec.event, rec.seq, to_text(rec.at)
+    match e:
+        case ev.WorkerRegistered():
+            return [(INSERT_WORKER, (e.worker_id, e.name, e.host, tags_json(e.tags), e.slots,
+                                     at, at, seq))]
+        case ev.WorkerTagsChanged():
+            return [(TAGS, (tags_json(e.tags), seq, e.worker_id))]
+        case ev.WorkerHeartbeat() | ev.TaskClaimed() | ev.TaskCompleted():
+            return [(SEEN, (at, seq, e.worker_id))]
+        case ev.WorkerStopped():
+            return [(LEFT, ("stopped", at, seq, e.worker_id))]
+        case ev.WorkerLost():
+            return [(LEFT, ("lost", at, seq, e.worker_id))]
+        case ev.ServerStarted():
+            return [(ALL_SEEN, (at, seq))]
+    return []

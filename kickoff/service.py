@@ -1,0 +1,299 @@
+"""The only glue: validate -> decide -> record (apply + queue for group commit) -> answer.
+
+Every change goes through `_record`: events get their seq and time, are applied to the
+in-memory state at once (so concurrent requests see each other and never both claim one
+task), and are queued for the group-commit writer. The request is answered only after its
+batch is durable. A failed write fails every queued record and the state is rebuilt from
+the log, so memory never keeps what the disk does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from kickoff import defaults
+from kickoff.clock import Clock, utc_now
+from kickoff.errors import NotFound, Unavailable
+from kickoff.events.model import Event
+from kickoff.projections import queries
+from kickoff.state import decide
+from kickoff.state.decide import Completion, NewTask
+from kickoff.state.fold import State, apply
+from kickoff.store.database import Database
+from kickoff.store.log import Recorded, Row
+from kickoff.store.writer import GroupWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A task handed to a worker."""
+
+    task_id: int
+    attempt: int
+    command: str
+    timeout_s: float | None
+
+
+class Service:
+    """One server's state, writer and reader over one database file."""
+
+    def __init__(
+        self,
+        db_path: Path | str,
+        *,
+        clock: Clock = utc_now,
+        heartbeat_timeout_s: float = defaults.HEARTBEAT_TIMEOUT_S,
+        expire_every_s: float | None = None,
+    ) -> None:
+        self.db_path = Path(db_path)
+        self.clock = clock
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.expire_every_s = expire_every_s or min(1.0, heartbeat_timeout_s / 4)
+        self.state = State()
+        self.replayed = 0
+        self.replay_s = 0.0
+        self._db: Database | None = None
+        self._writer: GroupWriter | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._seq = 0
+        self._waiters: set[asyncio.Future[None]] = set()
+        self._subscribers: set[asyncio.Queue[Row | None]] = set()
+        self._expirer: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the database, replay the log, record ServerStarted, start the loops.
+
+        Raises:
+            DatabaseRefused: the database cannot be used.
+        """
+        started = time.perf_counter()
+        self._db = await asyncio.to_thread(Database, self.db_path)
+        self.state = await asyncio.to_thread(self._db.replay)
+        self.replayed = self.state.last_seq
+        self.replay_s = time.perf_counter() - started
+        self._seq = self.state.last_seq
+        self._writer = GroupWriter(self._db, on_commit=self._publish, on_failure=self._reload)
+        self._writer.start()
+        self._reader = await aiosqlite.connect(self.db_path)
+        await self._reader.execute("PRAGMA query_only = 1")
+        await self._commit(decide.server_started(self.heartbeat_timeout_s))
+        self._expirer = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    async def stop(self) -> None:
+        """Finish in-flight commits and close everything."""
+        if self._expirer is not None:
+            self._expirer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expirer
+        self._wake_claimers()
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+        if self._writer is not None:
+            await self._writer.close()
+        if self._reader is not None:
+            await self._reader.close()
+        if self._db is not None:
+            self._db.close()
+
+    # -- recording -------------------------------------------------------------
+
+    def _record(self, events: list[Event]) -> asyncio.Future[None] | None:
+        """Give events their seq and time, apply them, queue them; None if no events."""
+        if not events:
+            return None
+        assert self._writer is not None
+        at = self.clock()
+        records = []
+        for event in events:
+            self._seq += 1
+            records.append(Recorded(self._seq, at, event))
+            apply(self.state, event, seq=self._seq, at=at)
+        return self._writer.submit(records)
+
+    async def _commit(self, events: list[Event]) -> None:
+        future = self._record(events)
+        if future is not None:
+            await future
+
+    def _reload(self, exc: BaseException) -> None:
+        """A write failed: rebuild the state from what is durable."""
+        assert self._db is not None
+        logger.error("rebuilding state from the log after a failed write")
+        self.state = self._db.replay()
+        self._seq = self.state.last_seq
+
+    def _publish(self, rows: list[Row]) -> None:
+        for queue in self._subscribers:
+            for row in rows:
+                queue.put_nowait(row)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Row | None]]:
+        """A queue that receives every row committed from now on (None at shutdown)."""
+        queue: asyncio.Queue[Row | None] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers.discard(queue)
+
+    # -- commands --------------------------------------------------------------
+
+    async def submit(self, tasks: list[NewTask], *, submitted_by: str | None = None) -> list[int]:
+        """Queue tasks; returns their ids (existing ids for known idempotency keys)."""
+        events, ids = decide.submit(self.state, tasks, submitted_by=submitted_by)
+        await self._commit(events)
+        if events:
+            self._wake_claimers()
+        return ids
+
+    def _wake_claimers(self) -> None:
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def claim(self, worker_id: str, *, max_tasks: int, wait_s: float) -> list[Claimed]:
+        """Up to max_tasks tasks for the worker, waiting up to wait_s for one to appear."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            futures, claimed = [], []
+            for _ in range(max_tasks):
+                events = decide.claim(self.state, worker_id)
+                if not events:
+                    break
+                futures.append(self._record(events))
+                claimed.append(events[0])
+            if claimed:
+                await asyncio.gather(*futures)
+                return [await self._claimed(e.task_id, e.attempt) for e in claimed]  # type: ignore[union-attr]
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return []
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                return []
+            finally:
+                self._waiters.discard(waiter)
+
+    async def _claimed(self, task_id: int, attempt: int) -> Claimed:
+        row = await self._fetch(
+            queries.Query(
+                "SELECT command, timeout_s FROM tasks WHERE id = ?", (task_id,), lambda rows: rows[0]
+            )
+        )
+        return Claimed(task_id, attempt, row[0], row[1])
+
+    async def heartbeat(self, worker_id: str, running: list[tuple[int, int]]) -> list[int]:
+        """Record that the worker lives; returns the task ids it must stop."""
+        events, stop = decide.heartbeat(self.state, worker_id, running)
+        await self._commit(events)
+        return stop
+
+    async def complete(self, report: Completion) -> None:
+        events = decide.complete(self.state, report)
+        await self._commit(events)
+        if any(type(e).__name__ == "TaskRequeued" for e in events):
+            self._wake_claimers()
+
+    async def cancel(self, task_id: int, *, requested_by: str | None = None) -> None:
+        await self._commit(decide.cancel(self.state, task_id, requested_by=requested_by))
+
+    async def register(
+        self, *, name: str, tags: frozenset[str], slots: int, host: str | None = None
+    ) -> str:
+        events = decide.register(self.state, name=name, tags=tags, slots=slots, host=host)
+        await self._commit(events)
+        return events[0].worker_id  # type: ignore[union-attr]
+
+    async def change_tags(
+        self,
+        worker_id: str,
+        *,
+        add: frozenset[str] = frozenset(),
+        remove: frozenset[str] = frozenset(),
+        replace: frozenset[str] | None = None,
+    ) -> frozenset[str]:
+        events = decide.change_tags(self.state, worker_id, add=add, remove=remove, replace=replace)
+        await self._commit(events)
+        if events:
+            self._wake_claimers()
+        return self.state.workers[worker_id].tags
+
+    async def stop_worker(self, worker_id: str) -> None:
+        events = decide.stop_worker(self.state, worker_id)
+        await self._commit(events)
+        self._wake_claimers()
+
+    async def expire(self) -> int:
+        """Apply lease expiry as of the clock now; returns the number of events."""
+        events = decide.expire(self.state, self.clock(), timeout_s=self.heartbeat_timeout_s)
+        await self._commit(events)
+        if events:
+            self._wake_claimers()
+        return len(events)
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.expire_every_s)
+            try:
+                await self.expire()
+            except Unavailable:
+                logger.warning("lease expiry deferred: storage unavailable")
+
+    # -- queries ---------------------------------------------------------------
+
+    async def _fetch(self, query: queries.Query) -> Any:
+        assert self._reader is not None
+        rows = await self._reader.execute_fetchall(query.sql, query.params)
+        return query.shape(list(rows))
+
+    async def get_task(self, task_id: int) -> dict[str, Any]:
+        task = await self._fetch(queries.get_task(task_id))
+        if task is None:
+            raise NotFound(f"no task {task_id}")
+        return dict(task)
+
+    async def query(self, query: queries.Query) -> Any:
+        return await self._fetch(query)
+
+    def resolve_worker(self, key: str) -> str:
+        """A live worker id from an id or a name.
+
+        Raises:
+            NotFound: no live worker with that id or name.
+        """
+        if key in self.state.workers:
+            return key
+        named = [w.id for w in self.state.workers.values() if w.name == key]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise NotFound(f"several live workers are named {key!r}; use an id ({', '.join(named)})")
+        decide.find_worker(self.state, key)
+        raise NotFound(f"no worker {key!r}")
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def writer_stats(self) -> tuple[int, int]:
+        assert self._writer is not None
+        return self._writer.batches, self._writer.records

@@ -1,0 +1,178 @@
+"""The tag-shape matcher: which pending task a worker with given tags gets next. No I/O here.
+
+Pending tasks are grouped by shape, their (require, want) pair. Each shape keeps a heap of
+integer keys, better first: priority descending, then task id (age) ascending. For each
+distinct worker tag set the matcher keeps a *view*: the shapes whose require is a subset of
+the tags, each with the want-score rank it has for those tags, in a heap of composite keys
+(priority, want score, id). A claim looks at the top of that heap, repairs entries made
+stale by earlier claims, and never touches the other pending tasks: its cost depends on the
+number of shapes, not tasks.
+
+Heap entries are deleted lazily: an entry is live while its task is pending.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from fractions import Fraction
+from functools import cache
+
+from kickoff.defaults import MAX_PRIORITY, MAX_TASK_TAGS
+
+ID_BITS = 40
+ID_MASK = (1 << ID_BITS) - 1
+RANK_BITS = 10
+
+
+@cache
+def _score_ranks() -> dict[Fraction, int]:
+    """Every possible want score (a/b, b <= 32) mapped to its rank, 0 the best."""
+    scores = {Fraction(a, b) for b in range(1, MAX_TASK_TAGS + 1) for a in range(b + 1)}
+    return {s: rank for rank, s in enumerate(sorted(scores, reverse=True))}
+
+
+def want_score(want: frozenset[str], tags: frozenset[str]) -> Fraction:
+    """The fraction of `want` the worker has; 0 for a task with no want tags."""
+    if not want:
+        return Fraction(0)
+    return Fraction(len(want & tags), len(want))
+
+
+def task_key(priority: int, task_id: int) -> int:
+    """A shape heap key: smaller is better (higher priority, then older)."""
+    return ((MAX_PRIORITY - priority) << ID_BITS) | task_id
+
+
+class Shape:
+    """All pending tasks with one (require, want) pair."""
+
+    __slots__ = ("heap", "index", "require", "want")
+
+    def __init__(self, require: frozenset[str], want: frozenset[str], index: int) -> None:
+        self.require = require
+        self.want = want
+        self.index = index
+        self.heap: list[int] = []
+
+    def __repr__(self) -> str:
+        return f"Shape(require={sorted(self.require)}, want={sorted(self.want)})"
+
+
+IsPending = Callable[[int], bool]
+
+
+class _View:
+    """The shapes one worker tag set may run, in a heap of composite keys."""
+
+    __slots__ = ("current", "heap", "ranks")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int]] = []  # (composite key, shape index)
+        self.ranks: dict[int, int] = {}  # shape index -> want-score rank
+        self.current: dict[int, int] = {}  # shape index -> key of its one live entry
+
+    def offer(self, shape: Shape, key: int) -> None:
+        """Make sure the view knows `shape` can offer a task as good as `key`."""
+        rank = self.ranks[shape.index]
+        composite = (((key >> ID_BITS) << RANK_BITS | rank) << ID_BITS) | (key & ID_MASK)
+        known = self.current.get(shape.index)
+        if known is None or composite < known:
+            self.current[shape.index] = composite
+            heapq.heappush(self.heap, (composite, shape.index))
+
+
+class Matcher:
+    """Pending tasks by shape, and per-tag-set views over the shapes."""
+
+    def __init__(self, is_pending: IsPending) -> None:
+        self._is_pending = is_pending
+        self.shapes: dict[tuple[frozenset[str], frozenset[str]], Shape] = {}
+        self._by_index: list[Shape] = []
+        self._views: dict[frozenset[str], _View] = {}
+
+    def shape(self, require: frozenset[str], want: frozenset[str]) -> Shape:
+        """The shape for (require, want), created (and added to every view) on first use."""
+        found = self.shapes.get((require, want))
+        if found is not None:
+            return found
+        shape = Shape(require, want, len(self._by_index))
+        self.shapes[(require, want)] = shape
+        self._by_index.append(shape)
+        for tags, view in self._views.items():
+            if require <= tags:
+                view.ranks[shape.index] = _score_ranks()[want_score(want, tags)]
+        return shape
+
+    def push(self, shape: Shape, priority: int, task_id: int) -> None:
+        """A task of `shape` became pending."""
+        key = task_key(priority, task_id)
+        heapq.heappush(shape.heap, key)
+        if shape.heap[0] == key:  # the shape's best got better: tell the views
+            for view in self._views.values():
+                if shape.index in view.ranks:
+                    view.offer(shape, key)
+
+    def _top(self, shape: Shape) -> int | None:
+        """The shape's best live key, dropping dead entries on the way."""
+        heap = shape.heap
+        is_pending = self._is_pending
+        while heap:
+            key = heap[0]
+            if is_pending(key & ID_MASK):
+                return key
+            heapq.heappop(heap)
+        return None
+
+    def drop_top(self, shape: Shape, task_id: int) -> None:
+        """The task just left pending; pop it if it is the shape's top (else leave it lazy)."""
+        heap = shape.heap
+        if heap and heap[0] & ID_MASK == task_id:
+            heapq.heappop(heap)
+
+    def _view(self, tags: frozenset[str]) -> _View:
+        view = self._views.get(tags)
+        if view is None:
+            view = _View()
+            ranks = _score_ranks()
+            for shape in self._by_index:
+                if shape.require <= tags:
+                    view.ranks[shape.index] = ranks[want_score(shape.want, tags)]
+                    top = self._top(shape)
+                    if top is not None:
+                        view.offer(shape, top)
+            self._views[tags] = view
+        return view
+
+    def best(self, tags: frozenset[str]) -> int | None:
+        """The id of the task a worker with `tags` should get next, or None."""
+        view = self._view(tags)
+        heap = view.heap
+        while heap:
+            composite, index = heap[0]
+            if view.current.get(index) != composite:  # superseded by a better offer
+                heapq.heappop(heap)
+                continue
+            shape = self._by_index[index]
+            top = self._top(shape)
+            if top is None:
+                heapq.heappop(heap)
+                del view.current[index]
+                continue
+            rank = view.ranks[index]
+            real = (((top >> ID_BITS) << RANK_BITS | rank) << ID_BITS) | (top & ID_MASK)
+            if real == composite:
+                return top & ID_MASK
+            view.current[index] = real  # the shape's top got worse since: re-file it
+            heapq.heapreplace(heap, (real, index))
+        return None
+
+    def forget_views(self) -> None:
+        """Drop every per-tag-set view (they rebuild on demand)."""
+        self._views.clear()
+
+    def pending_ids(self) -> Iterable[tuple[Shape, list[int]]]:
+        """Each shape with its live pending ids in matching order (for tests and snapshots)."""
+        for shape in self._by_index:
+            ids = sorted({k for k in shape.heap if self._is_pending(k & ID_MASK)})
+            yield shape, [k & ID_MASK for k in ids]

@@ -1,0 +1,1 @@
+"""Storage: the SQLite connection and schema, the append-only log, the group-commit writer."""

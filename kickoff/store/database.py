@@ -1,0 +1,74 @@
+"""A kickoff database: the log and the projections, written together in one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from kickoff.errors import DatabaseRefused, Unavailable
+from kickoff.projections.project import project
+from kickoff.state.fold import State, apply
+from kickoff.store.db import connect
+from kickoff.store.log import Log, Recorded, Row, read_log
+
+
+class Database:
+    """The single writer of one database file."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.conn = connect(path)
+        self.log = Log(self.conn)
+
+    def write(self, records: list[Recorded]) -> list[Row]:
+        """Append records and update the projections in one durable transaction.
+
+        Raises:
+            Unavailable: the write failed (disk full, read-only, I/O error); nothing of it
+                was written.
+            DatabaseRefused: records out of seq order.
+        """
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self.log.append(records)
+                project(self.conn, records)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                self.log.reset()
+                raise
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot write to {self.path}: {exc}") from exc
+        return rows
+
+    def replay(self) -> State:
+        """Rebuild the in-memory state by folding the whole log.
+
+        Raises:
+            DatabaseRefused: the log does not fold (an unreadable or inconsistent event).
+        """
+        return replay(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def replay(conn: sqlite3.Connection, *, until_seq: int | None = None) -> State:
+    """Fold the log (up to `until_seq`) into a fresh State.
+
+    Raises:
+        DatabaseRefused: an event that does not decode or does not fold.
+    """
+    state = State()
+    try:
+        for rec in read_log(conn, until_seq=until_seq):
+            try:
+                apply(state, rec.event, seq=rec.seq, at=rec.at)
+            except (KeyError, ValueError) as exc:
+                raise DatabaseRefused(
+                    f"event seq {rec.seq} ({type(rec.event).__name__}) does not fold: {exc!r}"
+                ) from exc
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseRefused(f"cannot read the log: {exc}") from exc
+    return state
