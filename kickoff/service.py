@@ -70,6 +70,8 @@ class Service:
         self._waiters: set[asyncio.Future[None]] = set()
         self._subscribers: set[asyncio.Queue[Row | None]] = set()
         self._expirer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.shutting_down = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -80,6 +82,7 @@ class Service:
             DatabaseRefused: the database cannot be used.
         """
         started = time.perf_counter()
+        self._loop = asyncio.get_running_loop()
         self._db = await asyncio.to_thread(Database, self.db_path)
         self.state = await asyncio.to_thread(self._db.replay)
         self.replayed = self.state.last_seq
@@ -91,6 +94,12 @@ class Service:
         await self._reader.execute("PRAGMA query_only = 1")
         await self._commit(decide.server_started(self.heartbeat_timeout_s))
         self._expirer = asyncio.get_running_loop().create_task(self._expire_loop())
+
+    def begin_shutdown(self) -> None:
+        """Release long-poll claims now; safe to call from a signal handler."""
+        self.shutting_down = True
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake_claimers)
 
     async def stop(self) -> None:
         """Finish in-flight commits and close everything."""
@@ -182,7 +191,7 @@ class Service:
                 await asyncio.gather(*futures)
                 return [await self._claimed(e.task_id, e.attempt) for e in claimed]  # type: ignore[union-attr]
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self.shutting_down:
                 return []
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)

@@ -1,0 +1,1 @@
+"""The HTTP API: starlette app, routes, input parsing and error mapping."""

@@ -1,0 +1,259 @@
+"""Request bodies and query strings -> the service's request types. Small explicit
+functions, each raising InvalidInput (422) naming the field, MalformedRequest (400) for
+bodies that are not JSON, TooLarge (413) for limits on size."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from kickoff import defaults
+from kickoff.errors import InvalidInput, MalformedRequest, TooLarge
+from kickoff.state.decide import Completion, NewTask
+from kickoff.tags import check_tags, split_tags
+
+TASK_FIELDS = frozenset(
+    {"command", "require", "want", "priority", "max_attempts", "timeout_s", "idempotency_key"}
+)
+
+
+async def body(request: Request, *, limit: int = defaults.MAX_BODY_BYTES) -> Any:
+    """The JSON body (an empty body is `{}`).
+
+    Raises:
+        TooLarge: over `limit` bytes.
+        MalformedRequest: not JSON.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body of {declared} bytes is over the {limit} byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is over the {limit} byte limit")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        return {}
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def obj(value: Any, *, field: str = "body", allowed: Iterable[str] | None = None) -> dict[str, Any]:
+    """A JSON object, optionally with only the allowed keys."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field}: expected a JSON object")
+    if allowed is not None:
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise InvalidInput(f"{field}: unknown field(s) {', '.join(map(repr, unknown))}")
+    return value
+
+
+def integer(value: Any, *, field: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{field}: expected an integer")
+    if not low <= value <= high:
+        raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
+    return value
+
+
+def number(value: Any, *, field: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{field}: expected a number")
+    if not math.isfinite(value) or not low <= value <= high:
+        raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
+    return float(value)
+
+
+def string(value: Any, *, field: str, max_chars: int, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"{field}: expected a string")
+    if not value and not allow_empty:
+        raise InvalidInput(f"{field}: must not be empty")
+    if len(value) > max_chars:
+        raise TooLarge(f"{field}: {len(value)} characters, at most {max_chars} allowed")
+    if "\x00" in value:
+        raise InvalidInput(f"{field}: must not contain NUL characters")
+    return value
+
+
+def tags(value: Any, *, field: str, limit: int) -> frozenset[str]:
+    """A list of tags, or one string of tags separated by space, comma or semicolon."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise InvalidInput(f"{field}: expected a list of tags")
+    if len(value) > limit * 4:
+        raise InvalidInput(f"{field}: at most {limit} tags allowed")
+    return check_tags(split_tags(value), field=field, limit=limit)
+
+
+def new_task(value: Any, *, field: str = "task") -> NewTask:
+    task = obj(value, field=field, allowed=TASK_FIELDS)
+    if "command" not in task:
+        raise InvalidInput(f"{field}.command: required")
+    command = string(task["command"], field=f"{field}.command", max_chars=defaults.MAX_COMMAND_BYTES)
+    if len(command.encode()) > defaults.MAX_COMMAND_BYTES:
+        raise TooLarge(f"{field}.command: over {defaults.MAX_COMMAND_BYTES} bytes")
+    timeout = task.get("timeout_s")
+    key = task.get("idempotency_key")
+    return NewTask(
+        command=command,
+        require=tags(task.get("require"), field=f"{field}.require", limit=defaults.MAX_TASK_TAGS),
+        want=tags(task.get("want"), field=f"{field}.want", limit=defaults.MAX_TASK_TAGS),
+        priority=integer(
+            task.get("priority", 0),
+            field=f"{field}.priority",
+            low=defaults.MIN_PRIORITY,
+            high=defaults.MAX_PRIORITY,
+        ),
+        max_attempts=integer(
+            task.get("max_attempts", defaults.MAX_ATTEMPTS),
+            field=f"{field}.max_attempts",
+            low=1,
+            high=defaults.MAX_ATTEMPTS_LIMIT,
+        ),
+        timeout_s=None
+        if timeout is None
+        else number(timeout, field=f"{field}.timeout_s", low=0.001, high=defaults.MAX_TIMEOUT_S),
+        idempotency_key=None
+        if key is None
+        else string(key, field=f"{field}.idempotency_key", max_chars=defaults.MAX_IDEMPOTENCY_KEY_CHARS),
+    )
+
+
+def submission(value: Any) -> list[NewTask]:
+    """One task object, or `{"tasks": [...]}`: all valid, or nothing is submitted."""
+    data = obj(value)
+    if "tasks" not in data:
+        return [new_task(data)]
+    obj(data, allowed={"tasks"})
+    items = data["tasks"]
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("tasks: expected a non-empty list")
+    if len(items) > defaults.MAX_BATCH:
+        raise TooLarge(f"tasks: {len(items)} in one request, at most {defaults.MAX_BATCH}")
+    return [new_task(item, field=f"tasks[{i}]") for i, item in enumerate(items)]
+
+
+def task_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 1 << 40:
+        raise InvalidInput(f"task id {text[:40]!r}: expected a positive integer")
+    return int(text)
+
+
+def registration(value: Any) -> tuple[str, frozenset[str], int, str | None]:
+    data = obj(value, allowed={"name", "tags", "slots", "host"})
+    name = string(data.get("name", ""), field="name", max_chars=defaults.MAX_NAME_CHARS)
+    host = data.get("host")
+    return (
+        name,
+        tags(data.get("tags"), field="tags", limit=defaults.MAX_WORKER_TAGS),
+        integer(data.get("slots", 1), field="slots", low=1, high=defaults.MAX_SLOTS),
+        None if host is None else string(host, field="host", max_chars=defaults.MAX_NAME_CHARS),
+    )
+
+
+def claim(value: Any) -> tuple[int, float]:
+    data = obj(value, allowed={"max_tasks", "wait_s"})
+    return (
+        integer(data.get("max_tasks", 1), field="max_tasks", low=1, high=defaults.MAX_SLOTS),
+        number(data.get("wait_s", 0), field="wait_s", low=0, high=defaults.CLAIM_WAIT_S * 10),
+    )
+
+
+def heartbeat(value: Any) -> list[tuple[int, int]]:
+    data = obj(value, allowed={"running"})
+    running = data.get("running", [])
+    if not isinstance(running, list) or len(running) > defaults.MAX_SLOTS:
+        raise InvalidInput(f"running: expected a list of at most {defaults.MAX_SLOTS} pairs")
+    pairs = []
+    for i, pair in enumerate(running):
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise InvalidInput(f"running[{i}]: expected [task_id, attempt]")
+        pairs.append(
+            (
+                integer(pair[0], field=f"running[{i}][0]", low=1, high=(1 << 40) - 1),
+                integer(pair[1], field=f"running[{i}][1]", low=1, high=defaults.MAX_ATTEMPTS_LIMIT),
+            )
+        )
+    return pairs
+
+
+COMPLETION_FIELDS = {
+    "worker_id", "attempt", "exit_code", "duration_s", "output_tail", "timed_out", "cancelled"
+}
+
+
+def completion(task: int, value: Any) -> Completion:
+    data = obj(value, allowed=COMPLETION_FIELDS)
+    for required in ("worker_id", "attempt", "exit_code"):
+        if required not in data:
+            raise InvalidInput(f"{required}: required")
+    timed_out, cancelled = data.get("timed_out", False), data.get("cancelled", False)
+    if not isinstance(timed_out, bool) or not isinstance(cancelled, bool):
+        raise InvalidInput("timed_out, cancelled: expected true or false")
+    tail = string(
+        data.get("output_tail", ""), field="output_tail", max_chars=4 * defaults.OUTPUT_TAIL_BYTES,
+        allow_empty=True,
+    )
+    return Completion(
+        task_id=task,
+        worker_id=string(data["worker_id"], field="worker_id", max_chars=defaults.MAX_NAME_CHARS),
+        attempt=integer(data["attempt"], field="attempt", low=1, high=defaults.MAX_ATTEMPTS_LIMIT),
+        exit_code=integer(data["exit_code"], field="exit_code", low=-(1 << 31), high=1 << 31),
+        duration_s=number(data.get("duration_s", 0.0), field="duration_s", low=0, high=1e10),
+        output_tail=tail[-defaults.OUTPUT_TAIL_BYTES :],
+        timed_out=timed_out,
+        cancelled=cancelled,
+    )
+
+
+def tag_change(value: Any) -> tuple[frozenset[str], frozenset[str], frozenset[str] | None]:
+    data = obj(value, allowed={"add", "remove", "set"})
+    limit = defaults.MAX_WORKER_TAGS
+    replace = data.get("set")
+    result = (
+        tags(data.get("add"), field="add", limit=limit),
+        tags(data.get("remove"), field="remove", limit=limit),
+        None if replace is None else tags(replace, field="set", limit=limit),
+    )
+    final = (result[2] if result[2] is not None else frozenset()) | result[0]
+    if len(final) > limit:
+        raise InvalidInput(f"tags: at most {limit} per worker")
+    return result
+
+
+def ids(value: Any) -> list[int]:
+    data = obj(value, allowed={"ids"})
+    items = data.get("ids")
+    if not isinstance(items, list) or not items or len(items) > defaults.MAX_BATCH:
+        raise InvalidInput(f"ids: expected a list of 1..{defaults.MAX_BATCH} task ids")
+    return [integer(i, field="ids[]", low=1, high=(1 << 40) - 1) for i in items]
+
+
+def query_int(params: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    text = params.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidInput(f"{name}: expected an integer") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name}: {value} is out of range {low}..{high}")
+    return value
+
+
+def query_list(values: list[str]) -> list[str]:
+    return [v for text in values for v in text.split(",") if v]

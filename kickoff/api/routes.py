@@ -1,0 +1,382 @@
+"""The /v1 handlers: parse -> service -> JSON. No rules here; those live in state/decide.py."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from kickoff import defaults
+from kickoff.api import parse
+from kickoff.clock import from_text, to_text
+from kickoff.errors import InvalidInput, KickoffError, NotFound
+from kickoff.projections import queries
+from kickoff.service import Service
+from kickoff.state.fold import TaskState
+
+STATES = [str(s) for s in TaskState]
+LIVE = ["pending", "running", "cancelling"]
+
+
+class ORJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def svc(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def client_of(request: Request) -> str | None:
+    return f"{request.client.host}" if request.client else None
+
+
+async def submit(request: Request) -> Response:
+    tasks = parse.submission(await parse.body(request))
+    ids = await svc(request).submit(tasks, submitted_by=client_of(request))
+    return ORJSONResponse({"ids": ids}, status_code=201)
+
+
+def _states(request: Request) -> list[str]:
+    states = parse.query_list(request.query_params.getlist("state"))
+    if "all" in states or request.query_params.get("all") in ("1", "true"):
+        return []
+    if not states:
+        return LIVE
+    bad = sorted(set(states) - set(STATES))
+    if bad:
+        raise InvalidInput(f"state: unknown {', '.join(bad)}; one of {', '.join(STATES)}, all")
+    return states
+
+
+async def list_tasks(request: Request) -> Response:
+    params = request.query_params
+    states = _states(request)
+    limit = parse.query_int(params, "limit", defaults.DEFAULT_PAGE, low=1, high=defaults.MAX_PAGE)
+    after = parse.query_int(params, "after", 0, low=0, high=1 << 40)
+    descending = params.get("order") == "desc"
+    before = parse.query_int(params, "before", 0, low=0, high=1 << 40) or None
+    query = queries.list_tasks(
+        states=states,
+        worker_id=params.get("worker"),
+        after_id=after,
+        limit=limit + 1,
+        descending=descending,
+        before_id=before,
+    )
+    service = svc(request)
+    tasks = await service.query(query)
+    counts = await service.query(queries.counts())
+    more = len(tasks) > limit
+    tasks = tasks[:limit]
+    return ORJSONResponse(
+        {
+            "tasks": tasks,
+            "counts": counts,
+            "next_after": tasks[-1]["id"] if more and not descending else None,
+            "next_before": tasks[-1]["id"] if more and descending else None,
+        }
+    )
+
+
+async def get_task(request: Request) -> Response:
+    task_id = parse.task_id(request.path_params["task_id"])
+    return ORJSONResponse(await svc(request).get_task(task_id))
+
+
+async def task_events(request: Request) -> Response:
+    task_id = parse.task_id(request.path_params["task_id"])
+    service = svc(request)
+    await service.get_task(task_id)  # 404 for an unknown task
+    events = await service.query(queries.list_events(task_id=task_id, limit=100_000))
+    if request.query_params.get("heartbeats", "1") not in ("0", "false"):
+        events = await _with_heartbeats(service, task_id, events)
+    return ORJSONResponse({"events": events})
+
+
+async def _with_heartbeats(service: Service, task_id: int, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add the heartbeats of each worker while it ran this task (they name the task)."""
+    extra: list[dict[str, Any]] = []
+    for i, event in enumerate(events):
+        if event["type"] != "TaskClaimed":
+            continue
+        end = next((e["seq"] for e in events[i + 1 :]), None)
+        beats = await service.query(
+            queries.list_events(
+                after_seq=event["seq"],
+                until_seq=None if end is None else end - 1,
+                types=["WorkerHeartbeat"],
+                worker_id=event["worker_id"],
+                limit=100_000,
+            )
+        )
+        extra.extend(b for b in beats if any(p[0] == task_id for p in b["data"]["running"]))
+    return sorted(events + extra, key=lambda e: e["seq"])
+
+
+async def _cancel_one(service: Service, task_id: int, by: str | None) -> dict[str, Any]:
+    await service.cancel(task_id, requested_by=by)
+    task = service.state.tasks.get(task_id)
+    return {"id": task_id, "state": str(task.state) if task else "cancelled"}
+
+
+async def cancel_task(request: Request) -> Response:
+    task_id = parse.task_id(request.path_params["task_id"])
+    return ORJSONResponse(await _cancel_one(svc(request), task_id, client_of(request)))
+
+
+async def cancel_tasks(request: Request) -> Response:
+    ids = parse.ids(await parse.body(request))
+    results = []
+    for task_id in ids:
+        try:
+            results.append(await _cancel_one(svc(request), task_id, client_of(request)))
+        except KickoffError as exc:
+            results.append({"id": task_id, "error": {"code": exc.code, "message": exc.message}})
+    return ORJSONResponse({"results": results})
+
+
+async def complete(request: Request) -> Response:
+    task_id = parse.task_id(request.path_params["task_id"])
+    report = parse.completion(task_id, await parse.body(request))
+    await svc(request).complete(report)
+    return ORJSONResponse({"ok": True})
+
+
+async def register(request: Request) -> Response:
+    name, tags, slots, host = parse.registration(await parse.body(request))
+    service = svc(request)
+    worker_id = await service.register(name=name, tags=tags, slots=slots, host=host or client_of(request))
+    timeout = service.heartbeat_timeout_s
+    return ORJSONResponse(
+        {
+            "worker_id": worker_id,
+            "heartbeat_interval_s": min(defaults.HEARTBEAT_INTERVAL_S, timeout / 3),
+            "heartbeat_timeout_s": timeout,
+        },
+        status_code=201,
+    )
+
+
+async def list_workers(request: Request) -> Response:
+    gone = request.query_params.get("all") in ("1", "true")
+    return ORJSONResponse({"workers": await svc(request).query(queries.list_workers(include_gone=gone))})
+
+
+async def get_worker(request: Request) -> Response:
+    key = request.path_params["worker"]
+    worker = await svc(request).query(queries.get_worker(key))
+    if worker is None:
+        raise NotFound(f"no worker {key[:80]!r}")
+    return ORJSONResponse(worker)
+
+
+async def claim(request: Request) -> Response:
+    worker_id = request.path_params["worker"]
+    max_tasks, wait_s = parse.claim(await parse.body(request))
+    claimed = await svc(request).claim(worker_id, max_tasks=max_tasks, wait_s=wait_s)
+    return ORJSONResponse(
+        {
+            "tasks": [
+                {"task_id": c.task_id, "attempt": c.attempt, "command": c.command, "timeout_s": c.timeout_s}
+                for c in claimed
+            ]
+        }
+    )
+
+
+async def heartbeat(request: Request) -> Response:
+    running = parse.heartbeat(await parse.body(request))
+    stop = await svc(request).heartbeat(request.path_params["worker"], running)
+    return ORJSONResponse({"cancel": stop})
+
+
+async def change_tags(request: Request) -> Response:
+    add, remove, replace = parse.tag_change(await parse.body(request))
+    service = svc(request)
+    worker_id = service.resolve_worker(request.path_params["worker"])
+    tags = await service.change_tags(worker_id, add=add, remove=remove, replace=replace)
+    return ORJSONResponse({"worker_id": worker_id, "tags": sorted(tags)})
+
+
+async def deregister(request: Request) -> Response:
+    await svc(request).stop_worker(request.path_params["worker"])
+    return ORJSONResponse({"ok": True})
+
+
+async def stats(request: Request) -> Response:
+    service = svc(request)
+    counts = await service.query(queries.counts())
+    now = service.clock()
+    minute_ago = to_text(now - timedelta(seconds=60))
+    done = await service.query(
+        queries.Query(
+            "SELECT count(*) FROM events WHERE at >= ? AND type IN "
+            "('TaskCompleted', 'TaskCancelled', 'TaskFailed')",
+            (minute_ago,),
+            lambda rows: rows[0][0],
+        )
+    )
+    workers = service.state.workers.values()
+    return ORJSONResponse(
+        {
+            **{state: counts.get(state, 0) for state in STATES},
+            "workers": {
+                "alive": len(workers),
+                "busy": sum(1 for w in workers if w.running),
+                "slots": sum(w.slots for w in workers),
+                "slots_used": sum(len(w.running) for w in workers),
+            },
+            "throughput": {"finished_last_minute": done, "per_second": round(done / 60, 3)},
+            "last_seq": service.last_seq,
+        }
+    )
+
+
+def _event_filters(request: Request) -> dict[str, Any]:
+    params = request.query_params
+    filters: dict[str, Any] = {
+        "types": parse.query_list(params.getlist("type")),
+        "worker_id": params.get("worker") or None,
+    }
+    if params.get("task"):
+        filters["task_id"] = parse.task_id(params["task"])
+    for name, key in (("since", "since"), ("until_time", "until")):
+        if params.get(name):
+            try:
+                filters[key] = to_text(from_text(params[name]))
+            except ValueError:
+                raise InvalidInput(f"{name}: expected an ISO 8601 time") from None
+    return filters
+
+
+async def events(request: Request) -> Response:
+    params = request.query_params
+    after = parse.query_int(params, "after", 0, low=0, high=1 << 62)
+    until = parse.query_int(params, "until", 0, low=0, high=1 << 62) or None
+    limit = parse.query_int(params, "limit", 1000, low=1, high=defaults.MAX_PAGE)
+    service = svc(request)
+    found = await service.query(
+        queries.list_events(after_seq=after, until_seq=until, limit=limit, **_event_filters(request))
+    )
+    return ORJSONResponse({"events": found, "last_seq": service.last_seq})
+
+
+def _matches(event: dict[str, Any], filters: dict[str, Any]) -> bool:
+    if filters["types"] and event["type"] not in filters["types"]:
+        return False
+    if filters.get("task_id") is not None and event["task_id"] != filters["task_id"]:
+        return False
+    return filters["worker_id"] is None or event["worker_id"] == filters["worker_id"]
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event["seq"], event["type"].encode(), orjson.dumps(event))
+
+
+async def event_stream(request: Request) -> Response:
+    """Server-sent events: the backlog after `after` (if given), then live events."""
+    service = svc(request)
+    params = request.query_params
+    filters = _event_filters(request)
+    after = parse.query_int(params, "after", -1, low=-1, high=1 << 62)
+
+    async def stream() -> Any:
+        async with service.subscribe() as queue:
+            sent = service.last_seq if after < 0 else after
+            while after >= 0:  # backlog, in pages, up to what is live
+                page = await service.query(
+                    queries.list_events(after_seq=sent, limit=1000, **{k: v for k, v in filters.items()})
+                )
+                for event in page:
+                    yield _sse(event)
+                    sent = event["seq"]
+                if len(page) < 1000:
+                    break
+            yield b": live\n\n"
+            while True:
+                try:
+                    row = await asyncio.wait_for(queue.get(), 15.0)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
+                    continue
+                if row is None:
+                    return
+                if row.seq <= sent:
+                    continue
+                event = queries.event_json(
+                    (row.seq, row.at, row.type, row.version, row.task_id, row.worker_id, row.payload)
+                )
+                if _matches(event, filters):
+                    yield _sse(event)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def healthz(request: Request) -> Response:
+    return ORJSONResponse({"ok": True})
+
+
+async def metrics(request: Request) -> Response:
+    service = svc(request)
+    counts = await service.query(queries.counts())
+    batches, records = service.writer_stats()
+    workers = service.state.workers.values()
+    lines = [
+        "# HELP kickoff_tasks Tasks by state.",
+        "# TYPE kickoff_tasks gauge",
+        *(f'kickoff_tasks{{state="{s}"}} {counts.get(s, 0)}' for s in STATES),
+        "# HELP kickoff_workers Live workers.",
+        "# TYPE kickoff_workers gauge",
+        f"kickoff_workers {len(workers)}",
+        "# HELP kickoff_worker_slots Slots of live workers, and those in use.",
+        "# TYPE kickoff_worker_slots gauge",
+        f'kickoff_worker_slots{{use="total"}} {sum(w.slots for w in workers)}',
+        f'kickoff_worker_slots{{use="busy"}} {sum(len(w.running) for w in workers)}',
+        "# HELP kickoff_log_seq The last event seq.",
+        "# TYPE kickoff_log_seq counter",
+        f"kickoff_log_seq {service.last_seq}",
+        "# HELP kickoff_commits_total Group commits written.",
+        "# TYPE kickoff_commits_total counter",
+        f"kickoff_commits_total {batches}",
+        "# HELP kickoff_events_written_total Events written by this process.",
+        "# TYPE kickoff_events_written_total counter",
+        f"kickoff_events_written_total {records}",
+        "# HELP kickoff_replay_seconds Time the start-up replay took.",
+        "# TYPE kickoff_replay_seconds gauge",
+        f"kickoff_replay_seconds {service.replay_s:.6f}",
+    ]
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/v1/tasks", submit, methods=["POST"]),
+    Route("/v1/tasks", list_tasks, methods=["GET"]),
+    Route("/v1/tasks/cancel", cancel_tasks, methods=["POST"]),
+    Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
+    Route("/v1/tasks/{task_id}/events", task_events, methods=["GET"]),
+    Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+    Route("/v1/tasks/{task_id}/complete", complete, methods=["POST"]),
+    Route("/v1/workers", register, methods=["POST"]),
+    Route("/v1/workers", list_workers, methods=["GET"]),
+    Route("/v1/workers/{worker}", get_worker, methods=["GET"]),
+    Route("/v1/workers/{worker}", deregister, methods=["DELETE"]),
+    Route("/v1/workers/{worker}/claim", claim, methods=["POST"]),
+    Route("/v1/workers/{worker}/heartbeat", heartbeat, methods=["POST"]),
+    Route("/v1/workers/{worker}/tags", change_tags, methods=["POST"]),
+    Route("/v1/stats", stats, methods=["GET"]),
+    Route("/v1/events", events, methods=["GET"]),
+    Route("/v1/events/stream", event_stream, methods=["GET"]),
+]

@@ -1,0 +1,113 @@
+"""`kickoff server` and `kickoff up`: run a server (and, for `up`, a local worker)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kickoff import defaults
+from kickoff.store.db import default_db_path
+
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for all).")]
+PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
+DbOpt = Annotated[
+    Path | None,
+    typer.Option("--db", envvar="KICKOFF_DB", help="Database file (default: XDG data dir).",
+                 show_default=False),
+]
+TimeoutOpt = Annotated[
+    float,
+    typer.Option("--heartbeat-timeout", min=0.05, help="Seconds before a silent worker is lost."),
+]
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def server(
+    host: HostOpt = defaults.HOST,
+    port: PortOpt = defaults.PORT,
+    db: DbOpt = None,
+    heartbeat_timeout: TimeoutOpt = defaults.HEARTBEAT_TIMEOUT_S,
+    rotate_token: Annotated[
+        bool, typer.Option("--rotate-token", help="Replace the access token with a new one.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
+) -> None:
+    """Run the kickoff server (no configuration needed).
+
+    Example: kickoff server --host 0.0.0.0 --port 3355
+    """
+    from kickoff.server import serve
+
+    _logging(verbose)
+    serve(
+        db_path=db or default_db_path(),
+        host=host,
+        port=port,
+        heartbeat_timeout_s=heartbeat_timeout,
+        rotate_token=rotate_token,
+    )
+
+
+def up(
+    have: Annotated[
+        list[str] | None, typer.Option("--have", help="Tags of the local worker (repeatable).")
+    ] = None,
+    slots: Annotated[int, typer.Option("--slots", min=1, help="Tasks the worker runs at once.")] = (
+        os.cpu_count() or 1
+    ),
+    host: HostOpt = defaults.HOST,
+    port: PortOpt = defaults.PORT,
+    db: DbOpt = None,
+    heartbeat_timeout: TimeoutOpt = defaults.HEARTBEAT_TIMEOUT_S,
+) -> None:
+    """Run a server and a local worker in one command: kickoff on one machine.
+
+    Example: kickoff up --have cpu,gpu --slots 4
+    """
+    from kickoff.server import serve
+
+    _logging(False)
+    worker: list[subprocess.Popen[bytes]] = []
+
+    def start_worker(_service: object, token: str) -> None:
+        args = [sys.executable, "-m", "kickoff", "worker", "--server", f"127.0.0.1:{port}",
+                "--slots", str(slots)]
+        for tag in have or []:
+            args += ["--have", tag]
+        env = {**os.environ, "KICKOFF_TOKEN": token}
+        worker.append(subprocess.Popen(args, env=env))
+
+    try:
+        serve(
+            db_path=db or default_db_path(),
+            host=host,
+            port=port,
+            heartbeat_timeout_s=heartbeat_timeout,
+            on_ready=start_worker,
+        )
+    finally:
+        for proc in worker:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=defaults.CANCEL_GRACE_S + 5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server)
+    app.command("up")(up)

@@ -1,0 +1,118 @@
+"""Running the server: uvicorn around create_app(), start-up lines, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from kickoff import auth
+from kickoff.api.app import create_app
+from kickoff.errors import KickoffError
+from kickoff.service import Service
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: on SIGINT/SIGTERM, release long-poll claims at once and exit 0."""
+
+    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        super().__init__(config)
+        self.service = service
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.service.begin_shutdown()
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # a graceful stop is a normal exit, not a re-raise
+
+
+def worker_hint(host: str, port: int, token: str) -> str:
+    """The ready-to-paste command that starts a worker on another machine."""
+    shown = host if host not in ("0.0.0.0", "::", "127.0.0.1", "localhost") else socket.gethostname()
+    return f"kickoff worker --server {shown}:{port} --token {token} --have TAGS"
+
+
+def startup_lines(service: Service, host: str, port: int, token: str) -> list[str]:
+    counts = service.state.counts
+    live = ", ".join(f"{counts[s]} {s}" for s in ("pending", "running", "cancelling"))  # type: ignore[index]
+    return [
+        f"kickoff server listening on http://{host}:{port}",
+        f"database: {service.db_path}",
+        f"replayed {service.replayed} events in {service.replay_s:.3f}s; tasks: {live}; "
+        f"{len(service.state.workers)} workers known",
+        f"start a worker elsewhere: {worker_hint(host, port, token)}",
+        "(a worker on this machine needs no --token)",
+    ]
+
+
+def serve(
+    *,
+    db_path: Path,
+    host: str,
+    port: int,
+    heartbeat_timeout_s: float,
+    rotate_token: bool = False,
+    on_ready: Callable[[Service, str], None] | None = None,
+    announce: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> None:
+    """Run a server until SIGINT/SIGTERM.
+
+    Raises:
+        DatabaseRefused: the database cannot be used (reported before listening).
+    """
+    token = auth.load_or_create_token(db_path, rotate=rotate_token)
+    auth.remember_token(port, token, host=host)
+    service = Service(db_path, heartbeat_timeout_s=heartbeat_timeout_s)
+    app = create_app(service, token=token, manage_service=False)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        loop="uvloop" if _has("uvloop") else "asyncio",
+        http="httptools" if _has("httptools") else "h11",
+        ws="none",
+        timeout_graceful_shutdown=5,
+        access_log=False,
+    )
+    server = _Server(config, service)
+
+    async def main() -> None:
+        await service.start()
+        try:
+            serving = asyncio.get_running_loop().create_task(server.serve())
+            while not server.started and not serving.done():
+                await asyncio.sleep(0.005)
+            if server.started:
+                for line in startup_lines(service, host, port, token):
+                    announce(line)
+                if on_ready is not None:
+                    on_ready(service, token)
+            try:
+                await serving
+            except SystemExit:
+                raise KickoffError(f"cannot listen on {host}:{port} (in use?)") from None
+            if not server.started:
+                raise KickoffError(f"cannot listen on {host}:{port} (in use?)")
+        finally:
+            await service.stop()
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return sys.platform != "win32"
