@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,6 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
     starts: int = 0
-    _log: Any = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -93,10 +92,10 @@ class ServerProcess:
 
     def start(self) -> None:
         self.starts += 1
-        self._log = self.log_path.open("ab")
         args = [*kickoff_cmd(), "server", "--port", str(self.port), "--db", str(self.db_path),
                 *self.extra_args]
-        self.proc = subprocess.Popen(args, env=self.base_env, stdout=self._log, stderr=self._log)
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(args, env=self.base_env, stdout=log, stderr=log)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -134,9 +133,6 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait()
             raise AssertionError(f"server ignored SIGTERM:\n{self.output()}") from None
-        finally:
-            if self._log:
-                self._log.close()
 
     def restart(self) -> None:
         self.stop()
@@ -204,14 +200,14 @@ def start_worker(
 
     def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
         log_path = tmp_path / f"worker{len(workers)}.log"
-        log = log_path.open("ab")
-        proc = subprocess.Popen(
-            [*kickoff_cmd(), "worker", "--server", server.address, *args],
-            env=env or server.env,
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [*kickoff_cmd(), "worker", "--server", server.address, *args],
+                env=env or server.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         worker = WorkerProcess(proc, log_path)
         workers.append(worker)
         return worker
