@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import lru_cache
 
 Clock = Callable[[], datetime]
 
@@ -13,6 +14,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@lru_cache(maxsize=4096)  # a batch shares one time; strftime is costly on the hot path
 def to_text(at: datetime) -> str:
     """ISO 8601 UTC with a `Z`, microsecond precision: how times are stored."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

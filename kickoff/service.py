@@ -55,11 +55,13 @@ class Service:
         clock: Clock = utc_now,
         heartbeat_timeout_s: float = defaults.HEARTBEAT_TIMEOUT_S,
         expire_every_s: float | None = None,
+        full_replay: bool = False,
     ) -> None:
         self.db_path = Path(db_path)
         self.clock = clock
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.expire_every_s = expire_every_s or min(1.0, heartbeat_timeout_s / 4)
+        self.full_replay = full_replay
         self.state = State()
         self.replayed = 0
         self.replay_s = 0.0
@@ -84,8 +86,11 @@ class Service:
         started = time.perf_counter()
         self._loop = asyncio.get_running_loop()
         self._db = await asyncio.to_thread(Database, self.db_path)
-        self.state = await asyncio.to_thread(self._db.replay)
-        self.replayed = self.state.last_seq
+        if self.full_replay:
+            self.state = await asyncio.to_thread(self._db.replay)
+            self.replayed = self.state.last_seq
+        else:
+            self.state, self.replayed = await asyncio.to_thread(self._db.load)
         self.replay_s = time.perf_counter() - started
         self._seq = self.state.last_seq
         self._writer = GroupWriter(self._db, on_commit=self._publish, on_failure=self._reload)
@@ -141,7 +146,7 @@ class Service:
         """A write failed: rebuild the state from what is durable."""
         assert self._db is not None
         logger.error("rebuilding state from the log after a failed write")
-        self.state = self._db.replay()
+        self.state, _ = self._db.load()
         self._seq = self.state.last_seq
 
     def _publish(self, rows: list[Row]) -> None:

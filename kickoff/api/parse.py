@@ -5,7 +5,8 @@ bodies that are not JSON, TooLarge (413) for limits on size."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -46,11 +47,13 @@ async def body(request: Request, *, limit: int = defaults.MAX_BODY_BYTES) -> Any
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
 
 
-def obj(value: Any, *, field: str = "body", allowed: Iterable[str] | None = None) -> dict[str, Any]:
+def obj(
+    value: Any, *, field: str = "body", allowed: frozenset[str] | set[str] | None = None
+) -> dict[str, Any]:
     """A JSON object, optionally with only the allowed keys."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{field}: expected a JSON object")
-    if allowed is not None:
+    if allowed is not None and not value.keys() <= allowed:
         unknown = sorted(set(value) - set(allowed))
         if unknown:
             raise InvalidInput(f"{field}: unknown field(s) {', '.join(map(repr, unknown))}")
@@ -95,6 +98,11 @@ def tags(value: Any, *, field: str, limit: int) -> frozenset[str]:
         raise InvalidInput(f"{field}: expected a list of tags")
     if len(value) > limit * 4:
         raise InvalidInput(f"{field}: at most {limit} tags allowed")
+    return _tag_set(tuple(value), field, limit)
+
+
+@lru_cache(maxsize=4096)  # tasks of a batch mostly share their tags
+def _tag_set(value: tuple[str, ...], field: str, limit: int) -> frozenset[str]:
     return check_tags(split_tags(value), field=field, limit=limit)
 
 
@@ -190,9 +198,9 @@ def heartbeat(value: Any) -> list[tuple[int, int]]:
     return pairs
 
 
-COMPLETION_FIELDS = {
-    "worker_id", "attempt", "exit_code", "duration_s", "output_tail", "timed_out", "cancelled"
-}
+COMPLETION_FIELDS = frozenset(
+    {"worker_id", "attempt", "exit_code", "duration_s", "output_tail", "timed_out", "cancelled"}
+)
 
 
 def completion(task: int, value: Any) -> Completion:

@@ -29,6 +29,7 @@ CREATE TABLE tasks (
     updated_seq INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX tasks_state ON tasks(state, id);
+CREATE INDEX tasks_idempotency ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX tasks_on_worker ON tasks(worker_id) WHERE state IN ('running', 'cancelling');
 CREATE TABLE workers (
     id TEXT PRIMARY KEY,

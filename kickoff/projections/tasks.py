@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ SELECT_STATE = "SELECT state FROM tasks WHERE id = ?"
 ADD_COUNT = "UPDATE task_counts SET n = n + ? WHERE state = ?"
 
 
+@lru_cache(maxsize=4096)
 def tags_json(tags: frozenset[str]) -> str:
     """Tags as stored: a sorted JSON list."""
     return orjson.dumps(sorted(tags)).decode()

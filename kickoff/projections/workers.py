@@ -17,9 +17,20 @@ ALL_SEEN = "UPDATE workers SET last_seen = ?, updated_seq = ? WHERE state = 'ali
 LEFT = "UPDATE workers SET state = ?, left_at = ?, updated_seq = ? WHERE id = ?"
 
 
+_WORKER_EVENTS = frozenset(
+    {
+        ev.WorkerRegistered, ev.WorkerTagsChanged, ev.WorkerHeartbeat, ev.TaskClaimed,
+        ev.TaskCompleted, ev.WorkerStopped, ev.WorkerLost, ev.ServerStarted,
+    }
+)
+
+
 def ops(rec: Recorded) -> list[Op]:
     """SQL for the workers table that one record implies."""
-    e, seq, at = rec.event, rec.seq, to_text(rec.at)
+    e = rec.event
+    if type(e) not in _WORKER_EVENTS:
+        return []
+    seq, at = rec.seq, to_text(rec.at)
     match e:
         case ev.WorkerRegistered():
             return [(INSERT_WORKER, (e.worker_id, e.name, e.host, tags_json(e.tags), e.slots,

@@ -8,6 +8,7 @@ from pathlib import Path
 from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.projections.project import project
 from kickoff.state.fold import State, apply
+from kickoff.store.checkpoint import load_state
 from kickoff.store.db import connect
 from kickoff.store.log import Log, Recorded, Row, read_log
 
@@ -49,6 +50,13 @@ class Database:
             DatabaseRefused: the log does not fold (an unreadable or inconsistent event).
         """
         return replay(self.conn)
+
+    def load(self) -> tuple[State, int]:
+        """The live state from the projections' checkpoint plus the log's tail.
+
+        Returns (state, number of tail events folded).
+        """
+        return load_state(self.conn)
 
     def close(self) -> None:
         self.conn.close()

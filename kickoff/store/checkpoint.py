@@ -1,0 +1,82 @@
+"""Start-up from a checkpoint: the projections, written in the same transaction as the
+events they derive from, hold the live state as of their `last_seq`. Loading them and
+folding the log's tail after that seq gives the same State as folding the whole log
+(tests/store/test_checkpoint.py holds it to that), in a fraction of the time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import orjson
+
+from kickoff.clock import from_text
+from kickoff.errors import DatabaseRefused
+from kickoff.state.fold import State, Task, TaskState, Worker, apply, worker_number
+from kickoff.store.log import read_log
+
+LIVE_TASKS = (
+    "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id FROM tasks "
+    "WHERE state IN ('pending', 'running', 'cancelling') ORDER BY id"
+)
+LIVE_WORKERS = "SELECT id, name, tags, slots, last_seen FROM workers WHERE state = 'alive'"
+ALL_WORKER_IDS = "SELECT id FROM workers"
+KEYS = "SELECT idempotency_key, id FROM tasks WHERE idempotency_key IS NOT NULL"
+MAX_TASK = "SELECT max(id) FROM tasks"
+COUNTS = "SELECT state, n FROM task_counts"
+LAST_SEQ = "SELECT min(last_seq) FROM projection_state"
+
+
+def _tags(cache: dict[str, frozenset[str]], text: str) -> frozenset[str]:
+    tags = cache.get(text)
+    if tags is None:
+        tags = cache[text] = frozenset(orjson.loads(text))
+    return tags
+
+
+def load_projections(conn: sqlite3.Connection) -> State:
+    """The State the projections hold, as of their last seq."""
+    state = State()
+    state.last_seq = conn.execute(LAST_SEQ).fetchone()[0] or 0
+    for worker_id, name, tags, slots, last_seen in conn.execute(LIVE_WORKERS):
+        state.workers[worker_id] = Worker(worker_id, name, frozenset(orjson.loads(tags)), slots,
+                                          from_text(last_seen))
+    numbers = [worker_number(w) for (w,) in conn.execute(ALL_WORKER_IDS)]
+    state.next_worker_no = max(numbers, default=0) + 1
+    state.next_task_id = (conn.execute(MAX_TASK).fetchone()[0] or 0) + 1
+    state.idempotency = dict(conn.execute(KEYS).fetchall())
+    state.counts = {TaskState(s): n for s, n in conn.execute(COUNTS)}
+    cache: dict[str, frozenset[str]] = {}
+    matcher, tasks, workers = state.matcher, state.tasks, state.workers
+    for task_id, require, want, priority, max_attempts, attempt, status, worker_id in conn.execute(
+        LIVE_TASKS
+    ):
+        shape = matcher.shape(_tags(cache, require), _tags(cache, want))
+        task = Task(task_id, shape, priority, max_attempts, attempt)
+        tasks[task_id] = task
+        if status == "pending":
+            matcher.push(shape, priority, task_id)
+            continue
+        task.state = TaskState(status)
+        task.worker_id = worker_id
+        worker = workers.get(worker_id) if worker_id else None
+        if worker is not None:
+            worker.running.add(task_id)
+    return state
+
+
+def load_state(conn: sqlite3.Connection) -> tuple[State, int]:
+    """The live State: projections plus the log's tail; returns (state, tail events folded).
+
+    Raises:
+        DatabaseRefused: the projections or the tail cannot be read or folded.
+    """
+    try:
+        state = load_projections(conn)
+        tail = 0
+        for rec in read_log(conn, state.last_seq):
+            apply(state, rec.event, seq=rec.seq, at=rec.at)
+            tail += 1
+    except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
+        raise DatabaseRefused(f"cannot load the state: {exc}; try `kickoff verify`") from exc
+    return state, tail
