@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import sys
@@ -88,6 +89,9 @@ def serve(
 
     async def main() -> None:
         await service.start()
+        # The live state is long-lived: keep the collector from rescanning it (bench/).
+        gc.collect()
+        gc.freeze()
         try:
             serving = asyncio.get_running_loop().create_task(server.serve())
             while not server.started and not serving.done():

@@ -16,7 +16,7 @@ from kickoff.api import parse
 from kickoff.clock import from_text, to_text
 from kickoff.errors import InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries
-from kickoff.service import Service
+from kickoff.service import Claimed, Service
 from kickoff.state.fold import TaskState
 
 STATES = [str(s) for s in TaskState]
@@ -143,10 +143,23 @@ async def cancel_tasks(request: Request) -> Response:
 
 
 async def complete(request: Request) -> Response:
+    """Report an attempt's end; with `"claim": {...}` also claim the next tasks (one round trip)."""
     task_id = parse.task_id(request.path_params["task_id"])
-    report = parse.completion(task_id, await parse.body(request))
-    await svc(request).complete(report)
-    return ORJSONResponse({"ok": True})
+    data = await parse.body(request)
+    then_claim = data.pop("claim", None) if isinstance(data, dict) else None
+    report = parse.completion(task_id, data)
+    claim_args = None if then_claim is None else parse.claim(then_claim)
+    service = svc(request)
+    await service.complete(report)
+    if claim_args is None:
+        return ORJSONResponse({"ok": True})
+    max_tasks, wait_s = claim_args
+    claimed = await service.claim(report.worker_id, max_tasks=max_tasks, wait_s=wait_s)
+    return ORJSONResponse({"ok": True, "tasks": [_claimed_json(c) for c in claimed]})
+
+
+def _claimed_json(c: Claimed) -> dict[str, Any]:
+    return {"task_id": c.task_id, "attempt": c.attempt, "command": c.command, "timeout_s": c.timeout_s}
 
 
 async def register(request: Request) -> Response:
@@ -181,14 +194,7 @@ async def claim(request: Request) -> Response:
     worker_id = request.path_params["worker"]
     max_tasks, wait_s = parse.claim(await parse.body(request))
     claimed = await svc(request).claim(worker_id, max_tasks=max_tasks, wait_s=wait_s)
-    return ORJSONResponse(
-        {
-            "tasks": [
-                {"task_id": c.task_id, "attempt": c.attempt, "command": c.command, "timeout_s": c.timeout_s}
-                for c in claimed
-            ]
-        }
-    )
+    return ORJSONResponse({"tasks": [_claimed_json(c) for c in claimed]})
 
 
 async def heartbeat(request: Request) -> Response:

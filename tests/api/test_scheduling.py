@@ -232,3 +232,19 @@ def test_heartbeat_events_appear_in_task_history(api: Api) -> None:
     complete(api, task_id, worker, 1)
     types = [e["type"] for e in api.client.get(f"/v1/tasks/{task_id}/events").json()["events"]]
     assert types == ["TaskSubmitted", "TaskClaimed", *["WorkerHeartbeat"] * 3, "TaskCompleted"]
+
+
+def test_complete_and_claim_in_one_round_trip(api: Api) -> None:
+    first, second = api.submit(command="a"), api.submit(command="b")
+    worker = api.register()
+    api.claim(worker)
+    response = api.client.post(
+        f"/v1/tasks/{first}/complete",
+        json={"worker_id": worker, "attempt": 1, "exit_code": 0, "claim": {"max_tasks": 1, "wait_s": 0}},
+    )
+    assert response.json() == {
+        "ok": True,
+        "tasks": [{"task_id": second, "attempt": 1, "command": "b", "timeout_s": None}],
+    }
+    assert task(api, first)["state"] == "succeeded"
+    assert task(api, second)["state"] == "running"
