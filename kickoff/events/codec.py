@@ -46,16 +46,17 @@ _CONVERTERS = {name: _converters(cls) for name, cls in EVENT_TYPES.items()}
 _FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_TYPES.items()}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, frozenset):
-        return sorted(value)
-    return value
+_SET_FIELDS = {
+    name: frozenset(f.name for f in dataclasses.fields(cls) if str(f.type).startswith("frozenset"))
+    for name, cls in EVENT_TYPES.items()
+}
 
 
 def to_payload(event: Event) -> JSON:
     """The event's fields as a JSON-ready dict (sets as sorted lists)."""
     name = type(event).__name__
-    return {f: _plain(getattr(event, f)) for f in _FIELDS[name]}
+    sets = _SET_FIELDS[name]
+    return {f: sorted(getattr(event, f)) if f in sets else getattr(event, f) for f in _FIELDS[name]}
 
 
 def encode(event: Event) -> tuple[str, int, str]:

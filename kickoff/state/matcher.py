@@ -113,6 +113,12 @@ class Matcher:
                 if shape.index in view.ranks:
                     view.offer(shape, key)
 
+    def load(self, shape: Shape, keys: list[int]) -> None:
+        """Add many pending tasks of a shape at once (start-up): one heapify, no views yet."""
+        shape.heap.extend(keys)
+        heapq.heapify(shape.heap)
+        self._views.clear()
+
     def _top(self, shape: Shape) -> int | None:
         """The shape's best live key, dropping dead entries on the way."""
         heap = shape.heap

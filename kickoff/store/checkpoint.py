@@ -6,6 +6,7 @@ folding the log's tail after that seq gives the same State as folding the whole 
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 
 import orjson
@@ -13,11 +14,12 @@ import orjson
 from kickoff.clock import from_text
 from kickoff.errors import DatabaseRefused
 from kickoff.state.fold import State, Task, TaskState, Worker, apply, worker_number
+from kickoff.state.matcher import Shape, task_key
 from kickoff.store.log import read_log
 
 LIVE_TASKS = (
     "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id FROM tasks "
-    "WHERE state IN ('pending', 'running', 'cancelling') ORDER BY id"
+    "WHERE state IN ('pending', 'running', 'cancelling')"
 )
 LIVE_WORKERS = "SELECT id, name, tags, slots, last_seen FROM workers WHERE state = 'alive'"
 ALL_WORKER_IDS = "SELECT id FROM workers"
@@ -25,13 +27,6 @@ KEYS = "SELECT idempotency_key, id FROM tasks WHERE idempotency_key IS NOT NULL"
 MAX_TASK = "SELECT max(id) FROM tasks"
 COUNTS = "SELECT state, n FROM task_counts"
 LAST_SEQ = "SELECT min(last_seq) FROM projection_state"
-
-
-def _tags(cache: dict[str, frozenset[str]], text: str) -> frozenset[str]:
-    tags = cache.get(text)
-    if tags is None:
-        tags = cache[text] = frozenset(orjson.loads(text))
-    return tags
 
 
 def load_projections(conn: sqlite3.Connection) -> State:
@@ -46,22 +41,30 @@ def load_projections(conn: sqlite3.Connection) -> State:
     state.next_task_id = (conn.execute(MAX_TASK).fetchone()[0] or 0) + 1
     state.idempotency = dict(conn.execute(KEYS).fetchall())
     state.counts = {TaskState(s): n for s, n in conn.execute(COUNTS)}
-    cache: dict[str, frozenset[str]] = {}
+    shapes: dict[tuple[str, str], Shape] = {}
+    pending: dict[Shape, list[int]] = {}
     matcher, tasks, workers = state.matcher, state.tasks, state.workers
     for task_id, require, want, priority, max_attempts, attempt, status, worker_id in conn.execute(
         LIVE_TASKS
     ):
-        shape = matcher.shape(_tags(cache, require), _tags(cache, want))
+        shape = shapes.get((require, want))
+        if shape is None:
+            shape = shapes[(require, want)] = matcher.shape(
+                frozenset(orjson.loads(require)), frozenset(orjson.loads(want))
+            )
+            pending[shape] = []
         task = Task(task_id, shape, priority, max_attempts, attempt)
         tasks[task_id] = task
         if status == "pending":
-            matcher.push(shape, priority, task_id)
+            pending[shape].append(task_key(priority, task_id))
             continue
         task.state = TaskState(status)
         task.worker_id = worker_id
         worker = workers.get(worker_id) if worker_id else None
         if worker is not None:
             worker.running.add(task_id)
+    for shape, keys in pending.items():
+        matcher.load(shape, keys)
     return state
 
 
@@ -71,6 +74,8 @@ def load_state(conn: sqlite3.Connection) -> tuple[State, int]:
     Raises:
         DatabaseRefused: the projections or the tail cannot be read or folded.
     """
+    collecting = gc.isenabled()
+    gc.disable()  # a million new long-lived records: the collector would rescan them all
     try:
         state = load_projections(conn)
         tail = 0
@@ -79,4 +84,7 @@ def load_state(conn: sqlite3.Connection) -> tuple[State, int]:
             tail += 1
     except (sqlite3.DatabaseError, KeyError, ValueError) as exc:
         raise DatabaseRefused(f"cannot load the state: {exc}; try `kickoff verify`") from exc
+    finally:
+        if collecting:
+            gc.enable()
     return state, tail

@@ -10,6 +10,7 @@ import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 from datetime import datetime
 
 from kickoff.clock import from_text, to_text
@@ -39,9 +40,8 @@ class Recorded:
     event: Event
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """A raw log row, as stored."""
+class Row(NamedTuple):
+    """A raw log row, as stored (a tuple: it is made once per event on the hot path)."""
 
     seq: int
     at: str
@@ -67,8 +67,8 @@ def chain_hash(
     payload: str,
 ) -> bytes:
     """sha256 over the previous hash and every column of the row."""
-    head = f"{seq}\x1f{at}\x1f{type_name}\x1f{version}\x1f{task_id}\x1f{worker_id}\x1f"
-    return hashlib.sha256(prev + head.encode() + payload.encode()).digest()
+    text = f"{seq}\x1f{at}\x1f{type_name}\x1f{version}\x1f{task_id}\x1f{worker_id}\x1f{payload}"
+    return hashlib.sha256(prev + text.encode()).digest()
 
 
 def to_row(prev: bytes, record: Recorded) -> Row:
@@ -110,10 +110,7 @@ class Log:
             row = to_row(prev, record)
             rows.append(row)
             prev = row.hash
-        self.conn.executemany(
-            INSERT_EVENT,
-            [(r.seq, r.at, r.type, r.version, r.task_id, r.worker_id, r.payload, r.hash) for r in rows],
-        )
+        self.conn.executemany(INSERT_EVENT, rows)
         self.last_seq, self.last_hash = seq, prev
         return rows
 

@@ -1,0 +1,248 @@
+"""HTTP-level figures of SPEC §8 against real `kickoff server` / `kickoff worker` processes.
+
+Each function starts what it needs in a temporary directory and returns one figure.
+Run through `python -m bench` (bench/__main__.py), which prints them beside their goals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench._load import Connection, hammer, request_bytes
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    token: str
+    db: Path
+    env: dict[str, str]
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_STATE_HOME": str(tmp / "state"),
+            "KICKOFF_DEBUG": ""}
+
+
+def start_server(tmp: Path, db: Path | None = None, *args: str) -> tuple[Server, float]:
+    """A server process; returns it and the seconds until /healthz answered."""
+    port = free_port()
+    db = db or tmp / "kickoff.db"
+    env = _env(tmp)
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kickoff", "server", "--port", str(port), "--db", str(db), *args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server died: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"http://{HOST}:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.005)
+    ready = time.perf_counter() - started
+    token = Path(f"{db}.token").read_text().strip()
+    return Server(proc, port, token, db, {**env, "KICKOFF_TOKEN": token}), ready
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def server_in(tmp: Path, *args: str) -> Iterator[Server]:
+    server, _ = start_server(tmp, None, *args)
+    try:
+        yield server
+    finally:
+        stop(server.proc)
+
+
+def start_worker(server: Server, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "kickoff", "worker", "--server", f"{HOST}:{server.port}", *args],
+        env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _batch(n: int) -> bytes:
+    return orjson.dumps({"tasks": [{"command": "true", "require": ["cpu" if i % 2 else "gpu"]} for i in range(n)]})
+
+
+def bulk_submit(seconds: float = 5.0) -> float:
+    """Durable bulk submit over HTTP, batches of 1,000: tasks/s."""
+    with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
+        raw = request_bytes("POST", "/v1/tasks", _batch(1000), server.token, f"{HOST}:{server.port}")
+        ok, elapsed, _ = asyncio.run(hammer(HOST, server.port, raw, clients=4, seconds=seconds))
+        return ok * 1000 / elapsed
+
+
+def single_submit(seconds: float = 5.0) -> float:
+    """Single-task submits from 64 concurrent HTTP clients: tasks/s."""
+    with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
+        body = orjson.dumps({"command": "true", "require": ["cpu"]})
+        raw = request_bytes("POST", "/v1/tasks", body, server.token, f"{HOST}:{server.port}")
+        ok, elapsed, _ = asyncio.run(hammer(HOST, server.port, raw, clients=64, seconds=seconds))
+        return ok / elapsed
+
+
+def _wait_idle(http: httpx.Client, workers: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if http.get("/v1/stats").json()["workers"]["alive"] >= workers:
+            return
+        time.sleep(0.02)
+    raise RuntimeError("workers did not register")
+
+
+def submit_to_start(samples: int = 200) -> tuple[float, float]:
+    """Submit -> start latency on an idle worker: (p50, p95) in ms.
+
+    The command writes to a FIFO the benchmark reads, so "start" means the worker's shell
+    is running the command: it includes the claim, the durable commit and the spawn.
+    """
+    with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
+        fifo = Path(tmp) / "started"
+        os.mkfifo(fifo)
+        worker = start_worker(server, "--have", "cpu")
+        try:
+            with server.http() as http:
+                _wait_idle(http, 1)
+            reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            keep = os.open(fifo, os.O_WRONLY)  # so reads block instead of seeing EOF
+            os.set_blocking(reader, True)
+            latencies = asyncio.run(_latency_loop(server, fifo, reader, samples))
+            os.close(keep)
+            os.close(reader)
+        finally:
+            stop(worker)
+        latencies.sort()
+        return latencies[len(latencies) // 2] * 1e3, latencies[int(len(latencies) * 0.95)] * 1e3
+
+
+async def _latency_loop(server: Server, fifo: Path, reader: int, samples: int) -> list[float]:
+    conn = await Connection(HOST, server.port).open()
+    loop = asyncio.get_running_loop()
+    out: list[float] = []
+    for i in range(samples + 10):
+        body = orjson.dumps({"command": f"echo {i} > {fifo}", "require": ["cpu"]})
+        raw = request_bytes("POST", "/v1/tasks", body, server.token, f"{HOST}:{server.port}")
+        started = time.perf_counter()
+        conn.writer.write(raw)
+        await loop.run_in_executor(None, os.read, reader, 64)
+        elapsed = time.perf_counter() - started
+        await conn.reader.readuntil(b"\r\n\r\n")  # drain the submit's answer
+        await asyncio.sleep(0)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.reader.read(4096), 0.05)
+        if i >= 10:  # warm-up
+            out.append(elapsed)
+        await asyncio.sleep(0.01)  # let the worker go idle again
+    conn.close()
+    return out
+
+
+def drain(tasks: int = 2000) -> float:
+    """End-to-end drain of `tasks` `true` tasks, half cpu and half gpu, 2 single-slot workers."""
+    with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
+        workers = [start_worker(server, "--have", "cpu"), start_worker(server, "--have", "gpu")]
+        try:
+            with server.http() as http:
+                _wait_idle(http, 2)
+                body = orjson.loads(_batch(tasks))
+                started = time.perf_counter()
+                http.post("/v1/tasks", json=body)
+                while http.get("/v1/stats").json()["succeeded"] < tasks:
+                    time.sleep(0.005)
+                return tasks / (time.perf_counter() - started)
+        finally:
+            for worker in workers:
+                stop(worker)
+
+
+def make_big_log(db: Path, tasks: int = 1_000_000, events: int = 3_000_000) -> None:
+    """A database with `tasks` tasks and `events` events: all submitted, half run to the end
+    (claim + complete), the rest of the events heartbeats; half the tasks stay pending."""
+    from kickoff.events import model as ev
+    from kickoff.store.database import Database
+    from kickoff.store.log import Recorded
+
+    database = Database(db)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    seq = 0
+    batch: list[Recorded] = []
+
+    def add(event: ev.Event) -> None:
+        nonlocal seq, at
+        seq += 1
+        batch.append(Recorded(seq, at, event))
+        if len(batch) >= 50_000:
+            database.write(batch)
+            batch.clear()
+            at += timedelta(seconds=1)
+
+    add(ev.WorkerRegistered(worker_id="w1", name="bench", tags=frozenset({"cpu", "gpu"}), slots=1))
+    shapes = [frozenset({f"t{i % 10}", f"u{i // 10}"}) for i in range(100)]
+    for task_id in range(1, tasks + 1):
+        add(ev.TaskSubmitted(task_id=task_id, command=f"run {task_id}", require=shapes[task_id % 100]))
+    done = tasks // 2
+    for task_id in range(1, done + 1):
+        add(ev.TaskClaimed(task_id=task_id, worker_id="w1", attempt=1))
+        add(ev.TaskCompleted(task_id=task_id, worker_id="w1", attempt=1, exit_code=0, duration_s=0.01))
+    while seq < events:
+        add(ev.WorkerHeartbeat(worker_id="w1"))
+    if batch:
+        database.write(batch)
+    database.close()
+
+
+def restart_to_ready(db: Path) -> float:
+    """Seconds from starting a server on `db` until /healthz answers (includes the replay)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        server, ready = start_server(Path(tmp), db)
+        stop(server.proc)
+        return ready
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
