@@ -19,10 +19,26 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from kickoff.client import Client
 
 STARTUP_TIMEOUT_S = 20.0
+
+# Hypothesis: `ci` (the default) is modest and deterministic; HYPOTHESIS_PROFILE=dev digs deeper.
+settings.register_profile(
+    "ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "dev", parent=settings.get_profile("ci"), max_examples=1000, derandomize=False
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def free_port() -> int:

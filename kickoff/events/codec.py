@@ -36,10 +36,16 @@ def _converters(cls: type[Event]) -> dict[str, Callable[[Any], Any]]:
     for field in dataclasses.fields(cls):
         kind = str(field.type)
         if kind.startswith("frozenset"):
-            out[field.name] = frozenset
+            out[field.name] = _tag_list
         elif kind.startswith("tuple[tuple"):
             out[field.name] = lambda rows: tuple(tuple(row) for row in rows)
     return out
+
+
+def _tag_list(value: Any) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise ValueError(f"expected a list of tags, got {type(value).__name__}")
+    return frozenset(value)
 
 
 _CONVERTERS = {name: _converters(cls) for name, cls in EVENT_TYPES.items()}

@@ -220,12 +220,21 @@ def _worker_registered(state: State, e: ev.WorkerRegistered, at: datetime) -> No
     state.next_worker_no = max(state.next_worker_no, worker_number(e.worker_id) + 1)
 
 
+def _drop_unused_view(state: State, tags: frozenset[str]) -> None:
+    """Views are per tag set; one no live worker has would only slow every submit down."""
+    if all(w.tags != tags for w in state.workers.values()):
+        state.matcher.drop_view(tags)
+
+
 def _worker_tags_changed(state: State, e: ev.WorkerTagsChanged, at: datetime) -> None:
-    state.workers[e.worker_id].tags = e.tags
+    worker = state.workers[e.worker_id]
+    old, worker.tags = worker.tags, e.tags
+    _drop_unused_view(state, old)
 
 
 def _worker_gone(state: State, e: ev.WorkerStopped | ev.WorkerLost, at: datetime) -> None:
-    del state.workers[e.worker_id]
+    worker = state.workers.pop(e.worker_id)
+    _drop_unused_view(state, worker.tags)
 
 
 _HANDLERS: dict[type, Callable[[State, Any, datetime], None]] = {

@@ -177,6 +177,10 @@ class Matcher:
         """Drop every per-tag-set view (they rebuild on demand)."""
         self._views.clear()
 
+    def drop_view(self, tags: frozenset[str]) -> None:
+        """No worker has this tag set any more: stop maintaining its view."""
+        self._views.pop(tags, None)
+
     def pending_ids(self) -> Iterable[tuple[Shape, list[int]]]:
         """Each shape with its live pending ids in matching order (for tests and snapshots)."""
         for shape in self._by_index:

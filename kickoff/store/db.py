@@ -7,9 +7,11 @@ damaged file) is refused with a DatabaseRefused that says what to do.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from kickoff.errors import DatabaseRefused
 from kickoff.projections.schema import PROJECTION_SCHEMA
@@ -36,6 +38,9 @@ CREATE TRIGGER events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'kickoff: the event log is append-only (UPDATE refused)'); END;
 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
 BEGIN SELECT RAISE(ABORT, 'kickoff: the event log is append-only (DELETE refused)'); END;
+CREATE TRIGGER events_no_replace BEFORE INSERT ON events
+WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq)
+BEGIN SELECT RAISE(ABORT, 'kickoff: the event log is append-only (REPLACE refused)'); END;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 """
 
@@ -48,16 +53,92 @@ def default_db_path() -> Path:
     return Path(base) / "kickoff" / "kickoff.db"
 
 
+_EXPLAINED = (
+    ("database or disk is full", "the disk is full; free some space"),
+    (
+        "readonly database",
+        "the database is read-only (check the file, its directory and the mount)",
+    ),
+    (
+        "unable to open database file",
+        "cannot open the file (missing directory, permissions or a read-only file system?)",
+    ),
+    ("disk I/O error", "disk I/O error (a full disk, a read-only file system or a failing disk?)"),
+    ("file is not a database", "not a SQLite database (damaged, or another program's file)"),
+    ("malformed", "the database is damaged; run `kickoff verify` and restore it from a backup"),
+    ("database is locked", "the database is locked by another process"),
+)
+
+
+def explain(exc: sqlite3.Error) -> str:
+    """SQLite's message, with what it means for a kickoff user in front."""
+    text = str(exc)
+    for needle, meaning in _EXPLAINED:
+        if needle in text:
+            return f"{meaning} ({text})"
+    return text
+
+
+def lock_exclusive(path: Path) -> int:
+    """Hold `<db>.lock` so that a second server on the same database is refused.
+
+    Returns the lock's descriptor (closing it releases the lock; so does exiting).
+
+    Raises:
+        DatabaseRefused: another process holds the lock, or it cannot be created.
+    """
+    lock = Path(f"{path}.lock")
+    try:
+        lock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise DatabaseRefused(f"cannot create {lock}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise DatabaseRefused(
+            f"{path} is in use by another kickoff server; stop it first, or pass another --db"
+        ) from None
+    return fd
+
+
+def _header_size(header: bytes) -> int | None:
+    """The database size its 100-byte header claims, None if the header does not say."""
+    if len(header) < 100 or header[24:28] != header[92:96]:
+        return None  # valid only while the change counter equals "version-valid-for"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    return page_size * pages or None
+
+
 def _check_header(path: Path) -> None:
+    """Refuse before SQLite sees it: not SQLite at all, or shorter than it says it is."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
+            header = fh.read(100)
+        size = path.stat().st_size
     except OSError as exc:
         raise DatabaseRefused(f"cannot read {path}: {exc.strerror}") from exc
+    head = header[: len(SQLITE_MAGIC)]
+    if head and len(head) < len(SQLITE_MAGIC) and SQLITE_MAGIC.startswith(head):
+        raise DatabaseRefused(f"{path} is truncated: not a complete SQLite database")
     if head and head != SQLITE_MAGIC:
         raise DatabaseRefused(f"{path} is not a SQLite database (and so not kickoff's)")
-    if head and len(head) < len(SQLITE_MAGIC):
+    expected = _header_size(header) if head else None
+    if expected is not None and size < expected and not _wal_has_frames(path):
+        raise DatabaseRefused(
+            f"{path} is truncated ({size} of {expected} bytes); restore it from a backup"
+        )
+    if head and len(header) < 100:
         raise DatabaseRefused(f"{path} is truncated: not a complete SQLite database")
+
+
+def _wal_has_frames(path: Path) -> bool:
+    """Recent pages may live in the write-ahead log, not yet in the file."""
+    wal = Path(f"{path}-wal")
+    return wal.exists() and wal.stat().st_size > 0
 
 
 def _pragma_int(conn: sqlite3.Connection, name: str) -> int:
@@ -83,15 +164,26 @@ def _check_identity(conn: sqlite3.Connection, path: Path) -> bool:
 
 def _check_size(conn: sqlite3.Connection, path: Path) -> None:
     """A file shorter than its own page count says is truncated (cheap; verify does more)."""
-    wal = Path(f"{path}-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        return  # recent pages may live in the WAL
+    if _wal_has_frames(path):
+        return
     expected = _pragma_int(conn, "page_count") * _pragma_int(conn, "page_size")
     if path.stat().st_size < expected:
         raise DatabaseRefused(
             f"{path} is truncated ({path.stat().st_size} of {expected} bytes); "
             "restore it from a backup"
         )
+
+
+def _check_writable(conn: sqlite3.Connection) -> None:
+    """Fail now, not at the first event: SQLite silently opens an unwritable file (an
+    immutable one, say) read-only, and only a write tells."""
+    version = _pragma_int(conn, "user_version")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(f"PRAGMA user_version = {version}")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _create(conn: sqlite3.Connection) -> None:
@@ -121,29 +213,38 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             raise DatabaseRefused(f"no database at {path}")
         else:
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             except OSError as exc:
                 raise DatabaseRefused(f"cannot create {path.parent}: {exc.strerror}") from exc
+    conn: sqlite3.Connection | None = None
     try:
         if readonly:
-            conn = sqlite3.connect(
-                f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-            )
+            uri = f"file:{quote(str(path))}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA cache_size = -65536")
+        # Identity first: switching to WAL rewrites the header, and another program's
+        # database must be left exactly as it was.
+        known = _check_identity(conn, path)
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA cache_size = -65536")
-        if not _check_identity(conn, path):
+        if not known:
             if readonly:
                 raise DatabaseRefused(f"{path} is empty: not a kickoff database yet")
             _create(conn)
+        elif not readonly:
+            _check_writable(conn)
         if not memory:
             _check_size(conn, path)
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseRefused(f"cannot open {path}: {exc}") from exc
-    except OSError as exc:
-        raise DatabaseRefused(f"cannot open {path}: {exc.strerror}") from exc
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise DatabaseRefused(f"cannot open {path}: {explain(exc)}") from exc
+        if isinstance(exc, OSError):
+            raise DatabaseRefused(f"cannot open {path}: {exc.strerror}") from exc
+        raise
     return conn

@@ -1,0 +1,201 @@
+"""The log store's contract, run against a file and against `:memory:`.
+
+One abstract class (as eventsourcing's tests/persistence.py does); each subclass only says
+how to open a database.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kickoff.errors import DatabaseRefused
+from kickoff.events import model as ev
+from kickoff.store.database import Database, replay
+from kickoff.store.log import GENESIS, Log, Recorded, chain_hash, read_log, read_rows, to_row
+from tests.store._checks import assert_log_is_whole, assert_projections_agree_with, write_in_batches
+from tests.unit._sim import Sim, random_operations
+
+AT = datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+def some_records(start: int = 1, n: int = 5) -> list[Recorded]:
+    return [
+        Recorded(seq, AT, ev.TaskSubmitted(task_id=seq, command=f"echo {seq}"))
+        for seq in range(start, start + n)
+    ]
+
+
+def events_count(db: Database) -> int:
+    return int(db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+class LogContract:
+    """What every log store must do. Subclasses provide the `db` fixture."""
+
+    @pytest.fixture
+    def db(self) -> Iterator[Database]:
+        raise NotImplementedError
+
+    def test_a_new_log_is_empty(self, db: Database) -> None:
+        assert (db.log.last_seq, db.log.last_hash) == (0, GENESIS)
+        assert list(read_log(db.conn)) == []
+        assert db.replay() == Sim().state
+
+    def test_append_and_read_back(self, db: Database) -> None:
+        sim = Sim().run(random_operations(random.Random(1), 150))
+        write_in_batches(db, sim.records, random.Random(1))
+        assert list(read_log(db.conn)) == sim.records
+        assert db.replay() == sim.state
+        assert_log_is_whole(db.conn)
+        assert_projections_agree_with(db.conn, sim.state)
+
+    def test_rows_returned_are_the_rows_stored(self, db: Database) -> None:
+        rows = db.write(some_records())
+        assert list(read_rows(db.conn)) == rows
+        assert (db.log.last_seq, db.log.last_hash) == (5, rows[-1].hash)
+        stored = db.conn.execute("SELECT at, task_id, worker_id FROM events WHERE seq = 2")
+        assert stored.fetchone() == ("2026-02-03T04:05:06.789012Z", 2, None)
+
+    def test_hash_chain_covers_every_column(self, db: Database) -> None:
+        rows = db.write(some_records())
+        prev = GENESIS
+        for row in rows:
+            assert row.hash == chain_hash(
+                prev,
+                row.seq,
+                row.at,
+                row.type,
+                row.version,
+                row.task_id,
+                row.worker_id,
+                row.payload,
+            )
+            changed = chain_hash(
+                prev,
+                row.seq,
+                row.at,
+                row.type,
+                row.version,
+                row.task_id,
+                row.worker_id,
+                row.payload.replace("echo", "ecHo"),
+            )
+            assert changed != row.hash
+            prev = row.hash
+        assert len({r.hash for r in rows}) == len(rows)
+
+    def test_seq_must_follow_the_tail(self, db: Database) -> None:
+        db.write(some_records(1, 3))
+        for bad in (
+            some_records(3, 2),
+            some_records(5, 2),
+            [*some_records(4, 1), *some_records(6, 1)],
+        ):
+            with pytest.raises(DatabaseRefused, match="out of order"):
+                db.write(bad)
+            assert events_count(db) == 3
+        db.write(some_records(4, 2))  # the tail survived the refusals
+        assert_log_is_whole(db.conn)
+
+    def test_a_batch_that_fails_half_way_leaves_nothing(self, db: Database) -> None:
+        db.write(some_records(1, 2))
+        before = db.conn.execute("SELECT * FROM tasks").fetchall()
+        # The log accepts the claim; its projection finds no task 99 and the batch fails.
+        bad = [
+            *some_records(3, 2),
+            Recorded(5, AT, ev.TaskClaimed(task_id=99, worker_id="w1", attempt=1)),
+        ]
+        with pytest.raises(Exception):  # noqa: B017 - any error, as long as nothing is left
+            db.write(bad)
+        assert events_count(db) == 2
+        assert db.conn.execute("SELECT * FROM tasks").fetchall() == before
+        db.write(some_records(3, 1))
+        assert_log_is_whole(db.conn)
+
+    @pytest.mark.parametrize(
+        "sql",
+        [
+            "UPDATE events SET payload = '{}' WHERE seq = 2",
+            "UPDATE events SET seq = seq + 100",
+            "DELETE FROM events WHERE seq = 3",
+            "DELETE FROM events",
+        ],
+    )
+    def test_the_database_refuses_update_and_delete(self, db: Database, sql: str) -> None:
+        rows = db.write(some_records())
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.conn.execute(sql)
+        assert list(read_rows(db.conn)) == rows
+
+    @pytest.mark.parametrize("verb", ["INSERT OR REPLACE", "REPLACE"])
+    def test_the_database_refuses_replace(self, db: Database, verb: str) -> None:
+        """REPLACE is an UPDATE in disguise: it deletes the old row without the trigger."""
+        rows = db.write(some_records())
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            db.conn.execute(
+                f"{verb} INTO events SELECT seq, at, type, version, task_id, 'w666', payload, "
+                "hash FROM events WHERE seq = 2"
+            )
+        assert list(read_rows(db.conn)) == rows
+
+    def test_reading_ranges_and_chunks(self, db: Database) -> None:
+        rows = db.write(some_records(1, 50))
+        assert list(read_rows(db.conn, chunk=7)) == rows
+        assert list(read_rows(db.conn, 10, until_seq=20, chunk=3)) == rows[10:20]
+        assert [r.seq for r in read_log(db.conn, 45)] == [46, 47, 48, 49, 50]
+        assert list(read_rows(db.conn, 50)) == []
+
+    def test_replay_until_a_seq_is_the_state_then(self, db: Database) -> None:
+        sim = Sim()
+        cut = None
+        for i, op in enumerate(random_operations(random.Random(5), 120)):
+            sim.run([op])
+            if i == 60:
+                cut, then = sim.state.last_seq, sim.state.snapshot()
+        db.write(sim.records)
+        assert cut is not None
+        assert replay(db.conn, until_seq=cut).snapshot() == then
+        assert replay(db.conn) == sim.state
+
+    def test_log_append_needs_no_database_object(self, db: Database) -> None:
+        """Log works on a bare connection, inside the caller's transaction."""
+        log = Log(db.conn)
+        db.conn.execute("BEGIN")
+        rows = log.append(some_records(1, 2))
+        db.conn.execute("ROLLBACK")
+        log.reset()
+        assert (log.last_seq, log.last_hash) == (0, GENESIS)
+        assert rows[0] == to_row(GENESIS, some_records(1, 1)[0])
+
+
+class TestFileLog(LogContract):
+    @pytest.fixture
+    def db(self, tmp_path: Path) -> Iterator[Database]:
+        db = Database(tmp_path / "log.db")
+        yield db
+        db.close()
+
+    def test_the_tail_survives_a_reopen(self, db: Database) -> None:
+        rows = db.write(some_records(1, 4))
+        db.close()
+        db = Database(db.path)
+        try:
+            assert (db.log.last_seq, db.log.last_hash) == (4, rows[-1].hash)
+            db.write(some_records(5, 2))
+            assert_log_is_whole(db.conn)
+        finally:
+            db.close()
+
+
+class TestMemoryLog(LogContract):
+    @pytest.fixture
+    def db(self) -> Iterator[Database]:
+        db = Database(":memory:")
+        yield db
+        db.close()

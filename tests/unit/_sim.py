@@ -1,0 +1,358 @@
+"""A scripted scheduler run driven through decide + apply, for property tests.
+
+A run is a list of operation tuples, `(method name, *args)`. `Sim.run` interprets them against a
+`State` exactly as `service.py` would (decide, then apply each event with the next seq), and
+at every claim checks the matcher against `reference_best`, a linear scan by SPEC §1's rule.
+Operations are generated either by hypothesis (`operations()`) or by a seeded
+`random.Random` (`random_operations`), so store tests can reuse the same runs.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from hypothesis import strategies as st
+
+from kickoff.errors import IllegalTransition, StaleAttempt
+from kickoff.events import model as ev
+from kickoff.state import decide
+from kickoff.state.fold import State, TaskState, apply, worker_number
+from kickoff.store.log import Recorded
+
+TAGS = ("a", "b", "c", "d", "e")
+PRIORITIES = range(-2, 3)
+KEYS = ("k1", "k2", "k3")
+START = datetime(2026, 1, 1, tzinfo=UTC)
+FAR = timedelta(hours=10)  # "far in the future" for decide.expire
+TIMEOUT_S = 3600.0  # lease timeout; FAR is well past it
+
+Op = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the test knows about a submitted task, independently of the matcher."""
+
+    require: frozenset[str]
+    want: frozenset[str]
+    priority: int
+
+
+def want_score(want: frozenset[str], tags: frozenset[str]) -> Fraction:
+    return Fraction(len(want & tags), len(want)) if want else Fraction(0)
+
+
+def reference_best(state: State, specs: dict[int, Spec], tags: frozenset[str]) -> int | None:
+    """SPEC §1 by brute force: scan every pending task and apply the rule literally."""
+    best: tuple[int, Fraction, int] | None = None
+    for task in state.tasks.values():
+        if task.state is not TaskState.PENDING:
+            continue
+        spec = specs[task.id]
+        if not spec.require <= tags:
+            continue
+        key = (-spec.priority, -want_score(spec.want, tags), task.id)
+        if best is None or key < best:
+            best = key
+    return None if best is None else best[2]
+
+
+@dataclass(repr=False)
+class Sim:
+    """One run: the state, the events it recorded, and what the test knows."""
+
+    state: State = field(default_factory=State)
+    records: list[Recorded] = field(default_factory=list)
+    specs: dict[int, Spec] = field(default_factory=dict)
+    now: datetime = START
+    stale: list[tuple[int, str, int]] = field(default_factory=list)  # lost (task, worker, attempt)
+    claims: int = 0
+    matched: int = 0  # claims that found a task
+
+    # -- plumbing --------------------------------------------------------------
+
+    def commit(self, events: list[ev.Event]) -> None:
+        """What service._record does, minus the disk: seq, time, apply."""
+        for event in events:
+            seq = self.state.last_seq + 1
+            self.records.append(Recorded(seq, self.now, event))
+            apply(self.state, event, seq=seq, at=self.now)
+
+    def decide(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call a decide function and check it changed nothing (decide is pure)."""
+        before = self.state.snapshot()
+        out = fn(self.state, *args, **kwargs)
+        assert self.state.snapshot() == before, f"{fn.__name__} changed the state"
+        return out
+
+    def worker_ids(self) -> list[str]:
+        return sorted(self.state.workers, key=worker_number)
+
+    def running(self) -> list[int]:
+        return sorted(
+            t.id
+            for t in self.state.tasks.values()
+            if t.state in (TaskState.RUNNING, TaskState.CANCELLING)
+        )
+
+    def pick(self, items: list[Any], index: int) -> Any:
+        return items[index % len(items)] if items else None
+
+    # -- operations ------------------------------------------------------------
+
+    def submit(
+        self,
+        require: frozenset[str],
+        want: frozenset[str],
+        priority: int,
+        attempts: int,
+        key: str | None,
+    ) -> int:
+        new = decide.NewTask(
+            command=f"echo {len(self.specs)}",
+            require=require,
+            want=want,
+            priority=priority,
+            max_attempts=attempts,
+            idempotency_key=key,
+        )
+        known = self.state.idempotency.get(key) if key is not None else None
+        events, ids = self.decide(decide.submit, [new])
+        if known is not None:
+            assert events == [] and ids == [known], "a known idempotency key made a new task"
+        else:
+            assert len(events) == 1 and ids == [self.state.next_task_id]
+            self.specs[ids[0]] = Spec(require, want, priority)
+        self.commit(events)
+        return int(ids[0])
+
+    def register(self, tags: frozenset[str], slots: int) -> str:
+        events = self.decide(decide.register, name="w", tags=tags, slots=slots)
+        self.commit(events)
+        return str(events[0].worker_id)
+
+    def claim(self, index: int) -> int | None:
+        worker_id = self.pick(self.worker_ids(), index)
+        if worker_id is None:
+            return None
+        worker = self.state.workers[worker_id]
+        expected = reference_best(self.state, self.specs, worker.tags)
+        events = self.decide(decide.claim, worker_id)
+        self.claims += 1
+        if len(worker.running) >= worker.slots:
+            assert events == []
+            return None
+        got = events[0].task_id if events else None
+        assert got == expected, (
+            f"worker tags {sorted(worker.tags)}: matcher chose {got}, the rule says {expected}; "
+            f"pending: {self.pending_table()}"
+        )
+        if events:
+            self.matched += 1
+            assert events[0].attempt == self.state.tasks[got].attempt + 1
+        self.commit(events)
+        return got
+
+    def pending_table(self) -> list[tuple[int, list[str], list[str], int]]:
+        return [
+            (i, sorted(s.require), sorted(s.want), s.priority)
+            for i, s in self.specs.items()
+            if i in self.state.tasks and self.state.tasks[i].state is TaskState.PENDING
+        ]
+
+    def complete(self, index: int, exit_code: int, cancelled: bool) -> None:
+        task_id = self.pick(self.running(), index)
+        if task_id is None:
+            return
+        task = self.state.tasks[task_id]
+        assert task.worker_id is not None
+        report = decide.Completion(
+            task_id=task_id,
+            worker_id=task.worker_id,
+            attempt=task.attempt,
+            exit_code=exit_code,
+            duration_s=0.5,
+            cancelled=cancelled,
+        )
+        self.commit(self.decide(decide.complete, report))
+
+    def cancel(self, index: int) -> None:
+        if not self.specs:
+            return
+        task_id = self.pick(sorted(self.specs), index)
+        task = self.state.tasks.get(task_id)
+        if task is None:
+            try:
+                self.decide(decide.cancel, task_id)
+            except IllegalTransition:
+                return
+            raise AssertionError(f"cancel of finished task {task_id} was allowed")
+        events = self.decide(decide.cancel, task_id)
+        if task.state is TaskState.CANCELLING:
+            assert events == []
+        self.commit(events)
+
+    def lose(self, index: int | None) -> None:
+        """decide.expire far in the future; all workers but the chosen one heartbeat first."""
+        target = self.pick(self.worker_ids(), index) if index is not None else None
+        if index is not None and target is None:
+            return
+        running = [(t.id, t.attempt, t.worker_id) for t in self.state.tasks.values()]
+        self.now += FAR
+        for worker_id in self.worker_ids():
+            if index is not None and worker_id != target:
+                pairs = [(t, a) for t, a, w in running if w == worker_id]
+                events, _ = self.decide(decide.heartbeat, worker_id, pairs)
+                self.commit(events)
+        events = self.decide(decide.expire, self.now, timeout_s=TIMEOUT_S)
+        lost = {e.worker_id for e in events if isinstance(e, ev.WorkerLost)}
+        assert lost == ({target} if target is not None else set(self.state.workers))
+        self.stale.extend((t, w, a) for t, a, w in running if w is not None and w in lost)
+        self.commit(events)
+
+    def stop(self, index: int) -> None:
+        worker_id = self.pick(self.worker_ids(), index)
+        if worker_id is not None:
+            self.commit(self.decide(decide.stop_worker, worker_id))
+
+    def retag(self, index: int, tags: frozenset[str]) -> None:
+        worker_id = self.pick(self.worker_ids(), index)
+        if worker_id is not None:
+            self.commit(self.decide(decide.change_tags, worker_id, replace=tags))
+
+    def late_report(self, index: int) -> None:
+        """A report from an attempt whose lease expired must be refused."""
+        if not self.stale:
+            return
+        task_id, worker_id, attempt = self.pick(self.stale, index)
+        report = decide.Completion(
+            task_id=task_id, worker_id=worker_id, attempt=attempt, exit_code=0, duration_s=1.0
+        )
+        try:
+            self.decide(decide.complete, report)
+        except StaleAttempt:
+            return
+        raise AssertionError(f"stale report {task_id}/{attempt} on {worker_id} was accepted")
+
+    def restart(self) -> None:
+        self.commit(decide.server_started(TIMEOUT_S))
+
+    def run(self, ops: list[Op]) -> Sim:
+        for op in ops:
+            self.now += timedelta(seconds=1)
+            name, *args = op
+            getattr(self, name)(*args)
+        return self
+
+
+# -- generating runs -------------------------------------------------------------
+
+tag_sets = st.frozensets(st.sampled_from(TAGS))
+
+
+NAMES = (
+    *["submit"] * 6,
+    *["claim"] * 6,
+    *["complete"] * 3,
+    "register",
+    "cancel",
+    "lose",
+    "stop",
+    "retag",
+    "late_report",
+    "restart",
+)
+
+
+def _op(
+    name: str,
+    i: int,
+    tags: frozenset[str],
+    want: frozenset[str],
+    priority: int,
+    n: int,
+    key: str | None,
+    flag: bool,
+) -> Op:
+    """Keep the fields operation `name` takes."""
+    match name:
+        case "submit":
+            return (name, tags, want, priority, n, key)
+        case "register":
+            return (name, tags, n)
+        case "complete":
+            return (name, i, 1 if flag and n == 1 else 0, flag and n == 2)
+        case "lose":
+            return (name, None if flag and n == 1 else i)
+        case "retag":
+            return (name, i, tags)
+        case "restart":
+            return (name,)
+    return (name, i)
+
+
+def operations(min_size: int = 40, max_size: int = 200) -> st.SearchStrategy[list[Op]]:
+    """Runs as hypothesis sees them: a few workers first, then mostly submits and claims."""
+    op = st.builds(
+        _op,
+        st.sampled_from(NAMES),
+        st.integers(0, 50),
+        tag_sets,
+        tag_sets,
+        st.sampled_from(PRIORITIES),
+        st.integers(1, 3),
+        st.none() | st.sampled_from(KEYS),
+        st.booleans(),
+    )
+    register = st.tuples(st.just("register"), tag_sets, st.integers(1, 3))
+    return st.builds(
+        lambda first, rest: first + rest,
+        st.lists(register, min_size=1, max_size=4),
+        st.lists(op, min_size=min_size, max_size=max_size),
+    )
+
+
+def random_operations(rng: random.Random, n: int) -> list[Op]:
+    """The same kind of run from a seeded generator (deterministic, for store tests)."""
+
+    def tags(p: float = 0.3) -> frozenset[str]:
+        return frozenset(t for t in TAGS if rng.random() < p)
+
+    ops: list[Op] = [("register", tags(0.6), rng.randint(1, 3)) for _ in range(3)]
+    weights = {
+        "submit": 30,
+        "claim": 30,
+        "complete": 20,
+        "cancel": 4,
+        "register": 4,
+        "lose": 2,
+        "stop": 1,
+        "retag": 3,
+        "late_report": 2,
+        "restart": 1,
+    }
+    names = list(weights)
+    for name in rng.choices(names, weights=[weights[n] for n in names], k=n):
+        i = rng.randint(0, 50)
+        match name:
+            case "submit":
+                key = rng.choice((*[None] * 8, *KEYS, f"u{len(ops)}"))
+                require, want = tags(0.15), tags()
+                ops.append((name, require, want, rng.choice(PRIORITIES), rng.randint(1, 3), key))
+            case "register":
+                ops.append((name, tags(0.6), rng.randint(1, 3)))
+            case "complete":
+                ops.append((name, i, rng.choice((0, 0, 1)), rng.random() < 0.2))
+            case "lose":
+                ops.append((name, None if rng.random() < 0.2 else i))
+            case "retag":
+                ops.append((name, i, tags(0.6)))
+            case "restart":
+                ops.append((name,))
+            case _:
+                ops.append((name, i))
+    return ops
