@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from kickoff.cli import _common, _syntax
@@ -22,10 +21,17 @@ app = typer.Typer(
         "kickoff: a task scheduler for heterogeneous compute clusters.\n\n"
         "Start a server, add workers with resource tags, submit shell commands that require "
         "and want tags.\n\n"
-        "  kickoff server\n\n"
-        "  kickoff worker -have cpu gpu -server HOST\n\n"
-        "  kickoff new ./train.sh -require gpu -want big-mem -server HOST\n\n"
-        "  kickoff status | info ID | cancel ID | wait ID | history ID"
+        "\b\n"
+        "  kickoff server\n"
+        "  kickoff worker -have cpu gpu -server HOST\n"
+        "  kickoff new ./train.sh -require gpu -want big-mem -server HOST\n"
+        "  kickoff status | info ID | cancel ID | wait ID | history ID\n\n"
+        "Options take one dash or two (-have, --have). A command with words of its own that "
+        "start with a dash goes after --:\n\n"
+        "\b\n"
+        "  kickoff new --require cpu -- ls -la\n\n"
+        "Exit codes: 0 ok, 1 failed, 2 usage, 3 server unreachable, 4 not found, "
+        "5 not authorized. `kickoff COMMAND --help` shows a command's options."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -35,32 +41,59 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from kickoff.cli import client_cmds, log_cmds, server_cmds, worker_cmd
+    from kickoff.cli import client_cmds, log_cmds, server_cmds, token_cmd, worker_cmd
 
-    for module in (client_cmds, server_cmds, worker_cmd, log_cmds):
+    for module in (client_cmds, server_cmds, worker_cmd, log_cmds, token_cmd):
         module.register(app)
 
 
 _register_all()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the `kickoff` console script."""
-    args = _syntax.translate(list(sys.argv[1:] if argv is None else argv))
+def _usage_hint(exc: typer.TyperException) -> str:
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "kickoff"
+    return f" (see `{path} --help`)" if getattr(exc, "exit_code", 1) == 2 else ""
+
+
+def _quiet_broken_pipe() -> None:
+    """`kickoff status | head`: the reader left; stop without a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def run(args: list[str]) -> int:
+    """Run the command line on `args` (without the program name); the exit code.
+
+    Expected errors print one `error: ...` line on stderr and never a traceback
+    (KICKOFF_DEBUG=1 shows it).
+    """
     command = typer.main.get_command(app)
     try:
+        args = _syntax.translate(args) or ["--help"]
         code = command.main(args=args, prog_name="kickoff", standalone_mode=False)
     except KickoffError as exc:
         if os.environ.get("KICKOFF_DEBUG"):
             raise
         _common.error(exc.message)
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
         _common.error("interrupted")
-        sys.exit(130)
-    except click.ClickException as exc:  # usage errors: exit 2
-        exc.show()
-        sys.exit(exc.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 130
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click): exit 2
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its subcommand
+            _common.err_console.print(exc.format_message(), markup=False, highlight=False)
+        else:
+            _common.error(exc.format_message().rstrip(".") + _usage_hint(exc))
+        return exc.exit_code
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `kickoff` console script."""
+    sys.exit(run(list(sys.argv[1:] if argv is None else argv)))

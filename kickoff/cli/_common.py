@@ -20,6 +20,7 @@ ServerOpt = Annotated[
     typer.Option(
         "--server",
         envvar="KICKOFF_SERVER",
+        metavar="HOST[:PORT]",
         help="Server address HOST[:PORT] (default 127.0.0.1:3355).",
         show_default=False,
     ),
@@ -29,6 +30,7 @@ TokenOpt = Annotated[
     typer.Option(
         "--token",
         envvar="KICKOFF_TOKEN",
+        metavar="TOKEN",
         help="Access token (found automatically for a local server).",
         show_default=False,
     ),
@@ -44,6 +46,7 @@ def client(server: str | None, token: str | None) -> Client:
 def print_json(data: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()
 
 
 def print_json_line(data: Any) -> None:

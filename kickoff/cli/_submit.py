@@ -1,0 +1,119 @@
+"""Submitting for `kickoff new`: command words -> a shell string, `--from` files, batches.
+
+Batches hold at most MAX_BATCH tasks and stay well under the body limit; a large input
+shows a progress bar on stderr when it is a terminal.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kickoff import defaults
+from kickoff.cli._common import err_console, print_json
+from kickoff.client import Client
+from kickoff.errors import InvalidInput, KickoffError
+
+Task = dict[str, Any]
+BATCH_BYTES = defaults.MAX_BODY_BYTES // 2  # headroom for JSON escaping
+PROGRESS_AT = 2_000  # tasks: below this a submission is too quick for a progress bar
+
+
+def command_string(words: list[str]) -> str:
+    """One word is a shell command as written; several are quoted so each stays one word."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def read_lines(source: str) -> Iterator[tuple[int, str]]:
+    """(line number, command) for each line that is not blank or a `#` comment.
+
+    Raises:
+        InvalidInput: the file cannot be read.
+    """
+    if source == "-" and sys.stdin.isatty():
+        err_console.print("reading commands from stdin, one per line; end with Ctrl-D")
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {source}: {exc}") from None
+    for number, line in enumerate(text.splitlines(), start=1):
+        command = line.strip()
+        if command and not command.startswith("#"):
+            yield number, command
+
+
+def from_lines(source: str, base: Task, idempotency_key: str | None) -> list[Task]:
+    """One task per command line; line N gets the idempotency key `KEY:N`.
+
+    Raises:
+        InvalidInput: unreadable, or no commands at all.
+    """
+    tasks = [
+        {"command": line, **base}
+        | ({} if idempotency_key is None else {"idempotency_key": f"{idempotency_key}:{n}"})
+        for n, line in read_lines(source)
+    ]
+    if not tasks:
+        raise InvalidInput(f"{source}: no commands (blank lines and # comments are skipped)")
+    return tasks
+
+
+def batches(tasks: list[Task]) -> Iterator[list[Task]]:
+    """At most MAX_BATCH tasks, and well under the body limit, per request."""
+    batch: list[Task] = []
+    size = 0
+    for task in tasks:
+        cost = len(task["command"]) * 2 + 200
+        if batch and (len(batch) >= defaults.MAX_BATCH or size + cost > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(task)
+        size += cost
+    if batch:
+        yield batch
+
+
+def submit(api: Client, tasks: list[Task]) -> list[int]:
+    """Submit in batches; the ids in order.
+
+    Raises:
+        KickoffError: a batch was refused; the ids of the batches before it are printed
+            first, and the message says so.
+    """
+    ids: list[int] = []
+    progress = Progress(
+        TextColumn("submitting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not (err_console.is_terminal and len(tasks) >= PROGRESS_AT),
+    )
+    with progress:
+        bar = progress.add_task("submit", total=len(tasks))
+        for batch in batches(tasks):
+            body = batch[0] if len(tasks) == 1 else {"tasks": batch}
+            try:
+                ids.extend(api.post("/v1/tasks", body)["ids"])
+            except KickoffError as exc:
+                if ids:
+                    print_ids(ids, as_json=False)
+                    exc.message += f" ({len(ids)} tasks submitted before this; their ids are above)"
+                raise
+            progress.update(bar, advance=len(batch))
+    return ids
+
+
+def print_ids(ids: list[int], *, as_json: bool) -> None:
+    """The ids on stdout: one per line, or a JSON list."""
+    if as_json:
+        print_json(ids)
+    else:
+        sys.stdout.write("".join(f"{i}\n" for i in ids))
+        sys.stdout.flush()

@@ -1,0 +1,389 @@
+"""The client commands: new, status (list), info, cancel, wait, stats, workers, tags.
+
+Each is a thin layer over one or two HTTP calls (docs/api.md); `--json` prints the server's
+answer as it is (docs/cli.md documents the fields); `_views` draws the human form.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import typer
+
+from kickoff import defaults
+from kickoff.cli import _output, _submit, _views, _wait
+from kickoff.cli._common import JsonOpt, ServerOpt, TokenOpt, client, print_json
+from kickoff.errors import ERRORS_BY_CODE, InvalidInput, KickoffError
+from kickoff.tags import check_tags, split_tags
+
+TagsOpt = list[str] | None
+
+
+def _tags(values: TagsOpt, field: str, limit: int = defaults.MAX_TASK_TAGS) -> list[str]:
+    """Tags from repeated options, each maybe `a,b;c`; checked before anything is sent."""
+    return sorted(check_tags(split_tags(values or ()), field=field, limit=limit))
+
+
+def _states(values: list[str] | None, everything: bool) -> list[str]:
+    states = split_tags(values or ())
+    unknown = sorted(set(states) - set(_output.STATES) - {"all"})
+    if unknown:
+        raise InvalidInput(
+            f"--state: unknown {', '.join(unknown)}; one of {', '.join(_output.STATES)}, all"
+        )
+    if everything or "all" in states:
+        return ["all"]
+    return states or ["pending", "running", "cancelling"]
+
+
+def new(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="CMD...",
+            help="The command. Put it after -- if it has words of its own that start with a dash.",
+            show_default=False,
+        ),
+    ] = None,
+    require: Annotated[
+        TagsOpt,
+        typer.Option(
+            "--require",
+            metavar="TAG",
+            help="Tag the worker must have (repeat, or cpu,gpu).",
+            show_default=False,
+        ),
+    ] = None,
+    want: Annotated[
+        TagsOpt,
+        typer.Option(
+            "--want",
+            metavar="TAG",
+            help="Tag the worker should preferably have.",
+            show_default=False,
+        ),
+    ] = None,
+    priority: Annotated[
+        int,
+        typer.Option(
+            metavar="P",
+            min=defaults.MIN_PRIORITY,
+            max=defaults.MAX_PRIORITY,
+            help="Higher runs first.",
+        ),
+    ] = 0,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=1,
+            max=defaults.MAX_ATTEMPTS_LIMIT,
+            help="Starts allowed if workers are lost.",
+        ),
+    ] = defaults.MAX_ATTEMPTS,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="S",
+            min=0.001,
+            max=defaults.MAX_TIMEOUT_S,
+            help="Kill and fail it after S seconds.",
+            show_default=False,
+        ),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY",
+            help="Submitting the same key again creates no second task.",
+            show_default=False,
+        ),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="FILE",
+            help="Read one command per line from FILE (- is stdin).",
+            show_default=False,
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Block until done; exit with the task's exit code.")
+    ] = False,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Submit a command; print its task id.
+
+    The command is the words before the first option, or everything after --
+    (use -- when the command has words of its own that start with a dash).
+
+    \b
+      kickoff new ./run.sh arg1 -require cpu -want gpu
+      kickoff new --require cpu --priority 5 -- ls -la /data
+      id=$(kickoff new -- make test) && kickoff wait $id
+      kickoff new --from commands.txt --require cpu     (one command per line)
+    """
+    if bool(command) == bool(from_):
+        raise InvalidInput(
+            "give a command (kickoff new [OPTIONS] -- CMD...) or --from FILE, not both"
+            if command
+            else "no command given: kickoff new [OPTIONS] -- CMD...  (or --from FILE)"
+        )
+    base: dict[str, Any] = {
+        "require": _tags(require, "require"),
+        "want": _tags(want, "want"),
+        "priority": priority,
+        "max_attempts": max_attempts,
+    }
+    if timeout is not None:
+        base["timeout_s"] = timeout
+    if command:
+        key = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
+        tasks = [{"command": _submit.command_string(command), **base, **key}]
+    else:
+        assert from_ is not None
+        tasks = _submit.from_lines(from_, base, idempotency_key)
+    with client(server, token) as api:
+        ids = _submit.submit(api, tasks)
+        _submit.print_ids(ids, as_json=as_json)
+        if not wait:
+            return
+        final = _wait.wait_for(api, ids)
+    _views.unfinished([final[i] for i in ids], summary=False)
+    if command:
+        raise typer.Exit(_wait.exit_code(final[ids[0]]))
+    if any(task["state"] != "succeeded" for task in final.values()):
+        raise typer.Exit(1)
+
+
+def status(
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            metavar="STATE",
+            help="Only these states (repeat, or pending,failed; all = every state).",
+            show_default=False,
+        ),
+    ] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Tasks in every state, finished ones too.")
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(metavar="N", min=1, max=defaults.MAX_PAGE, help="Show at most N tasks.")
+    ] = defaults.DEFAULT_PAGE,
+    after: Annotated[
+        int,
+        typer.Option(
+            metavar="ID", min=0, help="Start after task id ID (next page).", show_default=False
+        ),
+    ] = 0,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List pending and running tasks, with counts (alias: list).
+
+    Pages through any number of tasks: --limit N per page, --after ID for the next.
+
+    \b
+      kickoff status
+      kickoff status --state failed --limit 20
+      kickoff status --all --after 1000     (the page after task 1000)
+    """
+    states = _states(state, all_)
+    with client(server, token) as api:
+        page = api.get("/v1/tasks", state=states, limit=limit, after=after or None)
+    if as_json:
+        print_json(page)
+    else:
+        _views.status(page, states)
+
+
+def info(
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="The task id.", show_default=False)],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show everything about one task.
+
+    State, command, tags, attempts, worker, exit code, times, output tail, recent events.
+
+    \b
+      kickoff info 42
+      kickoff info 42 --json | jq .exit_code
+    """
+    with client(server, token) as api:
+        task = api.get(f"/v1/tasks/{task_id}")
+        events = api.get(f"/v1/tasks/{task_id}/events", heartbeats=0)["events"]
+    if as_json:
+        print_json({**task, "events": events})
+    else:
+        _views.info(task, events)
+
+
+def cancel(
+    ids: Annotated[
+        list[int], typer.Argument(metavar="ID...", help="Task ids.", show_default=False)
+    ],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Cancel tasks.
+
+    A pending task is cancelled at once; a running one when its worker has stopped it.
+
+    \b
+      kickoff cancel 42
+      kickoff cancel 42 43 44
+    """
+    results: list[dict[str, Any]] = []
+    with client(server, token) as api:
+        for start in range(0, len(ids), defaults.MAX_BATCH):
+            chunk = ids[start : start + defaults.MAX_BATCH]
+            results.extend(api.post("/v1/tasks/cancel", {"ids": chunk})["results"])
+    if as_json:
+        print_json(results)
+    else:
+        _views.cancelled(results)
+    failures = [r for r in results if "error" in r]
+    if failures:
+        first = ERRORS_BY_CODE.get(failures[0]["error"]["code"], KickoffError)
+        raise typer.Exit(first.exit_code)
+
+
+def wait(
+    ids: Annotated[
+        list[int], typer.Argument(metavar="ID...", help="Task ids.", show_default=False)
+    ],
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="S", min=0, help="Give up after S seconds (exit 1).", show_default=False
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Wait until tasks finish; exit 0 iff all succeeded.
+
+    Shows progress on stderr; exits 1 if any task failed or was cancelled.
+
+    \b
+      kickoff wait 42
+      kickoff wait $(kickoff new --from jobs.txt) --timeout 3600
+    """
+    with client(server, token) as api:
+        final = _wait.wait_for(api, ids, timeout_s=timeout)
+    tasks = [final[i] for i in dict.fromkeys(ids)]
+    if as_json:
+        print_json(tasks)
+    else:
+        _views.unfinished(tasks, summary=True)
+    if any(task["state"] != "succeeded" for task in tasks):
+        raise typer.Exit(1)
+
+
+def stats(as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None) -> None:
+    """Show counts per state, workers and throughput.
+
+    \b
+      kickoff stats
+      kickoff stats --json | jq .pending
+    """
+    with client(server, token) as api:
+        data = api.get("/v1/stats")
+    if as_json:
+        print_json(data)
+    else:
+        _views.stats(data)
+
+
+def workers(
+    all_: Annotated[bool, typer.Option("--all", help="Include stopped and lost workers.")] = False,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """List workers: tags, slots, running tasks.
+
+    \b
+      kickoff workers
+      kickoff workers --all --json
+    """
+    with client(server, token) as api:
+        found: list[dict[str, Any]] = api.get("/v1/workers", all=1 if all_ else None)["workers"]
+    if as_json:
+        print_json(found)
+    else:
+        _views.workers(found, everything=all_)
+
+
+def tags(
+    worker: Annotated[
+        str, typer.Argument(metavar="WORKER", help="Worker name or id.", show_default=False)
+    ],
+    add: Annotated[
+        TagsOpt, typer.Option("--add", metavar="TAG", help="Tags to add.", show_default=False)
+    ] = None,
+    remove: Annotated[
+        TagsOpt, typer.Option("--remove", metavar="TAG", help="Tags to remove.", show_default=False)
+    ] = None,
+    set_: Annotated[
+        TagsOpt,
+        typer.Option(
+            "--set",
+            metavar="TAG",
+            help="Replace all tags (--set '' clears them).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show or change a worker's tags.
+
+    A change takes effect on the worker's next claim. Without options, print the tags.
+
+    \b
+      kickoff tags gpu-box-1 --add gpu --remove cpu
+      kickoff tags gpu-box-1 -set cpu gpu big-mem
+    """
+    limit = defaults.MAX_WORKER_TAGS
+    body: dict[str, Any] = {
+        "add": _tags(add, "add", limit),
+        "remove": _tags(remove, "remove", limit),
+    }
+    if set_ is not None:
+        body["set"] = _tags(set_, "set", limit)
+    with client(server, token) as api:
+        if add is None and remove is None and set_ is None:
+            found = api.get(f"/v1/workers/{quote(worker, safe='')}")
+            result = {"worker_id": found["id"], "tags": found["tags"]}
+        else:
+            result = api.post(f"/v1/workers/{quote(worker, safe='')}/tags", body)
+    if as_json:
+        print_json(result)
+    else:
+        _views.tags(worker, result)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the app."""
+    app.command("new")(new)
+    app.command("status")(status)
+    app.command("list", hidden=True, help="Alias of status.")(status)
+    app.command("info")(info)
+    app.command("cancel")(cancel)
+    app.command("wait")(wait)
+    app.command("stats")(stats)
+    app.command("workers")(workers)
+    app.command("tags")(tags)

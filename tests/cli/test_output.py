@@ -1,0 +1,89 @@
+"""Pure helpers of the output: ages, durations, exit codes, command strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from kickoff.cli import _output, _wait
+from kickoff.cli._submit import command_string as _command_string
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def iso(delta_s: float) -> str:
+    return (NOW - timedelta(seconds=delta_s)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.2, "just now"),
+        (3, "3s ago"),
+        (59, "59s ago"),
+        (60, "1m ago"),
+        (119 * 60, "119m ago"),
+        (2 * 3600, "2h ago"),
+        (47 * 3600, "47h ago"),
+        (3 * 86400, "3d ago"),
+        (-2, "just now"),
+        (-60, "in 1m"),
+    ],
+)
+def test_ago(seconds: float, text: str) -> None:
+    assert _output.ago(iso(seconds), NOW) == text
+
+
+def test_ago_without_a_time() -> None:
+    assert _output.ago(None, NOW) == "-"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (0.123, "0.12s"), (12.34, "12.3s"), (245, "4m05s"), (7380, "2h03m")],
+)
+def test_duration(seconds: float | None, text: str) -> None:
+    assert _output.duration(seconds) == text
+
+
+def test_one_line_escapes_control_characters() -> None:
+    assert _output.one_line("a\tb\nc") == "a\\tb\\nc"
+    assert _output.one_line("abcdef", 4) == "abc…"
+
+
+def test_summary_of_an_event_payload() -> None:
+    data = {"task_id": 3, "attempt": 1, "exit_code": 0, "tags": ["a", "b"], "reason": None}
+    assert _output.summary(data, skip=("task_id",)) == "attempt=1 exit_code=0 tags=a b"
+
+
+@pytest.mark.parametrize(
+    ("task", "code"),
+    [
+        ({"state": "succeeded", "exit_code": 0}, 0),
+        ({"state": "failed", "exit_code": 3}, 3),
+        ({"state": "failed", "exit_code": None}, 1),  # timed out, attempts used up
+        ({"state": "failed", "exit_code": -9}, 137),  # killed by SIGKILL
+        ({"state": "failed", "exit_code": 256}, 1),
+        ({"state": "cancelled", "exit_code": None}, 1),
+        ({"state": "cancelled", "exit_code": -15}, 1),
+    ],
+)
+def test_exit_code_of_a_waited_task(task: dict[str, object], code: int) -> None:
+    assert _wait.exit_code(task) == code
+
+
+@pytest.mark.parametrize(
+    ("words", "command"),
+    [
+        (["./run.sh"], "./run.sh"),
+        (
+            ["echo hi > out.txt && cat out.txt"],
+            "echo hi > out.txt && cat out.txt",
+        ),  # one word: shell text
+        (["ls", "-la", "my dir"], "ls -la 'my dir'"),  # several: each stays one word
+        (["python", "-c", "print(1)"], "python -c 'print(1)'"),
+    ],
+)
+def test_command_string(words: list[str], command: str) -> None:
+    assert _command_string(words) == command
