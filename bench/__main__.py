@@ -34,21 +34,53 @@ def http_figures(quick: bool, runs: int) -> list[Figure]:
     seconds = 2.0 if quick else 5.0
     figures = []
     bulk, values = _median(lambda: http.bulk_submit(seconds), runs)
-    figures.append(Figure("durable bulk submit over HTTP, batches of 1,000", bulk, "tasks/s",
-                          ">= 100,000 tasks/s", "yes" if bulk >= 100_000 else "no", _spread(values)))
+    figures.append(
+        Figure(
+            "durable bulk submit over HTTP, batches of 1,000",
+            bulk,
+            "tasks/s",
+            ">= 100,000 tasks/s",
+            "yes" if bulk >= 100_000 else "no",
+            _spread(values),
+        )
+    )
     single, values = _median(lambda: http.single_submit(seconds), runs)
-    figures.append(Figure("single-task submits, 64 concurrent HTTP clients", single, "tasks/s",
-                          ">= 3,000 tasks/s", "yes" if single >= 3_000 else "no", _spread(values)))
+    figures.append(
+        Figure(
+            "single-task submits, 64 concurrent HTTP clients",
+            single,
+            "tasks/s",
+            ">= 3,000 tasks/s",
+            "yes" if single >= 3_000 else "no",
+            _spread(values),
+        )
+    )
     samples = 50 if quick else 200
     latencies = [http.submit_to_start(samples) for _ in range(runs)]
     p50 = statistics.median(lat[0] for lat in latencies)
     p95 = statistics.median(lat[1] for lat in latencies)
-    figures.append(Figure("submit -> start latency on an idle worker, p50", p50, "ms", "<= 2 ms",
-                          "yes" if p50 <= 2 else "no", f"p95 {p95:.2f} ms; " + _spread([x[0] for x in latencies])))
+    figures.append(
+        Figure(
+            "submit -> start latency on an idle worker, p50",
+            p50,
+            "ms",
+            "<= 2 ms",
+            "yes" if p50 <= 2 else "no",
+            f"p95 {p95:.2f} ms; " + _spread([x[0] for x in latencies]),
+        )
+    )
     tasks = 500 if quick else 2000
     rate, values = _median(lambda: http.drain(tasks), runs)
-    figures.append(Figure(f"end-to-end drain of {tasks:,} `true` tasks (cpu/gpu), 2 workers", rate,
-                          "tasks/s", ">= 1,300 tasks/s", "yes" if rate >= 1300 else "no", _spread(values)))
+    figures.append(
+        Figure(
+            f"end-to-end drain of {tasks:,} `true` tasks (cpu/gpu), 2 workers",
+            rate,
+            "tasks/s",
+            ">= 1,300 tasks/s",
+            "yes" if rate >= 1300 else "no",
+            _spread(values),
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "big.db"
         n_tasks, n_events = (100_000, 300_000) if quick else (1_000_000, 3_000_000)
@@ -56,15 +88,25 @@ def http_figures(quick: bool, runs: int) -> list[Figure]:
         http.make_big_log(db, n_tasks, n_events)
         made = time.perf_counter() - started
         ready, values = _median(lambda: http.restart_to_ready(db), runs)
-        figures.append(Figure(f"restart to ready, {n_tasks:,} tasks / {n_events:,} events", ready, "s",
-                              "<= 5 s", "yes" if ready <= 5 else "no",
-                              f"half the tasks pending; log written in {made:.0f} s; " + _spread(values)))
+        figures.append(
+            Figure(
+                f"restart to ready, {n_tasks:,} tasks / {n_events:,} events",
+                ready,
+                "s",
+                "<= 5 s",
+                "yes" if ready <= 5 else "no",
+                f"half the tasks pending; log written in {made:.0f} s; " + _spread(values),
+            )
+        )
     return figures
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter runs")
     parser.add_argument("--runs", type=int, default=3, help="runs per HTTP figure (median)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
@@ -79,8 +121,10 @@ def main(argv: list[str] | None = None) -> None:
     print(core.table(figures))
     print(f"\n{'quick' if args.quick else 'full'} run in {time.perf_counter() - started:.0f} s")
     if args.json:
-        args.json.write_text(json.dumps({"quick": args.quick, "figures": [asdict(f) for f in figures]},
-                                        indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"quick": args.quick, "figures": [asdict(f) for f in figures]}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

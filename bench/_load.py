@@ -46,7 +46,9 @@ class Connection:
         self.writer.close()
 
 
-async def hammer(host: str, port: int, raw: bytes, *, clients: int, seconds: float) -> tuple[int, float, list[float]]:
+async def hammer(
+    host: str, port: int, raw: bytes, *, clients: int, seconds: float
+) -> tuple[int, float, list[float]]:
     """`clients` connections sending `raw` back to back for `seconds`.
 
     Returns (successful requests, elapsed seconds, per-request latencies).

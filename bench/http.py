@@ -48,12 +48,18 @@ class Server:
         return f"http://{HOST}:{self.port}"
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
+        )
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config"), "XDG_STATE_HOME": str(tmp / "state"),
-            "KICKOFF_DEBUG": ""}
+    return {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "XDG_STATE_HOME": str(tmp / "state"),
+        "KICKOFF_DEBUG": "",
+    }
 
 
 def start_server(tmp: Path, db: Path | None = None, *args: str) -> tuple[Server, float]:
@@ -64,7 +70,9 @@ def start_server(tmp: Path, db: Path | None = None, *args: str) -> tuple[Server,
     started = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kickoff", "server", "--port", str(port), "--db", str(db), *args],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     while True:
         if proc.poll() is not None:
@@ -101,18 +109,24 @@ def server_in(tmp: Path, *args: str) -> Iterator[Server]:
 def start_worker(server: Server, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "kickoff", "worker", "--server", f"{HOST}:{server.port}", *args],
-        env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
 def _batch(n: int) -> bytes:
-    return orjson.dumps({"tasks": [{"command": "true", "require": ["cpu" if i % 2 else "gpu"]} for i in range(n)]})
+    return orjson.dumps(
+        {"tasks": [{"command": "true", "require": ["cpu" if i % 2 else "gpu"]} for i in range(n)]}
+    )
 
 
 def bulk_submit(seconds: float = 5.0) -> float:
     """Durable bulk submit over HTTP, batches of 1,000: tasks/s."""
     with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
-        raw = request_bytes("POST", "/v1/tasks", _batch(1000), server.token, f"{HOST}:{server.port}")
+        raw = request_bytes(
+            "POST", "/v1/tasks", _batch(1000), server.token, f"{HOST}:{server.port}"
+        )
         ok, elapsed, _ = asyncio.run(hammer(HOST, server.port, raw, clients=4, seconds=seconds))
         return ok * 1000 / elapsed
 
@@ -224,11 +238,19 @@ def make_big_log(db: Path, tasks: int = 1_000_000, events: int = 3_000_000) -> N
     add(ev.WorkerRegistered(worker_id="w1", name="bench", tags=frozenset({"cpu", "gpu"}), slots=1))
     shapes = [frozenset({f"t{i % 10}", f"u{i // 10}"}) for i in range(100)]
     for task_id in range(1, tasks + 1):
-        add(ev.TaskSubmitted(task_id=task_id, command=f"run {task_id}", require=shapes[task_id % 100]))
+        add(
+            ev.TaskSubmitted(
+                task_id=task_id, command=f"run {task_id}", require=shapes[task_id % 100]
+            )
+        )
     done = tasks // 2
     for task_id in range(1, done + 1):
         add(ev.TaskClaimed(task_id=task_id, worker_id="w1", attempt=1))
-        add(ev.TaskCompleted(task_id=task_id, worker_id="w1", attempt=1, exit_code=0, duration_s=0.01))
+        add(
+            ev.TaskCompleted(
+                task_id=task_id, worker_id="w1", attempt=1, exit_code=0, duration_s=0.01
+            )
+        )
     while seq < events:
         add(ev.WorkerHeartbeat(worker_id="w1"))
     if batch:

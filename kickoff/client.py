@@ -28,7 +28,9 @@ def base_url(server: str) -> str:
 
 def resolve_token(server: str, token: str | None) -> str | None:
     """--token, else $KICKOFF_TOKEN, else the token this user's config has for the server."""
-    return token or os.environ.get("KICKOFF_TOKEN") or auth.find_token(auth.normalize_server(server))
+    return (
+        token or os.environ.get("KICKOFF_TOKEN") or auth.find_token(auth.normalize_server(server))
+    )
 
 
 def error_from(response: httpx.Response) -> KickoffError:
@@ -75,7 +77,11 @@ class Client:
     """Synchronous client, for the command line."""
 
     def __init__(
-        self, server: str | None = None, *, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        server: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.server = auth.normalize_server(server)
         self.http = httpx.Client(
@@ -98,9 +104,12 @@ class Client:
     def stream_lines(self, path: str, **params: Any) -> Iterator[str]:
         """Lines of a streaming response (server-sent events)."""
         clean = {k: v for k, v in params.items() if v is not None}
-        with map_exceptions(self.server), self.http.stream(
-            "GET", path, params=clean, timeout=httpx.Timeout(10.0, read=None)
-        ) as response:
+        with (
+            map_exceptions(self.server),
+            self.http.stream(
+                "GET", path, params=clean, timeout=httpx.Timeout(10.0, read=None)
+            ) as response,
+        ):
             if response.is_error:
                 response.read()
                 raise error_from(response)
@@ -120,7 +129,11 @@ class AsyncClient:
     """Asynchronous client, for the worker."""
 
     def __init__(
-        self, server: str | None = None, *, token: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
+        self,
+        server: str | None = None,
+        *,
+        token: str | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.server = auth.normalize_server(server)
         self.http = httpx.AsyncClient(

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
@@ -18,6 +18,7 @@ from kickoff import auth
 from kickoff.api.app import create_app
 from kickoff.errors import KickoffError
 from kickoff.service import Service
+from kickoff.store.db import lock_exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class _Server(uvicorn.Server):
 
 def worker_hint(host: str, port: int, token: str) -> str:
     """The ready-to-paste command that starts a worker on another machine."""
-    shown = host if host not in ("0.0.0.0", "::", "127.0.0.1", "localhost") else socket.gethostname()
+    shown = (
+        host if host not in ("0.0.0.0", "::", "127.0.0.1", "localhost") else socket.gethostname()
+    )
     return f"kickoff worker --server {shown}:{port} --token {token} --have TAGS"
 
 
@@ -69,10 +72,16 @@ def serve(
     Raises:
         DatabaseRefused: the database cannot be used (reported before listening).
     """
+    lock = lock_exclusive(db_path)  # held until this process ends
     token = auth.load_or_create_token(db_path, rotate=rotate_token)
-    auth.remember_token(port, token, host=host)
+    try:
+        auth.remember_token(port, token, host=host)
+    except KickoffError as exc:  # local clients will need --token; not a reason to stop
+        logger.warning("%s; local clients need --token or KICKOFF_TOKEN", exc.message)
     service = Service(db_path, heartbeat_timeout_s=heartbeat_timeout_s)
-    app = create_app(service, token=token, manage_service=False)
+    app = create_app(
+        service, token=token, token_file=auth.token_path(db_path), manage_service=False
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -110,8 +119,11 @@ def serve(
         finally:
             await service.stop()
 
-    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-        runner.run(main())
+    try:
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        os.close(lock)
 
 
 def _has(module: str) -> bool:

@@ -23,7 +23,7 @@ import aiosqlite
 from kickoff import defaults
 from kickoff.clock import Clock, utc_now
 from kickoff.errors import NotFound, Unavailable
-from kickoff.events.model import Event
+from kickoff.events.model import Event, TaskClaimed, TaskRequeued, WorkerRegistered
 from kickoff.projections import queries
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
@@ -185,16 +185,19 @@ class Service:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            futures, claimed = [], []
+            futures: list[asyncio.Future[None]] = []
+            claimed: list[TaskClaimed] = []
             for _ in range(max_tasks):
                 events = decide.claim(self.state, worker_id)
                 if not events:
                     break
-                futures.append(self._record(events))
+                future = self._record(events)
+                assert future is not None and isinstance(events[0], TaskClaimed)
+                futures.append(future)
                 claimed.append(events[0])
             if claimed:
                 await asyncio.gather(*futures)
-                return [await self._claimed(e.task_id, e.attempt) for e in claimed]  # type: ignore[union-attr]
+                return [await self._claimed(e.task_id, e.attempt) for e in claimed]
             remaining = deadline - loop.time()
             if remaining <= 0 or self.shutting_down:
                 return []
@@ -210,7 +213,9 @@ class Service:
     async def _claimed(self, task_id: int, attempt: int) -> Claimed:
         row = await self._fetch(
             queries.Query(
-                "SELECT command, timeout_s FROM tasks WHERE id = ?", (task_id,), lambda rows: rows[0]
+                "SELECT command, timeout_s FROM tasks WHERE id = ?",
+                (task_id,),
+                lambda rows: rows[0],
             )
         )
         return Claimed(task_id, attempt, row[0], row[1])
@@ -224,7 +229,7 @@ class Service:
     async def complete(self, report: Completion) -> None:
         events = decide.complete(self.state, report)
         await self._commit(events)
-        if any(type(e).__name__ == "TaskRequeued" for e in events):
+        if any(isinstance(e, TaskRequeued) for e in events):
             self._wake_claimers()
 
     async def cancel(self, task_id: int, *, requested_by: str | None = None) -> None:
@@ -235,7 +240,8 @@ class Service:
     ) -> str:
         events = decide.register(self.state, name=name, tags=tags, slots=slots, host=host)
         await self._commit(events)
-        return events[0].worker_id  # type: ignore[union-attr]
+        assert isinstance(events[0], WorkerRegistered)
+        return events[0].worker_id
 
     async def change_tags(
         self,
@@ -300,7 +306,9 @@ class Service:
         if len(named) == 1:
             return named[0]
         if named:
-            raise NotFound(f"several live workers are named {key!r}; use an id ({', '.join(named)})")
+            raise NotFound(
+                f"several live workers are named {key!r}; use an id ({', '.join(named)})"
+            )
         decide.find_worker(self.state, key)
         raise NotFound(f"no worker {key!r}")
 

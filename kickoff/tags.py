@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from kickoff.defaults import MAX_TAG_CHARS
 from kickoff.errors import InvalidInput
 
-TAG_RE = re.compile(r"[A-Za-z0-9_.:=+/\-]{1,%d}" % MAX_TAG_CHARS)
+TAG_RE = re.compile(rf"[A-Za-z0-9_.:=+/\-]{{1,{MAX_TAG_CHARS}}}")
 _SPLIT_RE = re.compile(r"[\s,;]+")
 
 

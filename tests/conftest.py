@@ -57,7 +57,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, *, what: str
         if last:
             return last
         time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or predicate}: last={last!r}"
+    )
 
 
 def kickoff_cmd() -> list[str]:
@@ -108,8 +110,15 @@ class ServerProcess:
 
     def start(self) -> None:
         self.starts += 1
-        args = [*kickoff_cmd(), "server", "--port", str(self.port), "--db", str(self.db_path),
-                *self.extra_args]
+        args = [
+            *kickoff_cmd(),
+            "server",
+            "--port",
+            str(self.port),
+            "--db",
+            str(self.db_path),
+            *self.extra_args,
+        ]
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(args, env=self.base_env, stdout=log, stderr=log)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -156,7 +165,9 @@ class ServerProcess:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path, isolated_env: dict[str, str]) -> Iterator[Callable[..., ServerProcess]]:
+def make_server(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: make_server(*extra_args) -> a started server with its own database."""
     started: list[ServerProcess] = []
 
@@ -208,9 +219,7 @@ class WorkerProcess:
 
 
 @pytest.fixture
-def start_worker(
-    server: ServerProcess, tmp_path: Path
-) -> Iterator[Callable[..., WorkerProcess]]:
+def start_worker(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Factory: start_worker(*args, env=None) -> a real `kickoff worker` on the server."""
     workers: list[WorkerProcess] = []
 
@@ -237,8 +246,9 @@ def start_worker(
 def kickoff(server: ServerProcess) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real CLI as a subprocess against the server."""
 
-    def run(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*kickoff_cmd(), *args],
             env=env or server.env,

@@ -100,7 +100,9 @@ async def task_events(request: Request) -> Response:
     return ORJSONResponse({"events": events})
 
 
-async def _with_heartbeats(service: Service, task_id: int, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+async def _with_heartbeats(
+    service: Service, task_id: int, events: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Add the heartbeats of each worker while it ran this task (they name the task)."""
     extra: list[dict[str, Any]] = []
     for i, event in enumerate(events):
@@ -159,13 +161,20 @@ async def complete(request: Request) -> Response:
 
 
 def _claimed_json(c: Claimed) -> dict[str, Any]:
-    return {"task_id": c.task_id, "attempt": c.attempt, "command": c.command, "timeout_s": c.timeout_s}
+    return {
+        "task_id": c.task_id,
+        "attempt": c.attempt,
+        "command": c.command,
+        "timeout_s": c.timeout_s,
+    }
 
 
 async def register(request: Request) -> Response:
     name, tags, slots, host = parse.registration(await parse.body(request))
     service = svc(request)
-    worker_id = await service.register(name=name, tags=tags, slots=slots, host=host or client_of(request))
+    worker_id = await service.register(
+        name=name, tags=tags, slots=slots, host=host or client_of(request)
+    )
     timeout = service.heartbeat_timeout_s
     return ORJSONResponse(
         {
@@ -179,7 +188,9 @@ async def register(request: Request) -> Response:
 
 async def list_workers(request: Request) -> Response:
     gone = request.query_params.get("all") in ("1", "true")
-    return ORJSONResponse({"workers": await svc(request).query(queries.list_workers(include_gone=gone))})
+    return ORJSONResponse(
+        {"workers": await svc(request).query(queries.list_workers(include_gone=gone))}
+    )
 
 
 async def get_worker(request: Request) -> Response:
@@ -257,7 +268,7 @@ def _event_filters(request: Request) -> dict[str, Any]:
         if params.get(name):
             try:
                 filters[key] = to_text(from_text(params[name]))
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: year 1 minus an offset
                 raise InvalidInput(f"{name}: expected an ISO 8601 time") from None
     return filters
 
@@ -269,7 +280,9 @@ async def events(request: Request) -> Response:
     limit = parse.query_int(params, "limit", 1000, low=1, high=defaults.MAX_PAGE)
     service = svc(request)
     found = await service.query(
-        queries.list_events(after_seq=after, until_seq=until, limit=limit, **_event_filters(request))
+        queries.list_events(
+            after_seq=after, until_seq=until, limit=limit, **_event_filters(request)
+        )
     )
     return ORJSONResponse({"events": found, "last_seq": service.last_seq})
 
@@ -283,7 +296,11 @@ def _matches(event: dict[str, Any], filters: dict[str, Any]) -> bool:
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (event["seq"], event["type"].encode(), orjson.dumps(event))
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (
+        event["seq"],
+        event["type"].encode(),
+        orjson.dumps(event),
+    )
 
 
 async def event_stream(request: Request) -> Response:
@@ -298,7 +315,9 @@ async def event_stream(request: Request) -> Response:
             sent = service.last_seq if after < 0 else after
             while after >= 0:  # backlog, in pages, up to what is live
                 page = await service.query(
-                    queries.list_events(after_seq=sent, limit=1000, **{k: v for k, v in filters.items()})
+                    queries.list_events(
+                        after_seq=sent, limit=1000, **{k: v for k, v in filters.items()}
+                    )
                 )
                 for event in page:
                     yield _sse(event)
@@ -317,7 +336,15 @@ async def event_stream(request: Request) -> Response:
                 if row.seq <= sent:
                     continue
                 event = queries.event_json(
-                    (row.seq, row.at, row.type, row.version, row.task_id, row.worker_id, row.payload)
+                    (
+                        row.seq,
+                        row.at,
+                        row.type,
+                        row.version,
+                        row.task_id,
+                        row.worker_id,
+                        row.payload,
+                    )
                 )
                 if _matches(event, filters):
                     yield _sse(event)

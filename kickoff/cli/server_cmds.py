@@ -18,8 +18,12 @@ HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.
 PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", envvar="KICKOFF_DB", help="Database file (default: XDG data dir).",
-                 show_default=False),
+    typer.Option(
+        "--db",
+        envvar="KICKOFF_DB",
+        help="Database file (default: XDG data dir).",
+        show_default=False,
+    ),
 ]
 TimeoutOpt = Annotated[
     float,
@@ -83,8 +87,16 @@ def up(
     worker: list[subprocess.Popen[bytes]] = []
 
     def start_worker(_service: object, token: str) -> None:
-        args = [sys.executable, "-m", "kickoff", "worker", "--server", f"127.0.0.1:{port}",
-                "--slots", str(slots)]
+        args = [
+            sys.executable,
+            "-m",
+            "kickoff",
+            "worker",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--slots",
+            str(slots),
+        ]
         for tag in have or []:
             args += ["--have", tag]
         env = {**os.environ, "KICKOFF_TOKEN": token}

@@ -49,7 +49,9 @@ def _tag_list(value: Any) -> frozenset[str]:
 
 
 _CONVERTERS = {name: _converters(cls) for name, cls in EVENT_TYPES.items()}
-_FIELDS = {name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_TYPES.items()}
+_FIELDS = {
+    name: tuple(f.name for f in dataclasses.fields(cls)) for name, cls in EVENT_TYPES.items()
+}
 
 
 _SET_FIELDS = {

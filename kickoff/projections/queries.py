@@ -77,7 +77,9 @@ def get_task(task_id: int) -> Query:
 
 def get_command(task_id: int) -> Query:
     return Query(
-        "SELECT command FROM tasks WHERE id = ?", (task_id,), lambda rows: rows[0][0] if rows else None
+        "SELECT command FROM tasks WHERE id = ?",
+        (task_id,),
+        lambda rows: rows[0][0] if rows else None,
     )
 
 
@@ -91,7 +93,8 @@ def list_tasks(
     before_id: int | None = None,
 ) -> Query:
     """A page of tasks in id order, filtered by state and worker; keyset pagination."""
-    where, params = [], []
+    where: list[str] = []
+    params: list[Any] = []
     if states:
         where.append(f"t.state IN ({', '.join('?' * len(states))})")
         params.extend(states)
@@ -114,7 +117,11 @@ def list_tasks(
 
 
 def counts() -> Query:
-    return Query("SELECT state, n FROM task_counts ORDER BY state", (), lambda rows: dict(rows))
+    return Query(
+        "SELECT state, n FROM task_counts ORDER BY state",
+        (),
+        lambda rows: {r[0]: r[1] for r in rows},
+    )
 
 
 WORKER_COLUMNS = (
@@ -186,7 +193,8 @@ def list_events(
     limit: int = 1000,
 ) -> Query:
     """Log rows in seq order, filtered; `since`/`until` are ISO times."""
-    where, params = ["seq > ?"], [after_seq]
+    where: list[str] = ["seq > ?"]
+    params: list[Any] = [after_seq]
     if until_seq is not None:
         where.append("seq <= ?")
         params.append(until_seq)

@@ -54,7 +54,8 @@ CREATE TABLE projection_state (
     name TEXT PRIMARY KEY,
     last_seq INTEGER NOT NULL
 ) STRICT;
-INSERT INTO projection_state (name, last_seq) VALUES ('tasks', 0), ('workers', 0), ('task_counts', 0);
+INSERT INTO projection_state (name, last_seq)
+    VALUES ('tasks', 0), ('workers', 0), ('task_counts', 0);
 """
 
 DROP_PROJECTIONS = """

@@ -71,14 +71,25 @@ class TaskProjector:
         self.deltas[to] += 1
         self.states[task_id] = to
 
-    def ops(self, rec: Recorded) -> list[Op]:  # noqa: PLR0911 - one branch per event type
+    def ops(self, rec: Recorded) -> list[Op]:
         e, seq, at = rec.event, rec.seq, to_text(rec.at)
         match e:
             case ev.TaskSubmitted():
                 self.states[e.task_id] = "pending"
                 self.deltas["pending"] += 1
-                row = (e.task_id, e.command, tags_json(e.require), tags_json(e.want), e.priority,
-                       e.max_attempts, e.timeout_s, e.idempotency_key, e.submitted_by, at, seq)
+                row = (
+                    e.task_id,
+                    e.command,
+                    tags_json(e.require),
+                    tags_json(e.want),
+                    e.priority,
+                    e.max_attempts,
+                    e.timeout_s,
+                    e.idempotency_key,
+                    e.submitted_by,
+                    at,
+                    seq,
+                )
                 return [(INSERT_TASK, row)]
             case ev.TaskClaimed():
                 self._move(e.task_id, "running")
@@ -87,8 +98,22 @@ class TaskProjector:
                 state = "succeeded" if e.exit_code == 0 and not e.timed_out else "failed"
                 self._move(e.task_id, state)
                 reason = "timeout" if e.timed_out else None
-                return [(COMPLETE, (state, e.exit_code, int(e.timed_out), e.duration_s,
-                                    e.output_tail, reason, at, seq, e.task_id))]
+                return [
+                    (
+                        COMPLETE,
+                        (
+                            state,
+                            e.exit_code,
+                            int(e.timed_out),
+                            e.duration_s,
+                            e.output_tail,
+                            reason,
+                            at,
+                            seq,
+                            e.task_id,
+                        ),
+                    )
+                ]
             case ev.TaskCancelRequested():
                 if self._state(e.task_id) != "running":
                     return []

@@ -19,8 +19,14 @@ LEFT = "UPDATE workers SET state = ?, left_at = ?, updated_seq = ? WHERE id = ?"
 
 _WORKER_EVENTS = frozenset(
     {
-        ev.WorkerRegistered, ev.WorkerTagsChanged, ev.WorkerHeartbeat, ev.TaskClaimed,
-        ev.TaskCompleted, ev.WorkerStopped, ev.WorkerLost, ev.ServerStarted,
+        ev.WorkerRegistered,
+        ev.WorkerTagsChanged,
+        ev.WorkerHeartbeat,
+        ev.TaskClaimed,
+        ev.TaskCompleted,
+        ev.WorkerStopped,
+        ev.WorkerLost,
+        ev.ServerStarted,
     }
 )
 
@@ -33,8 +39,12 @@ def ops(rec: Recorded) -> list[Op]:
     seq, at = rec.seq, to_text(rec.at)
     match e:
         case ev.WorkerRegistered():
-            return [(INSERT_WORKER, (e.worker_id, e.name, e.host, tags_json(e.tags), e.slots,
-                                     at, at, seq))]
+            return [
+                (
+                    INSERT_WORKER,
+                    (e.worker_id, e.name, e.host, tags_json(e.tags), e.slots, at, at, seq),
+                )
+            ]
         case ev.WorkerTagsChanged():
             return [(TAGS, (tags_json(e.tags), seq, e.worker_id))]
         case ev.WorkerHeartbeat() | ev.TaskClaimed() | ev.TaskCompleted():

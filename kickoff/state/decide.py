@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kickoff import __version__
-from kickoff.errors import IllegalTransition, NotFound, StaleAttempt
+from kickoff.defaults import MAX_WORKER_TAGS
+from kickoff.errors import IllegalTransition, InvalidInput, NotFound, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state.fold import State, Task, TaskState, Worker, worker_number
 
@@ -106,13 +107,17 @@ def find_worker(state: State, worker_id: str) -> Worker:
     worker = state.workers.get(worker_id)
     if worker is not None:
         return worker
-    try:
-        known = 0 < worker_number(worker_id) < state.next_worker_no and worker_id[0] == "w"
-    except ValueError:
-        known = False
+    digits = worker_id[1:]
+    known = (
+        worker_id[:1] == "w"
+        and digits.isascii()
+        and digits.isdigit()
+        and len(digits) <= 18
+        and 0 < worker_number(worker_id) < state.next_worker_no
+    )
     if known:
         raise IllegalTransition(f"worker {worker_id} was lost or stopped; register again")
-    raise NotFound(f"no worker {worker_id!r}")
+    raise NotFound(f"no worker {worker_id[:80]!r}")
 
 
 def register(
@@ -265,6 +270,10 @@ def change_tags(
     tags = (worker.tags if replace is None else replace) - remove | add
     if tags == worker.tags:
         return []
+    if len(tags) > MAX_WORKER_TAGS:
+        raise InvalidInput(
+            f"worker {worker_id} would have {len(tags)} tags, at most {MAX_WORKER_TAGS} allowed"
+        )
     return [ev.WorkerTagsChanged(worker_id=worker_id, tags=tags)]
 
 

@@ -34,8 +34,9 @@ def load_projections(conn: sqlite3.Connection) -> State:
     state = State()
     state.last_seq = conn.execute(LAST_SEQ).fetchone()[0] or 0
     for worker_id, name, tags, slots, last_seen in conn.execute(LIVE_WORKERS):
-        state.workers[worker_id] = Worker(worker_id, name, frozenset(orjson.loads(tags)), slots,
-                                          from_text(last_seen))
+        state.workers[worker_id] = Worker(
+            worker_id, name, frozenset(orjson.loads(tags)), slots, from_text(last_seen)
+        )
     numbers = [worker_number(w) for (w,) in conn.execute(ALL_WORKER_IDS)]
     state.next_worker_no = max(numbers, default=0) + 1
     state.next_task_id = (conn.execute(MAX_TASK).fetchone()[0] or 0) + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -9,7 +10,7 @@ from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.projections.project import project
 from kickoff.state.fold import State, apply
 from kickoff.store.checkpoint import load_state
-from kickoff.store.db import connect
+from kickoff.store.db import connect, explain
 from kickoff.store.log import Log, Recorded, Row, read_log
 
 
@@ -19,7 +20,12 @@ class Database:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.conn = connect(path)
-        self.log = Log(self.conn)
+        try:
+            self.log = Log(self.conn)
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise DatabaseRefused(f"cannot read the log in {path}: {explain(exc)}") from exc
+        self._tail_stale = False
 
     def write(self, records: list[Recorded]) -> list[Row]:
         """Append records and update the projections in one durable transaction.
@@ -32,15 +38,22 @@ class Database:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
+                if self._tail_stale:  # a failed write left the in-memory tail unsure
+                    self.log.reset()
+                    self._tail_stale = False
                 rows = self.log.append(records)
                 project(self.conn, records)
                 self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
-                self.log.reset()
+                self._tail_stale = True
+                # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR);
+                # a second ROLLBACK would fail and hide the error that matters.
+                if self.conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
-            raise Unavailable(f"cannot write to {self.path}: {exc}") from exc
+            raise Unavailable(f"cannot write to {self.path}: {explain(exc)}") from exc
         return rows
 
     def replay(self) -> State:

@@ -10,8 +10,8 @@ import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 from datetime import datetime
+from typing import NamedTuple
 
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused
@@ -53,7 +53,9 @@ class Row(NamedTuple):
     hash: bytes
 
     def decode(self) -> Recorded:
-        return Recorded(self.seq, from_text(self.at), codec.decode(self.type, self.version, self.payload))
+        return Recorded(
+            self.seq, from_text(self.at), codec.decode(self.type, self.version, self.payload)
+        )
 
 
 def chain_hash(
@@ -116,7 +118,11 @@ class Log:
 
 
 def read_rows(
-    conn: sqlite3.Connection, after_seq: int = 0, *, until_seq: int | None = None, chunk: int = 10_000
+    conn: sqlite3.Connection,
+    after_seq: int = 0,
+    *,
+    until_seq: int | None = None,
+    chunk: int = 10_000,
 ) -> Iterator[Row]:
     """Raw rows with seq > after_seq (and <= until_seq), in order, a chunk at a time."""
     last = after_seq

@@ -42,12 +42,16 @@ class Api:
         return int(response.json()["ids"][0])
 
     def register(self, *tags: str, slots: int = 1, name: str = "w") -> str:
-        response = self.client.post("/v1/workers", json={"name": name, "tags": list(tags), "slots": slots})
+        response = self.client.post(
+            "/v1/workers", json={"name": name, "tags": list(tags), "slots": slots}
+        )
         assert response.status_code == 201, response.text
         return str(response.json()["worker_id"])
 
     def claim(self, worker_id: str, max_tasks: int = 1) -> list[dict[str, object]]:
-        response = self.client.post(f"/v1/workers/{worker_id}/claim", json={"max_tasks": max_tasks, "wait_s": 0})
+        response = self.client.post(
+            f"/v1/workers/{worker_id}/claim", json={"max_tasks": max_tasks, "wait_s": 0}
+        )
         assert response.status_code == 200, response.text
         return list(response.json()["tasks"])
 

@@ -33,8 +33,8 @@ def test_priority_then_want_score_then_age(api: Api) -> None:
     wants_half = api.submit(command="c", want=["gpu", "ssd"])
     urgent = api.submit(command="d", priority=5)
     worker = api.register("gpu")
-    order = [api.claim(worker)[0]["task_id"] for _ in range(1)]
-    for expected in (wants_gpu, wants_half, old_plain):
+    order = [api.claim(worker)[0]["task_id"]]
+    for _ in range(3):
         complete(api, order[-1], worker, 1)
         order.append(api.claim(worker)[0]["task_id"])
     assert order == [urgent, wants_gpu, wants_half, old_plain]
@@ -44,7 +44,9 @@ def test_claim_returns_the_command_and_attempt(api: Api) -> None:
     task_id = api.submit(command="echo 'quoted; $HOME'", timeout_s=2.5)
     worker = api.register()
     claimed = api.claim(worker)
-    assert claimed == [{"task_id": task_id, "attempt": 1, "command": "echo 'quoted; $HOME'", "timeout_s": 2.5}]
+    assert claimed == [
+        {"task_id": task_id, "attempt": 1, "command": "echo 'quoted; $HOME'", "timeout_s": 2.5}
+    ]
 
 
 def test_slots_bound_what_a_worker_holds(api: Api) -> None:
@@ -127,7 +129,9 @@ def test_heartbeats_keep_a_lease_alive(api: Api) -> None:
     api.claim(worker)
     for _ in range(4):
         api.clock.advance(20)
-        response = api.client.post(f"/v1/workers/{worker}/heartbeat", json={"running": [[task_id, 1]]})
+        response = api.client.post(
+            f"/v1/workers/{worker}/heartbeat", json={"running": [[task_id, 1]]}
+        )
         assert response.json() == {"cancel": []}
     time.sleep(0.1)  # several expiry passes
     assert task(api, task_id)["state"] == "running"
@@ -140,8 +144,14 @@ def test_cancel_pending_and_running(api: Api) -> None:
     # so claim, then cancel the other (pending) and the claimed (running) one
     claimed = api.claim(worker)[0]["task_id"]
     other = running if claimed == pending else pending
-    assert api.client.post(f"/v1/tasks/{other}/cancel").json() == {"id": other, "state": "cancelled"}
-    assert api.client.post(f"/v1/tasks/{claimed}/cancel").json() == {"id": claimed, "state": "cancelling"}
+    assert api.client.post(f"/v1/tasks/{other}/cancel").json() == {
+        "id": other,
+        "state": "cancelled",
+    }
+    assert api.client.post(f"/v1/tasks/{claimed}/cancel").json() == {
+        "id": claimed,
+        "state": "cancelling",
+    }
     beat = api.client.post(f"/v1/workers/{worker}/heartbeat", json={"running": [[claimed, 1]]})
     assert beat.json() == {"cancel": [claimed]}
     assert complete(api, claimed, worker, 1, exit_code=143, cancelled=True) == 200
@@ -166,7 +176,12 @@ def test_idempotency_key_creates_one_task(api: Api) -> None:
     assert first == second
     batch = api.client.post(
         "/v1/tasks",
-        json={"tasks": [{"command": "x", "idempotency_key": "k"}, {"command": "x", "idempotency_key": "k"}]},
+        json={
+            "tasks": [
+                {"command": "x", "idempotency_key": "k"},
+                {"command": "x", "idempotency_key": "k"},
+            ]
+        },
     ).json()["ids"]
     assert batch[0] == batch[1]
     assert api.client.get("/v1/tasks").json()["counts"]["pending"] == 2
@@ -193,7 +208,9 @@ def test_deregister_requeues_running_tasks(api: Api) -> None:
 
 
 def test_listing_paginates_with_counts(api: Api) -> None:
-    ids = api.client.post("/v1/tasks", json={"tasks": [{"command": f"c{i}"} for i in range(25)]}).json()["ids"]
+    ids = api.client.post(
+        "/v1/tasks", json={"tasks": [{"command": f"c{i}"} for i in range(25)]}
+    ).json()["ids"]
     page = api.client.get("/v1/tasks", params={"limit": 10}).json()
     assert [t["id"] for t in page["tasks"]] == ids[:10]
     assert page["counts"]["pending"] == 25
@@ -240,7 +257,12 @@ def test_complete_and_claim_in_one_round_trip(api: Api) -> None:
     api.claim(worker)
     response = api.client.post(
         f"/v1/tasks/{first}/complete",
-        json={"worker_id": worker, "attempt": 1, "exit_code": 0, "claim": {"max_tasks": 1, "wait_s": 0}},
+        json={
+            "worker_id": worker,
+            "attempt": 1,
+            "exit_code": 0,
+            "claim": {"max_tasks": 1, "wait_s": 0},
+        },
     )
     assert response.json() == {
         "ok": True,

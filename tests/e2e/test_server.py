@@ -26,7 +26,9 @@ def test_startup_lines_and_graceful_stop(server: ServerProcess) -> None:
 
 def test_restart_replays_the_log(server: ServerProcess) -> None:
     with server.client() as client:
-        ids = client.post("/v1/tasks", {"tasks": [{"command": f"echo {i}"} for i in range(50)]})["ids"]
+        ids = client.post("/v1/tasks", {"tasks": [{"command": f"echo {i}"} for i in range(50)]})[
+            "ids"
+        ]
     server.restart()
     with server.client() as client:
         page = client.get("/v1/tasks", limit=100)
@@ -39,7 +41,10 @@ def test_refuses_a_database_that_is_not_kickoffs(tmp_path, isolated_env) -> None
     sqlite3.connect(db).execute("CREATE TABLE x (y)").connection.commit()
     result = subprocess.run(
         [*kickoff_cmd(), "server", "--port", "1", "--db", str(db)],
-        env=isolated_env, capture_output=True, text=True, timeout=30,
+        env=isolated_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 1
     assert "not a kickoff database" in result.stderr
@@ -52,8 +57,9 @@ def test_acknowledged_submits_survive_kill_9(server: ServerProcess) -> None:
     stop = threading.Event()
 
     def submitter(n: int) -> None:
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"},
-                          timeout=5) as http:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=5
+        ) as http:
             i = 0
             while not stop.is_set():
                 try:
@@ -83,7 +89,9 @@ def test_acknowledged_submits_survive_kill_9(server: ServerProcess) -> None:
     assert seqs == list(range(1, len(seqs) + 1))
 
 
-def test_every_task_claimed_exactly_once_under_load(make_server: Callable[..., ServerProcess]) -> None:
+def test_every_task_claimed_exactly_once_under_load(
+    make_server: Callable[..., ServerProcess],
+) -> None:
     """100 concurrent submitters and 24 claiming workers over real HTTP."""
     server = make_server("--heartbeat-timeout", "120")  # these workers do not heartbeat
     per_submitter, submitters, workers = 10, 100, 24
@@ -92,30 +100,44 @@ def test_every_task_claimed_exactly_once_under_load(make_server: Callable[..., S
 
     async def run() -> tuple[list[int], list[int]]:
         limits = httpx.Limits(max_connections=200)
-        async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=headers, timeout=30, limits=limits
+        ) as http:
             submitted: list[int] = []
             claimed: list[int] = []
 
             async def submit(n: int) -> None:
                 for i in range(per_submitter):
-                    response = await http.post("/v1/tasks", json={"command": f"true {n}.{i}", "require": ["cpu"]})
+                    response = await http.post(
+                        "/v1/tasks", json={"command": f"true {n}.{i}", "require": ["cpu"]}
+                    )
                     submitted.extend(response.json()["ids"])
 
             async def work(n: int) -> None:
-                reg = await http.post("/v1/workers", json={"name": f"load{n}", "tags": ["cpu"], "slots": 2})
+                reg = await http.post(
+                    "/v1/workers", json={"name": f"load{n}", "tags": ["cpu"], "slots": 2}
+                )
                 worker_id = reg.json()["worker_id"]
                 while len(claimed) < total:
-                    response = await http.post(f"/v1/workers/{worker_id}/claim", json={"max_tasks": 2, "wait_s": 0.5})
+                    response = await http.post(
+                        f"/v1/workers/{worker_id}/claim", json={"max_tasks": 2, "wait_s": 0.5}
+                    )
                     assert response.status_code == 200, response.text
                     for task in response.json()["tasks"]:
                         claimed.append(task["task_id"])
                         done = await http.post(
                             f"/v1/tasks/{task['task_id']}/complete",
-                            json={"worker_id": worker_id, "attempt": task["attempt"], "exit_code": 0},
+                            json={
+                                "worker_id": worker_id,
+                                "attempt": task["attempt"],
+                                "exit_code": 0,
+                            },
                         )
                         assert done.status_code == 200, done.text
 
-            await asyncio.gather(*(submit(n) for n in range(submitters)), *(work(n) for n in range(workers)))
+            await asyncio.gather(
+                *(submit(n) for n in range(submitters)), *(work(n) for n in range(workers))
+            )
             return submitted, claimed
 
     submitted, claimed = asyncio.run(asyncio.wait_for(run(), 120))
@@ -124,12 +146,18 @@ def test_every_task_claimed_exactly_once_under_load(make_server: Callable[..., S
     assert duplicates == []
     assert sorted(claimed) == sorted(submitted)
     conn = sqlite3.connect(server.db_path)
-    per_task = conn.execute("SELECT count(*), count(DISTINCT task_id) FROM events WHERE type = 'TaskClaimed'").fetchone()
+    per_task = conn.execute(
+        "SELECT count(*), count(DISTINCT task_id) FROM events WHERE type = 'TaskClaimed'"
+    ).fetchone()
     assert per_task == (total, total)
-    assert conn.execute("SELECT n FROM task_counts WHERE state = 'succeeded'").fetchone()[0] == total
+    assert (
+        conn.execute("SELECT n FROM task_counts WHERE state = 'succeeded'").fetchone()[0] == total
+    )
 
 
-def test_client_error_mapping(server: ServerProcess, make_server: Callable[..., ServerProcess]) -> None:
+def test_client_error_mapping(
+    server: ServerProcess, make_server: Callable[..., ServerProcess]
+) -> None:
     with server.client() as client:
         try:
             client.get("/v1/tasks/12345")

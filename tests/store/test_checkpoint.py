@@ -39,15 +39,26 @@ def random_run(rng: random.Random, db: Database, steps: int) -> State:
         live = sorted(state.workers)
         if roll < 0.3:
             tasks = [
-                NewTask(command=f"cmd {rng.random()}", require=some_tags(rng), want=some_tags(rng),
-                        priority=rng.randint(-1, 1), max_attempts=rng.randint(1, 3),
-                        idempotency_key=rng.choice([None, None, f"k{rng.randint(0, 20)}"]))
+                NewTask(
+                    command=f"cmd {rng.random()}",
+                    require=some_tags(rng),
+                    want=some_tags(rng),
+                    priority=rng.randint(-1, 1),
+                    max_attempts=rng.randint(1, 3),
+                    idempotency_key=rng.choice([None, None, f"k{rng.randint(0, 20)}"]),
+                )
                 for _ in range(rng.randint(1, 4))
             ]
             record(decide.submit(state, tasks)[0])
         elif roll < 0.4 or not live:
-            record(decide.register(state, name=f"n{rng.randint(0, 3)}", tags=some_tags(rng),
-                                   slots=rng.randint(1, 3)))
+            record(
+                decide.register(
+                    state,
+                    name=f"n{rng.randint(0, 3)}",
+                    tags=some_tags(rng),
+                    slots=rng.randint(1, 3),
+                )
+            )
         elif roll < 0.6:
             record(decide.claim(state, rng.choice(live)))
         elif roll < 0.72:
@@ -55,10 +66,19 @@ def random_run(rng: random.Random, db: Database, steps: int) -> State:
             if running:
                 task = rng.choice(running)
                 assert task.worker_id is not None
-                record(decide.complete(state, Completion(
-                    task_id=task.id, worker_id=task.worker_id, attempt=task.attempt,
-                    exit_code=rng.choice([0, 0, 1]), duration_s=1.0,
-                    cancelled=task.state is TaskState.CANCELLING and rng.random() < 0.5)))
+                record(
+                    decide.complete(
+                        state,
+                        Completion(
+                            task_id=task.id,
+                            worker_id=task.worker_id,
+                            attempt=task.attempt,
+                            exit_code=rng.choice([0, 0, 1]),
+                            duration_s=1.0,
+                            cancelled=task.state is TaskState.CANCELLING and rng.random() < 0.5,
+                        ),
+                    )
+                )
         elif roll < 0.8 and state.tasks:
             record(decide.cancel(state, rng.choice(sorted(state.tasks))))
         elif roll < 0.86:
@@ -97,9 +117,7 @@ def test_checkpoint_plus_tail(tmp_path: Path) -> None:
     db = Database(tmp_path / "tail.db")
     live = random_run(random.Random(42), db, 300)
     db.conn.execute("UPDATE projection_state SET last_seq = 0")  # pretend nothing projected
-    db.conn.executescript(
-        "DELETE FROM tasks; DELETE FROM workers; UPDATE task_counts SET n = 0;"
-    )
+    db.conn.executescript("DELETE FROM tasks; DELETE FROM workers; UPDATE task_counts SET n = 0;")
     loaded, tail = load_state(db.conn)
     assert tail == live.last_seq
     assert loaded.snapshot() == live.snapshot()
