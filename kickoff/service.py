@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import aiosqlite
 from kickoff import defaults
 from kickoff.clock import Clock, utc_now
 from kickoff.errors import NotFound, Unavailable
-from kickoff.events.model import Event, TaskClaimed, TaskRequeued, WorkerRegistered
+from kickoff.events.model import Event, TaskClaimed, TaskRequeued, TaskSubmitted, WorkerRegistered
 from kickoff.projections import queries
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
@@ -33,6 +34,9 @@ from kickoff.store.log import Recorded, Row
 from kickoff.store.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
+
+RECENT_COMMANDS = 20_000  # commands kept for claims right after submit: at most ~20 MB
+RECENT_COMMAND_CHARS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class Service:
         self._subscribers: set[asyncio.Queue[Row | None]] = set()
         self._expirer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._recent_commands: OrderedDict[int, tuple[str, float | None]] = OrderedDict()
         self.shutting_down = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -148,6 +153,7 @@ class Service:
         logger.error("rebuilding state from the log after a failed write")
         self.state, _ = self._db.load()
         self._seq = self.state.last_seq
+        self._recent_commands.clear()  # ids not written will be given to other tasks
 
     def _publish(self, rows: list[Row]) -> None:
         for queue in self._subscribers:
@@ -169,10 +175,24 @@ class Service:
     async def submit(self, tasks: list[NewTask], *, submitted_by: str | None = None) -> list[int]:
         """Queue tasks; returns their ids (existing ids for known idempotency keys)."""
         events, ids = decide.submit(self.state, tasks, submitted_by=submitted_by)
-        await self._commit(events)
-        if events:
-            self._wake_claimers()
+        future = self._record(events)
+        if future is None:
+            return ids
+        self._remember_commands(events)
+        # Claims woken now queue behind these events: they can only be answered once the
+        # submit is durable too, and both often share one commit.
+        self._wake_claimers()
+        await future
         return ids
+
+    def _remember_commands(self, events: list[Event]) -> None:
+        """Keep short commands of new tasks for their claim (saves a read on the hot path)."""
+        recent = self._recent_commands
+        for event in events:
+            if isinstance(event, TaskSubmitted) and len(event.command) <= RECENT_COMMAND_CHARS:
+                recent[event.task_id] = (event.command, event.timeout_s)
+        while len(recent) > RECENT_COMMANDS:
+            recent.popitem(last=False)
 
     def _wake_claimers(self) -> None:
         waiters, self._waiters = self._waiters, set()
@@ -211,6 +231,9 @@ class Service:
                 self._waiters.discard(waiter)
 
     async def _claimed(self, task_id: int, attempt: int) -> Claimed:
+        known = self._recent_commands.pop(task_id, None)
+        if known is not None:
+            return Claimed(task_id, attempt, known[0], known[1])
         row = await self._fetch(
             queries.Query(
                 "SELECT command, timeout_s FROM tasks WHERE id = ?",
