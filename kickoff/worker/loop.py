@@ -1,0 +1,675 @@
+"""The worker: register, claim by long-poll, run, heartbeat, report; ride out server restarts.
+
+One event loop and one HTTP client. Each activity is a small loop doing one step at a
+time: `claim_step` fills free slots, `heartbeat_step` reports every running task in one
+request and stops the ones the server names, `tags_step` follows the tags file. Each
+claimed task runs in its own asyncio task that waits for its process and then delivers its
+report through the outbox. A slot is free again only once its report is acknowledged, so
+the server's count of busy slots and ours agree when we claim; while claiming, a report
+also claims the next task, so a busy worker needs one round trip per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kickoff import defaults
+from kickoff.errors import Conflict, IllegalTransition, InvalidInput, KickoffError, NotFound
+from kickoff.tags import check_tags
+from kickoff.worker import _retry, logfiles, replies
+from kickoff.worker._retry import Backoff, Requester
+from kickoff.worker.outbox import Outbox, Report
+from kickoff.worker.process import Assignment, Job, Outcome, seal_inherited_fds
+from kickoff.worker.replies import BadReply, Refused, Registration
+from kickoff.worker.tagsfile import TagsFile
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+LOST = (NotFound, IllegalTransition)  # what a claim/heartbeat gets once the worker was lost
+CLAIM_WAIT_S = 25.0  # long-poll length; the HTTP timeout adds CLAIM_SLACK_S on top
+CLAIM_SLACK_S = 15.0
+TAGS_POLL_S = 1.0
+PRUNE_EVERY_S = 10.0
+ABORT_DEADLINE_S = 10.0  # after a second Ctrl-C: time left to report and deregister
+REFUSED_EXIT = 126  # what a shell reports for a command it cannot execute
+INTERRUPTED_EXIT = 130
+
+
+class Mode(StrEnum):
+    RUNNING = "running"  # claiming
+    DRAINING = "draining"  # no more claims; running tasks finish and are reported
+    ABORTING = "aborting"  # running tasks are killed and reported cancelled
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """Everything `kickoff worker` was told."""
+
+    name: str
+    log_dir: Path
+    tags: frozenset[str] = frozenset()
+    slots: int = defaults.SLOTS
+    tags_file: Path | None = None
+    burst: bool = False
+    grace_s: float = defaults.CANCEL_GRACE_S
+    claim_wait_s: float = CLAIM_WAIT_S
+    host: str | None = None
+    keep_logs: int = logfiles.KEEP_LOGS  # task log files kept in log_dir; 0 keeps them all
+
+
+class Worker:
+    """A kickoff worker bound to one server through one client."""
+
+    def __init__(self, client: Requester, config: WorkerConfig) -> None:
+        self.client = client
+        self.config = config
+        self.mode = Mode.RUNNING
+        self.registration: Registration | None = None
+        self.jobs: dict[int, Job] = {}
+        self.file_tags: frozenset[str] = frozenset()
+        self._lost_ids: set[str] = set()
+        self.outbox = Outbox(
+            self.report_step, gone=self._lost_ids.__contains__, settled=self._changed
+        )
+        self._tags_file = TagsFile(config.tags_file) if config.tags_file else None
+        self._sent_tags: frozenset[str] = frozenset()
+        self._combined = True  # the server claims along with a report (complete-and-claim)
+        self._env = dict(os.environ)
+        self._change = asyncio.Event()
+        self._register_lock = asyncio.Lock()
+        self._claim_request: asyncio.Task[Any] | None = None
+        self._reconcile_at: float | None = None
+        self._abort_deadline: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- state ------------------------------------------------------------------
+
+    def tags(self, file_tags: frozenset[str] | None = None) -> frozenset[str]:
+        """The tags to register with: --have plus the tags file's.
+
+        Raises:
+            InvalidInput: more tags than a worker may have.
+        """
+        extra = self.file_tags if file_tags is None else file_tags
+        return check_tags(self.config.tags | extra, field="tags", limit=defaults.MAX_WORKER_TAGS)
+
+    def free_slots(self) -> int:
+        return self.config.slots - len(self.jobs) - len(self.outbox)
+
+    def busy(self) -> bool:
+        return bool(self.jobs or self.outbox)
+
+    def _changed(self) -> None:
+        """Wake everything waiting for a slot, a report, or a mode change."""
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def _wait_change(self, timeout_s: float | None = None) -> None:
+        change = self._change
+        if timeout_s is None:
+            await change.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(change.wait(), timeout_s)
+
+    def _time_left(self) -> float | None:
+        if self._abort_deadline is None:
+            return None
+        return max(0.0, self._abort_deadline - time.monotonic())
+
+    def _deadline_passed(self) -> bool:
+        return self._abort_deadline is not None and time.monotonic() >= self._abort_deadline
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        may_claim: bool = False,
+    ) -> Any:
+        """One request, retried while the server is away (see `_retry.call`).
+
+        `may_claim` marks a claim: when one failed after it may have reached the server,
+        the server may have handed us tasks whose answer was lost; the heartbeat loop looks.
+
+        Raises:
+            KickoffError: any other error answer (the caller decides what it means).
+        """
+        reg = self.registration
+        return await _retry.call(
+            self.client,
+            method,
+            path,
+            what=what,
+            max_delay_s=reg.heartbeat_interval_s if reg else _retry.BACKOFF_MAX_S,
+            json=json,
+            params=params,
+            timeout_s=timeout_s,
+            on_maybe_sent=self._reconcile_soon if may_claim else None,
+        )
+
+    def _reconcile_soon(self) -> None:
+        self._reconcile_at = time.monotonic()
+
+    # -- registration -----------------------------------------------------------
+
+    async def register(self) -> Registration:
+        """Register with the server, retrying while it cannot be reached.
+
+        Raises:
+            KickoffError: the server refused (wrong token, invalid tags or name).
+            BadReply: the answer is not a registration.
+        """
+        tags = self.tags()
+        body = {
+            "name": self.config.name,
+            "tags": sorted(tags),
+            "slots": self.config.slots,
+            "host": self.config.host,
+        }
+        reg = replies.registration(
+            await self._call("POST", "/v1/workers", what="register", json=body)
+        )
+        self._sent_tags = tags
+        logger.info(
+            "registered worker=%s name=%s tags=%s slots=%d heartbeat=%.2fs",
+            reg.worker_id,
+            self.config.name,
+            ",".join(sorted(tags)) or "-",
+            self.config.slots,
+            reg.heartbeat_interval_s,
+        )
+        return reg
+
+    async def _registered(self) -> Registration | None:
+        """The current registration; registers again after a loss (never once stopping)."""
+        async with self._register_lock:
+            if self.registration is None and self.mode is Mode.RUNNING:
+                self.registration = await self.register()
+                self._changed()
+            return self.registration
+
+    def _lost(self, reg: Registration, what: str, exc: KickoffError) -> None:
+        """The server no longer knows this registration: its tasks were requeued elsewhere."""
+        if self.registration is not reg:
+            return
+        self.registration = None
+        self._lost_ids.add(reg.worker_id)
+        doomed = [job for job in self.jobs.values() if job.worker_id == reg.worker_id]
+        logger.warning(
+            "%s: the server lost worker=%s (%s); killing its %d task(s)%s",
+            what,
+            reg.worker_id,
+            exc.message,
+            len(doomed),
+            " and registering again" if self.mode is Mode.RUNNING else "",
+        )
+        for job in doomed:
+            job.abandoned = True
+            job.stop(cancelled=True)
+        self._interrupt_claim()
+        self._changed()
+
+    async def _deregister(self) -> None:
+        reg = self.registration
+        if reg is None:
+            return
+        path = f"/v1/workers/{reg.worker_id}"
+        try:
+            done = await self._race(
+                self._call("DELETE", path, what="deregister"), self._deadline_passed
+            )
+        except (NotFound, Conflict):
+            logger.info("worker=%s was already gone", reg.worker_id)
+        else:
+            if done:
+                logger.info("deregistered worker=%s", reg.worker_id)
+            else:
+                logger.warning(
+                    "could not deregister worker=%s; the server will count it lost", reg.worker_id
+                )
+        self.registration = None
+
+    # -- claiming ---------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        backoff = Backoff()
+        while self.mode is Mode.RUNNING:
+            try:
+                await self.claim_step()
+                backoff.reset()
+            except Exception:
+                logger.exception("claim failed")
+                await asyncio.sleep(backoff.delay())
+
+    async def claim_step(self) -> None:
+        """Wait for a free slot; then claim up to that many tasks (long-poll) and start them."""
+        free = self.free_slots()
+        if free <= 0:
+            await self._wait_change()
+            return
+        reg = await self._registered()
+        if reg is None or self.mode is not Mode.RUNNING:
+            return
+        wait_s = 0.0 if self.config.burst else self.config.claim_wait_s
+        request = self._call(
+            "POST",
+            f"/v1/workers/{reg.worker_id}/claim",
+            what="claim",
+            json={"max_tasks": free, "wait_s": wait_s},
+            timeout_s=wait_s + CLAIM_SLACK_S,
+            may_claim=True,
+        )
+        self._claim_request = asyncio.get_running_loop().create_task(request)
+        try:
+            answer = await self._claim_request
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            return  # interrupted: stopping, or the registration was lost
+        except LOST as exc:
+            self._lost(reg, "claim", exc)
+            return
+        finally:
+            self._claim_request = None
+        started = self._take(answer, reg, limit=free)
+        if self.config.burst and not started:
+            if self.busy():
+                await self._wait_change()
+            else:
+                logger.info("burst: nothing left that this worker can run")
+                self._set_mode(Mode.DRAINING)
+
+    def _take(self, answer: Any, reg: Registration, *, limit: int) -> int:
+        """Start (or refuse) the tasks of a claim answer; returns how many it named."""
+        items, problems = replies.claimed(answer, limit=limit)
+        for problem in problems:
+            logger.warning("ignoring part of the claim answer: %s", problem)
+        if items and reg is not self.registration:
+            logger.warning("dropping %d task(s) claimed by a lost registration", len(items))
+            return len(items)
+        for item in items:
+            if item.task_id in self.jobs or (item.task_id, item.attempt) in self.outbox:
+                logger.warning("ignoring task=%d: it is already on this worker", item.task_id)
+            elif isinstance(item, Refused):
+                self._refuse(item, reg)
+            else:
+                self._start(item, reg)
+        return len(items)
+
+    def _interrupt_claim(self) -> bool:
+        request = self._claim_request
+        if request is None or request.done():
+            return False
+        request.cancel()
+        return True
+
+    # -- running and reporting --------------------------------------------------
+
+    def _start(self, assignment: Assignment, reg: Registration) -> None:
+        job = Job(
+            assignment,
+            worker_id=reg.worker_id,
+            log_dir=self.config.log_dir,
+            env=self._env,
+            grace_s=self.config.grace_s,
+        )
+        self.jobs[assignment.task_id] = job
+        if self.mode is Mode.ABORTING:  # claimed as we stopped: report it back unrun
+            job.stop(cancelled=True)
+        self._spawn(self._run_job(job))
+
+    def _refuse(self, refused: Refused, reg: Registration) -> None:
+        logger.error(
+            "refusing task=%d attempt=%d: %s", refused.task_id, refused.attempt, refused.reason
+        )
+        outcome = Outcome(
+            exit_code=REFUSED_EXIT,
+            duration_s=0.0,
+            output_tail=f"kickoff worker: refused to run this task: {refused.reason}\n",
+        )
+        report = Report(
+            task_id=refused.task_id,
+            attempt=refused.attempt,
+            worker_id=reg.worker_id,
+            outcome=outcome,
+        )
+        self.outbox.put(report)
+
+    async def _run_job(self, job: Job) -> None:
+        try:
+            outcome = await job.run()
+        except Exception:
+            logger.exception("task=%d attempt=%d: the worker failed", job.task_id, job.attempt)
+            outcome = Outcome(
+                exit_code=1,
+                duration_s=0.0,
+                output_tail="kickoff worker: internal error while running the task\n",
+                cancelled=job.cancelled,
+            )
+        finally:
+            if self.jobs.get(job.task_id) is job:
+                del self.jobs[job.task_id]
+        if job.abandoned:
+            logger.info(
+                "dropped the report of task=%d attempt=%d: the server requeued it",
+                job.task_id,
+                job.attempt,
+            )
+            self._changed()
+            return
+        logger.info(
+            "finished task=%d attempt=%d exit=%d in %.2fs%s",
+            job.task_id,
+            job.attempt,
+            outcome.exit_code,
+            outcome.duration_s,
+            " (timed out)" if outcome.timed_out else " (cancelled)" if outcome.cancelled else "",
+        )
+        report = Report(
+            task_id=job.task_id, attempt=job.attempt, worker_id=job.worker_id, outcome=outcome
+        )
+        await self.outbox.deliver(report)
+
+    async def report_step(self, report: Report) -> None:
+        """Send one report. While claiming, the same request claims the tasks for the slots
+        free once it is taken, without waiting (the claim loop does the long-poll).
+
+        Raises:
+            KickoffError: the server refused the report, or answered with an error.
+        """
+        reg = self.registration
+        claiming = (
+            self._combined
+            and self.mode is Mode.RUNNING
+            and reg is not None
+            and reg.worker_id == report.worker_id
+        )
+        body = report.body()
+        limit = self.free_slots() + 1  # + the slot of this report
+        if claiming:
+            body["claim"] = {"max_tasks": limit, "wait_s": 0}
+        path = f"/v1/tasks/{report.task_id}/complete"
+        what = f"report of task={report.task_id} attempt={report.attempt}"
+        try:
+            answer = await self._call("POST", path, what=what, json=body, may_claim=claiming)
+        except InvalidInput as exc:
+            if not claiming:
+                raise
+            logger.info("the server does not claim with reports (%s)", exc.message)
+            self._combined = False
+            await self._call("POST", path, what=what, json=report.body())
+            return
+        if not claiming or reg is None:
+            return
+        if isinstance(answer, dict) and "tasks" not in answer:
+            logger.info("the server does not claim with reports")
+            self._combined = False
+            return
+        self._take(answer, reg, limit=limit)
+
+    # -- heartbeats and reconciliation ------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await self.heartbeat_step()
+            except Exception:
+                logger.exception("heartbeat failed")
+            reg = self.registration
+            interval = reg.heartbeat_interval_s if reg else defaults.HEARTBEAT_INTERVAL_S
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+
+    async def heartbeat_step(self) -> None:
+        """Report every running task in one request; stop the tasks the answer names."""
+        reg = await self._registered()
+        if reg is None:
+            return
+        running = [
+            [job.task_id, job.attempt]
+            for job in self.jobs.values()
+            if job.worker_id == reg.worker_id and not job.abandoned
+        ]
+        path = f"/v1/workers/{reg.worker_id}/heartbeat"
+        try:
+            answer = await self._call("POST", path, what="heartbeat", json={"running": running})
+        except LOST as exc:
+            self._lost(reg, "heartbeat", exc)
+            return
+        for task_id in replies.cancel_ids(answer):
+            job = self.jobs.get(task_id)
+            if job is None or job.worker_id != reg.worker_id:
+                continue
+            if not job.cancelled:
+                logger.info("cancelling task=%d attempt=%d", job.task_id, job.attempt)
+            job.stop(cancelled=True)
+        if self._reconcile_at is not None and time.monotonic() >= self._reconcile_at:
+            self._reconcile_at = None
+            await self.reconcile(reg)
+
+    async def reconcile(self, reg: Registration) -> None:
+        """Find tasks the server says this worker runs but it never heard of (a claim's
+        answer lost on the way): run them while claiming, else give them back."""
+        params = {
+            "worker": reg.worker_id,
+            "state": "running,cancelling",
+            "limit": defaults.MAX_SLOTS,
+        }
+        answer = await self._call("GET", "/v1/tasks", what="reconcile", params=params)
+        for raw in replies.task_list(answer):
+            try:
+                item = replies.assignment(raw, id_key="id")
+            except BadReply:
+                continue
+            if raw.get("worker") != reg.worker_id or reg is not self.registration:
+                continue
+            if item.task_id in self.jobs or (item.task_id, item.attempt) in self.outbox:
+                continue
+            if isinstance(item, Refused):
+                self._refuse(item, reg)
+            elif self.mode is Mode.RUNNING and raw.get("state") == "running":
+                logger.warning(
+                    "adopting task=%d attempt=%d: its claim answer was lost",
+                    item.task_id,
+                    item.attempt,
+                )
+                self._start(item, reg)
+            else:
+                logger.warning(
+                    "giving back task=%d attempt=%d: its claim answer was lost",
+                    item.task_id,
+                    item.attempt,
+                )
+                outcome = Outcome(
+                    exit_code=-1,
+                    duration_s=0.0,
+                    output_tail="kickoff worker: never started (the claim answer was lost)\n",
+                    cancelled=True,
+                )
+                self.outbox.put(
+                    Report(
+                        task_id=item.task_id,
+                        attempt=item.attempt,
+                        worker_id=reg.worker_id,
+                        outcome=outcome,
+                    )
+                )
+
+    # -- tags file --------------------------------------------------------------
+
+    async def _tags_loop(self) -> None:
+        while True:
+            try:
+                await self.tags_step()
+            except Exception:
+                logger.exception("tags update failed")
+            await asyncio.sleep(TAGS_POLL_S)
+
+    async def tags_step(self) -> None:
+        """Re-read the tags file if it changed; send the new tag set to the server."""
+        assert self._tags_file is not None
+        try:
+            changed = self._tags_file.poll()
+            if changed is not None:
+                self.tags(changed)  # refuse a file that makes too many tags
+                self.file_tags = changed
+        except (InvalidInput, OSError) as exc:
+            logger.error("ignoring the tags file %s: %s", self._tags_file.path, exc)
+            return
+        reg = self.registration
+        tags = self.tags()
+        if reg is None or tags == self._sent_tags:
+            return
+        path = f"/v1/workers/{reg.worker_id}/tags"
+        try:
+            await self._call("POST", path, what="tags update", json={"set": sorted(tags)})
+        except LOST as exc:
+            self._lost(reg, "tags update", exc)
+            return
+        except KickoffError as exc:  # not retried until the file changes again
+            logger.error("the server refused the tags %s: %s", ",".join(sorted(tags)), exc.message)
+        else:
+            logger.info("tags of worker=%s now %s", reg.worker_id, ",".join(sorted(tags)) or "-")
+        if reg is self.registration:
+            self._sent_tags = tags
+
+    # -- log files --------------------------------------------------------------
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune_step()
+            except Exception:
+                logger.exception("pruning the log directory failed")
+            await asyncio.sleep(PRUNE_EVERY_S)
+
+    async def prune_step(self) -> None:
+        """Delete the oldest task log files beyond `keep_logs` (in a thread: it lists the
+        directory)."""
+        running = {(job.task_id, job.attempt) for job in self.jobs.values()}
+        deleted = await asyncio.to_thread(
+            logfiles.prune, self.config.log_dir, keep=self.config.keep_logs, protect=running
+        )
+        if deleted:
+            logger.debug("deleted %d old task log file(s)", deleted)
+
+    # -- stopping ---------------------------------------------------------------
+
+    def _set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+        self._changed()
+
+    def interrupt(self) -> None:
+        """Ctrl-C or SIGTERM. First: stop claiming, let tasks finish. Second: kill them.
+        Third: stop waiting for the server."""
+        if self.mode is Mode.RUNNING:
+            logger.info(
+                "stopping: no new tasks; waiting for %d running task(s) (Ctrl-C again kills them)",
+                len(self.jobs),
+            )
+            if self._interrupt_claim():  # the server may still hand it a task: look later
+                self._reconcile_at = time.monotonic() + self.config.claim_wait_s + 1
+            self._set_mode(Mode.DRAINING)
+        elif self.mode is Mode.DRAINING:
+            self.abort()
+        else:
+            logger.warning("exiting without waiting for the server")
+            self._abort_deadline = time.monotonic()
+            self._changed()
+
+    def abort(self) -> None:
+        """Kill every running task, report it cancelled (the server requeues it), exit."""
+        logger.warning("killing %d running task(s)", len(self.jobs))
+        self._abort_deadline = time.monotonic() + self.config.grace_s + ABORT_DEADLINE_S
+        for job in self.jobs.values():
+            job.stop(cancelled=True)
+        self._set_mode(Mode.ABORTING)
+
+    async def _race(self, aw: Awaitable[T], stop: Callable[[], bool]) -> bool:
+        """Await aw unless stop() turns true first (then aw is cancelled); True if it ended."""
+        task = asyncio.ensure_future(aw)
+        try:
+            while not task.done():
+                if stop():
+                    return False
+                change = asyncio.ensure_future(self._wait_change(self._time_left()))
+                await asyncio.wait({task, change}, return_when=asyncio.FIRST_COMPLETED)
+                change.cancel()
+            task.result()
+            return True
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _until_idle(self) -> None:
+        """Return once the worker stopped claiming and has nothing left to run or report
+        (or, after a second Ctrl-C, once the deadline passed)."""
+        while self.mode is Mode.RUNNING or self.busy():
+            if self._deadline_passed():
+                logger.warning("giving up on %d undelivered report(s)", len(self.outbox))
+                return
+            await self._wait_change(self._time_left())
+
+    async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+        for task in [*loops, *self._tasks]:
+            task.cancel()
+        for job in self.jobs.values():  # only left after a deadline: leave nothing behind
+            if job.process is not None:
+                job.process.signal_group(signal.SIGKILL)
+        await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
+        await self.outbox.aclose()
+
+    async def run(self) -> int:
+        """Register and work until stopped; returns the exit code (0 after a clean stop).
+
+        Raises:
+            KickoffError: the server refused the registration (wrong token, bad tags).
+            InvalidInput: the log directory or the tags file cannot be used.
+        """
+        try:
+            self.config.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self._tags_file is not None:
+                self.file_tags = self._tags_file.poll() or frozenset()
+        except OSError as exc:
+            raise InvalidInput(f"{exc.filename}: {exc.strerror}") from exc
+        self.tags()
+        seal_inherited_fds()
+        if not await self._race(self._registered(), lambda: self.mode is not Mode.RUNNING):
+            return 0
+        loop = asyncio.get_running_loop()
+        loops = [loop.create_task(self._claim_loop()), loop.create_task(self._heartbeat_loop())]
+        if self._tags_file is not None:
+            loops.append(loop.create_task(self._tags_loop()))
+        if self.config.keep_logs > 0:
+            loops.append(loop.create_task(self._prune_loop()))
+        try:
+            await self._until_idle()
+            await self._deregister()
+        finally:
+            await self._shutdown(loops)
+        return INTERRUPTED_EXIT if self.mode is Mode.ABORTING else 0

@@ -1,0 +1,293 @@
+"""One attempt of one task as an OS process: `/bin/sh -c CMD` in its own session, output
+to a log file, the exit status as a shell reports it, TERM -> KILL of the whole process
+group, and the output tail. No HTTP here; the loop decides when to stop a job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from kickoff import defaults
+from kickoff.worker import logfiles
+
+logger = logging.getLogger(__name__)
+
+SHELL = "/bin/sh"
+# Signals a task starts with at their default action, whatever the worker ignores (Python
+# ignores SIGPIPE; a worker started with `nohup` or `&` ignores SIGHUP or SIGINT).
+_DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+SPAWN_FAILED_EXIT = 127  # what a shell reports for a command it cannot start
+LOST_STATUS = 255 << 8  # the wait status reported when the exit status is unknown
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    """A claimed task, validated: what the worker was asked to run."""
+
+    task_id: int
+    attempt: int
+    command: str
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """How an attempt ended, as reported to the server."""
+
+    exit_code: int
+    duration_s: float
+    output_tail: str
+    timed_out: bool = False
+    cancelled: bool = False
+
+
+def exit_code(status: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128+N after signal N."""
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def read_tail(fd: int, limit: int = defaults.OUTPUT_TAIL_BYTES) -> str:
+    """The last `limit` bytes of an open file, decoded as UTF-8 with replacement."""
+    size = os.fstat(fd).st_size
+    if size <= 0:
+        return ""
+    start = max(0, size - limit)
+    return os.pread(fd, size - start, start).decode("utf-8", errors="replace")
+
+
+def seal_inherited_fds() -> None:
+    """Make every descriptor above stderr close-on-exec, so that tasks never inherit them.
+
+    Python opens its own files close-on-exec; this covers what the worker itself inherited
+    (a pipe of the shell or test harness that started it), as `close_fds=True` would.
+    """
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > 2:
+                with contextlib.suppress(OSError):
+                    os.set_inheritable(fd, False)
+
+
+class Process:
+    """A running `/bin/sh -c CMD`, leader of its own session and process group."""
+
+    def __init__(self, pid: int, log_fd: int) -> None:
+        self.pid = pid
+        self.log_fd = log_fd
+        loop = asyncio.get_running_loop()
+        self.exited: asyncio.Future[int] = loop.create_future()  # the wait status
+        self._pidfd = -1
+        self._watch(loop)
+
+    @classmethod
+    def start(cls, command: str, *, env: Mapping[str, str], log_file: Path) -> Process:
+        """Spawn the command with stdin from /dev/null and stdout+stderr to log_file.
+
+        Raises:
+            OSError: the log file cannot be opened or the shell cannot be started.
+            ValueError: the command or environment holds a NUL byte.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        log_fd = os.open(log_file, flags, 0o600)
+        try:
+            pid = os.posix_spawn(
+                SHELL,
+                [SHELL, "-c", command],
+                env,
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
+                ],
+                setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
+                setsigmask=(),
+            )
+        except BaseException:
+            os.close(log_fd)
+            raise
+        return cls(pid, log_fd)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Resolve `exited` when the process ends: a pidfd in the event loop, no thread."""
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # not Linux >= 5.3: wait in a thread instead
+            waiter = loop.run_in_executor(None, os.waitpid, self.pid, 0)
+            waiter.add_done_callback(self._waited)
+            return
+        loop.add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped by someone else (a waitpid(-1) elsewhere)
+            pid, status = self.pid, LOST_STATUS
+        if pid == 0:  # readable but not yet reapable: wait for the next wakeup
+            return
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+        if not self.exited.done():
+            self.exited.set_result(status)
+
+    def _waited(self, waiter: asyncio.Future[tuple[int, int]]) -> None:
+        if not self.exited.done():
+            self.exited.set_result(waiter.result()[1])
+
+    def signal_group(self, sig: int) -> bool:
+        """Send sig to the process group; False when no process of it is left."""
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # the group's id was reused by someone else's process
+            return False
+        return True
+
+    async def terminate(self, grace_s: float) -> None:
+        """SIGTERM the group, SIGKILL it after grace_s, and wait for the leader to end."""
+        self.signal_group(signal.SIGTERM)
+        self.signal_group(signal.SIGCONT)  # a stopped process gets the TERM only once woken
+        try:
+            await asyncio.wait_for(asyncio.shield(self.exited), grace_s)
+        except TimeoutError:
+            logger.info("escalating to SIGKILL pid=%d after %.1fs", self.pid, grace_s)
+        # Also when the leader obeyed: children that ignored the TERM must not outlive it.
+        self.signal_group(signal.SIGKILL)
+        await self.exited
+
+    def tail(self) -> str:
+        return read_tail(self.log_fd)
+
+    def close(self) -> None:
+        """Release the log file (and the pidfd, if the process was never reaped)."""
+        if self._pidfd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = -1
+        if self.log_fd >= 0:
+            os.close(self.log_fd)
+            self.log_fd = -1
+
+
+class Job:
+    """One attempt of a task on this worker: its process, its timeout, why it was stopped."""
+
+    def __init__(
+        self,
+        assignment: Assignment,
+        *,
+        worker_id: str,
+        log_dir: Path,
+        env: Mapping[str, str],
+        grace_s: float = defaults.CANCEL_GRACE_S,
+    ) -> None:
+        self.assignment = assignment
+        self.worker_id = worker_id
+        self.log_dir = log_dir
+        self.env = env
+        self.grace_s = grace_s
+        self.process: Process | None = None
+        self.cancelled = False  # stopped because the server (or Ctrl-C twice) said so
+        self.timed_out = False
+        self.abandoned = False  # its registration is gone: nobody will take its report
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def task_id(self) -> int:
+        return self.assignment.task_id
+
+    @property
+    def attempt(self) -> int:
+        return self.assignment.attempt
+
+    def task_env(self) -> dict[str, str]:
+        return {
+            **self.env,
+            "KICKOFF_TASK_ID": str(self.assignment.task_id),
+            "KICKOFF_ATTEMPT": str(self.assignment.attempt),
+            "KICKOFF_WORKER": self.worker_id,
+        }
+
+    async def run(self) -> Outcome:
+        """Run the command to its end (or until stopped) and say how it ended."""
+        started = time.monotonic()
+        a = self.assignment
+        if self.cancelled:  # stopped before it started: never run it
+            return Outcome(
+                exit_code=128 + signal.SIGTERM,
+                duration_s=0.0,
+                output_tail="kickoff worker: stopped before it started\n",
+                cancelled=True,
+            )
+        try:
+            self.process = Process.start(
+                a.command,
+                env=self.task_env(),
+                log_file=logfiles.path(self.log_dir, a.task_id, a.attempt),
+            )
+        except (OSError, ValueError) as exc:
+            logger.error("cannot start task=%d attempt=%d: %s", a.task_id, a.attempt, exc)
+            return Outcome(
+                exit_code=SPAWN_FAILED_EXIT,
+                duration_s=time.monotonic() - started,
+                output_tail=f"kickoff worker: cannot start the command: {exc}\n",
+                cancelled=self.cancelled,
+            )
+        logger.info("started task=%d attempt=%d pid=%d", a.task_id, a.attempt, self.process.pid)
+        try:
+            return await self._wait(self.process, started)
+        except asyncio.CancelledError:  # the worker is going down hard: leave nothing behind
+            self.process.signal_group(signal.SIGKILL)
+            raise
+        finally:
+            self.process.close()
+
+    async def _wait(self, process: Process, started: float) -> Outcome:
+        timer = None
+        if self.assignment.timeout_s is not None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self.assignment.timeout_s, self._time_out)
+        try:
+            status = await process.exited
+        finally:
+            if timer is not None:
+                timer.cancel()
+        duration = time.monotonic() - started
+        if self._stopping is not None:
+            await self._stopping  # the group may still hold children of the leader
+        return Outcome(
+            exit_code=exit_code(status),
+            duration_s=duration,
+            output_tail=process.tail(),
+            timed_out=self.timed_out,
+            cancelled=self.cancelled,
+        )
+
+    def _time_out(self) -> None:
+        a = self.assignment
+        logger.info("timed out task=%d attempt=%d after %ss", a.task_id, a.attempt, a.timeout_s)
+        self.timed_out = True
+        self.stop()
+
+    def stop(self, *, cancelled: bool = False) -> None:
+        """Begin TERM -> KILL of the process group (once); `cancelled` marks the report."""
+        self.cancelled = self.cancelled or cancelled
+        if self.process is None or self._stopping is not None:
+            return  # not started yet (run() stops it at once), or already stopping
+        self._stopping = asyncio.get_running_loop().create_task(
+            self.process.terminate(self.grace_s)
+        )

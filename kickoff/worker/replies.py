@@ -1,0 +1,161 @@
+"""Checks on what the server answers the worker. No I/O here.
+
+A broken or hostile server must never crash the worker or make it run anything but a
+task's own command string: every field is checked for its type and size, and whatever
+fails is refused here, with the reason, before the loop looks at it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from kickoff import defaults
+from kickoff.worker.process import Assignment
+
+# Worker ids go into URL paths: no slash, no dot segments, nothing to escape.
+WORKER_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:=+-]{0,127}")
+MAX_TASK_ID = (1 << 53) - 1
+MIN_INTERVAL_S = 0.05
+MAX_INTERVAL_S = 60.0
+
+
+class BadReply(ValueError):
+    """The server's answer is not what the API documents."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """The worker's current registration with the server."""
+
+    worker_id: str
+    heartbeat_interval_s: float
+    heartbeat_timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A claimed task the worker will not run (bad command or timeout); it reports why."""
+
+    task_id: int
+    attempt: int
+    reason: str
+
+
+def _int(value: Any, *, low: int, high: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    seconds = float(value)
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
+def worker_id(value: Any) -> str:
+    """A worker id safe to put into a URL path.
+
+    Raises:
+        BadReply: not a short string of id characters.
+    """
+    if not isinstance(value, str) or not WORKER_ID_RE.fullmatch(value):
+        raise BadReply(f"worker_id {str(value)[:40]!r} is not a valid worker id")
+    return value
+
+
+def registration(answer: Any) -> Registration:
+    """The answer to `POST /v1/workers`; a missing or odd interval falls back to the default.
+
+    Raises:
+        BadReply: not an object with a valid worker_id.
+    """
+    if not isinstance(answer, dict):
+        raise BadReply("registration answer is not a JSON object")
+    interval = _seconds(answer.get("heartbeat_interval_s")) or defaults.HEARTBEAT_INTERVAL_S
+    return Registration(
+        worker_id=worker_id(answer.get("worker_id")),
+        heartbeat_interval_s=min(max(interval, MIN_INTERVAL_S), MAX_INTERVAL_S),
+        heartbeat_timeout_s=_seconds(answer.get("heartbeat_timeout_s")),
+    )
+
+
+def _command_problem(command: Any) -> str | None:
+    if not isinstance(command, str):
+        return "the command is not a string"
+    try:
+        size = len(command.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "the command is not valid UTF-8"
+    if size > defaults.MAX_COMMAND_BYTES:
+        return f"the command is {size} bytes, over the {defaults.MAX_COMMAND_BYTES} byte limit"
+    if "\0" in command:
+        return "the command holds a NUL byte"
+    return None
+
+
+def assignment(raw: Any, *, id_key: str = "task_id") -> Assignment | Refused:
+    """One claimed task: an Assignment to run, or Refused with the reason.
+
+    Raises:
+        BadReply: no usable task id and attempt, so it cannot even be reported.
+    """
+    if not isinstance(raw, dict):
+        raise BadReply("a claimed task is not a JSON object")
+    task_id = _int(raw.get(id_key), low=1, high=MAX_TASK_ID)
+    attempt = _int(raw.get("attempt"), low=1, high=defaults.MAX_ATTEMPTS_LIMIT)
+    if task_id is None or attempt is None:
+        raise BadReply(f"a claimed task has no valid {id_key} and attempt: {str(raw)[:120]}")
+    problem = _command_problem(raw.get("command"))
+    timeout = raw.get("timeout_s")
+    timeout_s = None if timeout is None else _seconds(timeout)
+    if problem is None and timeout is not None and timeout_s is None:
+        problem = f"timeout_s {str(timeout)[:40]!r} is not a positive number"
+    if problem is not None:
+        return Refused(task_id=task_id, attempt=attempt, reason=problem)
+    if timeout_s is not None:
+        timeout_s = min(timeout_s, defaults.MAX_TIMEOUT_S)
+    return Assignment(task_id=task_id, attempt=attempt, command=raw["command"], timeout_s=timeout_s)
+
+
+def claimed(answer: Any, *, limit: int) -> tuple[list[Assignment | Refused], list[str]]:
+    """The tasks of a claim answer (at most `limit`, each id once) and the problems seen."""
+    problems: list[str] = []
+    if not isinstance(answer, dict) or not isinstance(answer.get("tasks"), list):
+        return [], ["claim answer has no list of tasks"]
+    raw_tasks: list[Any] = answer["tasks"]
+    if len(raw_tasks) > limit:
+        problems.append(f"claim answer has {len(raw_tasks)} tasks, asked for {limit}")
+    out: list[Assignment | Refused] = []
+    seen: set[int] = set()
+    for raw in raw_tasks[:limit]:
+        try:
+            item = assignment(raw)
+        except BadReply as exc:
+            problems.append(str(exc))
+            continue
+        if item.task_id in seen:
+            problems.append(f"claim answer names task {item.task_id} twice")
+            continue
+        seen.add(item.task_id)
+        out.append(item)
+    return out, problems
+
+
+def cancel_ids(answer: Any, *, limit: int = defaults.MAX_SLOTS) -> list[int]:
+    """The task ids a heartbeat answer says to stop (anything else in it is ignored)."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("cancel"), list):
+        return []
+    ids = (_int(v, low=1, high=MAX_TASK_ID) for v in answer["cancel"][: limit * 4])
+    return [i for i in ids if i is not None]
+
+
+def task_list(answer: Any) -> list[Any]:
+    """The `tasks` list of a `GET /v1/tasks` answer (empty if there is none)."""
+    if isinstance(answer, dict) and isinstance(answer.get("tasks"), list):
+        return list(answer["tasks"])
+    return []

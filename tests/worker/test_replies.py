@@ -1,0 +1,137 @@
+"""A broken or hostile server's answers are refused field by field, never run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kickoff import defaults
+from kickoff.worker import replies
+from kickoff.worker.process import Assignment
+from kickoff.worker.replies import BadReply, Refused
+
+
+def test_a_good_claim_answer() -> None:
+    answer = {"tasks": [{"task_id": 3, "attempt": 1, "command": "echo hi", "timeout_s": 2}]}
+    items, problems = replies.claimed(answer, limit=1)
+    assert items == [Assignment(task_id=3, attempt=1, command="echo hi", timeout_s=2.0)]
+    assert problems == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, [], "tasks", {"tasks": None}, {"tasks": {"task_id": 1}}, {"nope": []}, 42],
+)
+def test_claim_answers_without_a_task_list_start_nothing(answer: Any) -> None:
+    items, problems = replies.claimed(answer, limit=4)
+    assert items == [] and problems
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        None,
+        "echo hi",
+        {"task_id": "1", "attempt": 1, "command": "true"},
+        {"task_id": 1.0, "attempt": 1, "command": "true"},
+        {"task_id": True, "attempt": 1, "command": "true"},
+        {"task_id": 0, "attempt": 1, "command": "true"},
+        {"task_id": -5, "attempt": 1, "command": "true"},
+        {"task_id": 1 << 60, "attempt": 1, "command": "true"},
+        {"task_id": 1, "attempt": None, "command": "true"},
+        {"task_id": 1, "attempt": 10**9, "command": "true"},
+        {"attempt": 1, "command": "true"},
+    ],
+)
+def test_tasks_without_usable_ids_are_skipped(raw: Any) -> None:
+    with pytest.raises(BadReply):
+        replies.assignment(raw)
+    items, problems = replies.claimed({"tasks": [raw]}, limit=1)
+    assert items == [] and len(problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"command": ["rm", "-rf", "/"]}, "not a string"),
+        ({"command": {"sh": "x"}}, "not a string"),
+        ({"command": None}, "not a string"),
+        ({"command": 42}, "not a string"),
+        ({"command": "x" * (defaults.MAX_COMMAND_BYTES + 1)}, "byte limit"),
+        ({"command": "é" * (defaults.MAX_COMMAND_BYTES // 2 + 1)}, "byte limit"),
+        ({"command": "true\0rm -rf /"}, "NUL"),
+        ({"command": "\ud800"}, "UTF-8"),
+        ({"command": "true", "timeout_s": "10"}, "timeout_s"),
+        ({"command": "true", "timeout_s": -1}, "timeout_s"),
+        ({"command": "true", "timeout_s": 0}, "timeout_s"),
+        ({"command": "true", "timeout_s": float("nan")}, "timeout_s"),
+        ({"command": "true", "timeout_s": True}, "timeout_s"),
+    ],
+)
+def test_tasks_with_bad_commands_or_timeouts_are_refused_with_a_reason(
+    fields: dict[str, Any], reason: str
+) -> None:
+    item = replies.assignment({"task_id": 9, "attempt": 2, **fields})
+    assert isinstance(item, Refused)
+    assert (item.task_id, item.attempt) == (9, 2)
+    assert reason in item.reason
+
+
+def test_a_command_of_exactly_the_limit_is_accepted() -> None:
+    command = "x" * defaults.MAX_COMMAND_BYTES
+    item = replies.assignment({"task_id": 1, "attempt": 1, "command": command})
+    assert isinstance(item, Assignment) and item.command == command
+
+
+def test_huge_timeouts_are_capped() -> None:
+    item = replies.assignment({"task_id": 1, "attempt": 1, "command": "true", "timeout_s": 1e300})
+    assert isinstance(item, Assignment) and item.timeout_s == defaults.MAX_TIMEOUT_S
+
+
+def test_more_tasks_than_asked_and_duplicates_are_dropped() -> None:
+    task = {"task_id": 1, "attempt": 1, "command": "true"}
+    items, problems = replies.claimed({"tasks": [task, task, {**task, "task_id": 2}]}, limit=2)
+    assert [i.task_id for i in items] == [1]
+    assert any("asked for 2" in p for p in problems)
+    assert any("twice" in p for p in problems)
+
+
+@pytest.mark.parametrize(
+    "worker_id", [None, 5, "", "../tasks", "w1/claim", "w1?x=1", "a b", ".", "..", "x" * 200]
+)
+def test_worker_ids_that_are_unsafe_in_a_url_are_refused(worker_id: Any) -> None:
+    with pytest.raises(BadReply):
+        replies.registration({"worker_id": worker_id, "heartbeat_interval_s": 1})
+
+
+def test_registration_interval_defaults_and_clamps() -> None:
+    assert replies.registration({"worker_id": "w1"}).heartbeat_interval_s == (
+        defaults.HEARTBEAT_INTERVAL_S
+    )
+    assert replies.registration(
+        {"worker_id": "w1", "heartbeat_interval_s": "x"}
+    ).heartbeat_interval_s == (defaults.HEARTBEAT_INTERVAL_S)
+    assert replies.registration(
+        {"worker_id": "w1", "heartbeat_interval_s": 1e-9}
+    ).heartbeat_interval_s == (replies.MIN_INTERVAL_S)
+    assert replies.registration(
+        {"worker_id": "w1", "heartbeat_interval_s": 1e9}
+    ).heartbeat_interval_s == (replies.MAX_INTERVAL_S)
+    with pytest.raises(BadReply):
+        replies.registration(["w1"])
+
+
+@pytest.mark.parametrize(
+    ("answer", "ids"),
+    [
+        ({"cancel": [1, 2]}, [1, 2]),
+        ({"cancel": [1, "2", None, True, -3, 2.0, [4]]}, [1]),
+        ({"cancel": "1"}, []),
+        ({}, []),
+        (None, []),
+        ([1], []),
+    ],
+)
+def test_cancel_ids(answer: Any, ids: list[int]) -> None:
+    assert replies.cancel_ids(answer) == ids
