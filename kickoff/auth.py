@@ -7,17 +7,30 @@ The token never enters the log, a log line or an error message.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import hmac
+import logging
 import os
+import re
 import secrets
 import socket
+import stat
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
 
 from kickoff import defaults
+from kickoff.errors import DatabaseRefused, InvalidInput
+
+logger = logging.getLogger(__name__)
 
 TOKEN_BYTES = 32
+# What a token file may hold: visible ASCII, no spaces (it travels in an HTTP header).
+TOKEN_RE = re.compile(r"[\x21-\x7e]{16,512}")
+RELOAD_EVERY_S = 1.0
 
 
 def token_path(db_path: Path) -> Path:
@@ -31,27 +44,95 @@ def config_path() -> Path:
     return Path(base) / "kickoff" / "tokens.json"
 
 
+def new_token() -> str:
+    """A fresh random token (256 bits, URL-safe)."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
 def _write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (created 0600, never wider)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    """Replace `path` atomically with a file readable by its owner only (0600 from birth).
+
+    The temporary file is created with O_EXCL | O_NOFOLLOW, so a file or symlink planted
+    under its name is never written through.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            os.fchmod(fh.fileno(), 0o600)  # whatever the umask said
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _check_private(path: Path) -> None:
+    """Make sure a token-holding file is readable by its owner only.
+
+    Raises:
+        DatabaseRefused: it is open to others and cannot be fixed (read-only file system).
+    """
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077 == 0:
+        return
+    try:
+        os.chmod(path, mode & 0o700)
+    except OSError as exc:
+        raise DatabaseRefused(
+            f"{path} is readable by other users (mode {mode:o}) and cannot be made private "
+            f"({exc.strerror}); fix its permissions (chmod 600)"
+        ) from exc
+
+
+def read_token_file(path: Path) -> str | None:
+    """The token stored in `path`, None if there is no such file.
+
+    Raises:
+        DatabaseRefused: unreadable, or not a token.
+    """
+    try:
+        _check_private(path)
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise DatabaseRefused(f"cannot read the token file {path}: {exc.strerror}") from exc
+    if not TOKEN_RE.fullmatch(text):
+        raise DatabaseRefused(
+            f"{path} does not hold a valid token (16-512 visible ASCII characters); "
+            "delete it or run `kickoff token --rotate`"
+        )
+    return text
+
+
+def write_token_file(path: Path, token: str) -> None:
+    """Store a token (0600).
+
+    Raises:
+        DatabaseRefused: the file cannot be written (read-only or missing directory, ...).
+    """
+    try:
+        _write_private(path, token + "\n")
+    except OSError as exc:
+        raise DatabaseRefused(f"cannot write the token file {path}: {exc.strerror}") from exc
 
 
 def load_or_create_token(db_path: Path, *, rotate: bool = False) -> str:
-    """The server's token, created on first start (or replaced when rotating)."""
+    """The server's token, created on first start (or replaced when rotating).
+
+    Raises:
+        DatabaseRefused: the token file cannot be read, fixed or written.
+    """
     path = token_path(db_path)
-    if path.exists() and not rotate:
-        os.chmod(path, 0o600)
-        token = path.read_text().strip()
-        if token:
-            return token
-    token = secrets.token_urlsafe(TOKEN_BYTES)
-    _write_private(path, token + "\n")
+    token = None if rotate else read_token_file(path)
+    if token is None:
+        token = new_token()
+        write_token_file(path, token)
     return token
 
 
@@ -59,9 +140,11 @@ def local_names(port: int) -> list[str]:
     """Every `host:port` a local client may use to reach a server on this machine."""
     names = {"127.0.0.1", "localhost", "::1"}
     with contextlib.suppress(OSError):
-        names.add(socket.gethostname())
+        hostname = socket.gethostname()
+        names.add(hostname)
         names.add(socket.getfqdn())
-    return sorted(f"{name}:{port}" for name in names)
+        names.update(socket.gethostbyname_ex(hostname)[2])
+    return sorted(f"{name}:{port}" for name in names if name)
 
 
 def _read_config() -> dict[str, str]:
@@ -69,18 +152,95 @@ def _read_config() -> dict[str, str]:
         data = orjson.loads(config_path().read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return {}
+    if not isinstance(data, dict):
+        return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
+@contextlib.contextmanager
+def _config_lock() -> Iterator[None]:
+    """Serialize read-modify-write of the client config between processes."""
+    lock_path = config_path().with_name("tokens.lock")
+    lock_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _update_config(change: Callable[[dict[str, str]], None]) -> None:
+    """Apply `change` to the client config and store it 0600.
+
+    Raises:
+        DatabaseRefused: the config cannot be written.
+    """
+    path = config_path()
+    try:
+        with _config_lock():
+            config = _read_config()
+            change(config)
+            _write_private(path, orjson.dumps(config, option=orjson.OPT_INDENT_2).decode() + "\n")
+    except OSError as exc:
+        raise DatabaseRefused(f"cannot write the client config {path}: {exc.strerror}") from exc
+
+
 def remember_token(port: int, token: str, *, host: str | None = None) -> None:
-    """Record the token for every local name of the server in the user's client config."""
-    config = _read_config()
+    """Record the token for every local name of the server in the user's client config.
+
+    Raises:
+        DatabaseRefused: the config cannot be written.
+    """
     names = local_names(port)
     if host and host not in ("0.0.0.0", "::", ""):
         names.append(f"{host}:{port}")
-    for name in names:
-        config[name] = token
-    _write_private(config_path(), orjson.dumps(config, option=orjson.OPT_INDENT_2).decode())
+
+    def change(config: dict[str, str]) -> None:
+        for name in names:
+            config[name] = token
+
+    _update_config(change)
+
+
+def replace_remembered(old: str | None, new: str) -> int:
+    """Point every config entry that held `old` at `new` (after a rotation); how many.
+
+    Raises:
+        DatabaseRefused: the config cannot be written.
+    """
+    if old is None or not config_path().exists():
+        return 0
+    replaced = 0
+
+    def change(config: dict[str, str]) -> None:
+        nonlocal replaced
+        for name, token in config.items():
+            if same_token(token, old):
+                config[name] = new
+                replaced += 1
+
+    _update_config(change)
+    return replaced
+
+
+def rotate(db_path: Path) -> str:
+    """Replace the server's token with a new one, and the client config's entries for it.
+
+    A running server picks the new token up within a second (see TokenFile).
+
+    Raises:
+        DatabaseRefused: the token file or the config cannot be written.
+    """
+    path = token_path(db_path)
+    try:
+        old = read_token_file(path)
+    except DatabaseRefused:
+        old = None  # a broken token file is exactly what a rotation replaces
+    token = new_token()
+    write_token_file(path, token)
+    replace_remembered(old, token)
+    return token
 
 
 def find_token(server: str) -> str | None:
@@ -89,16 +249,78 @@ def find_token(server: str) -> str | None:
 
 
 def same_token(given: str, expected: str) -> bool:
-    """Constant-time comparison."""
-    return hmac.compare_digest(given.encode(), expected.encode())
+    """Constant-time comparison (of digests, so not even the length shows in the timing)."""
+    a = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+    b = hashlib.sha256(expected.encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(a, b)
+
+
+class TokenFile:
+    """The server's current token, re-read when its file changes (at most once a second).
+
+    So `kickoff token --rotate` takes effect on a running server without a restart. A
+    missing or broken file keeps the last good token (and says so in the log, without it).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        token: str,
+        *,
+        every_s: float = RELOAD_EVERY_S,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self.token = token
+        self.every_s = every_s
+        self._monotonic = monotonic
+        self._checked = monotonic()
+        self._stamp = self._stat()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def current(self) -> str:
+        now = self._monotonic()
+        if now - self._checked < self.every_s:
+            return self.token
+        self._checked = now
+        stamp = self._stat()
+        if stamp is None or stamp == self._stamp:
+            return self.token
+        self._stamp = stamp
+        try:
+            token = read_token_file(self.path)
+        except DatabaseRefused as exc:
+            logger.warning("keeping the current token: %s", exc.message)
+            return self.token
+        if token is not None and token != self.token:
+            logger.info("token file %s changed: new token in use", self.path)
+            self.token = token
+        return self.token
 
 
 def normalize_server(address: str | None) -> str:
-    """`host[:port]` or a URL -> `host:port` (default 127.0.0.1:3355)."""
+    """`host[:port]` or an http:// URL -> `host:port` (default 127.0.0.1:3355).
+
+    Raises:
+        InvalidInput: an https:// address. kickoff's client speaks plain HTTP; quietly
+            dropping the "s" would send the token in clear text to a server the user
+            believes is behind TLS.
+    """
     text = (address or os.environ.get("KICKOFF_SERVER") or defaults.SERVER).strip()
-    for prefix in ("http://", "https://"):
-        if text.startswith(prefix):
-            text = text[len(prefix) :]
+    if text.lower().startswith("https://"):
+        raise InvalidInput(
+            f"{text}: kickoff's client speaks plain HTTP, not HTTPS; to cross an untrusted "
+            "network use an SSH tunnel (ssh -L 3355:127.0.0.1:3355 HOST) and --server "
+            "127.0.0.1:3355 (see docs/security.md)"
+        )
+    if text.lower().startswith("http://"):
+        text = text[len("http://") :]
     text = text.rstrip("/")
     if text.startswith("["):  # [::1]:3355
         host, _, rest = text[1:].partition("]")

@@ -1,52 +1,132 @@
-"""create_app(): the starlette application around one Service, with token auth."""
+"""create_app(): the starlette application around one Service, with token auth and body
+limits in front of every route.
+
+Order of the layers, outermost first: TokenAuth (401 before anything else is looked at,
+so an unauthenticated caller learns nothing, not even which paths exist), BodyLimit (413
+before a byte too many is buffered), then starlette's routing and error handlers.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kickoff import defaults
 from kickoff.api import errors
 from kickoff.api.routes import ROUTES
-from kickoff.auth import same_token
-from kickoff.errors import KickoffError
+from kickoff.auth import TokenFile, same_token
+from kickoff.errors import KickoffError, TooLarge
 from kickoff.service import Service
 
 OPEN_PATHS = frozenset({"/healthz"})
+# Only a submit may carry a big body (a batch of up to MAX_BATCH tasks); every other
+# request body is small, so a smaller bound keeps a careless or hostile client cheap.
+LARGE_BODY_PATHS = frozenset({"/v1/tasks"})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 class TokenAuth:
-    """Refuse every request but /healthz without `Authorization: Bearer <token>`."""
+    """Refuse every request but /healthz without `Authorization: Bearer <token>`.
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    `token` is the token itself or a callable giving the current one (see TokenFile).
+    The 401 message says what is missing, never what was given or expected.
+    """
+
+    def __init__(self, app: ASGIApp, token: str | Callable[[], str]) -> None:
         self.app = app
-        self.token = token
+        self._token = token if callable(token) else (lambda: token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "lifespan" or (scope["type"] == "http" and scope["path"] in OPEN_PATHS):
             await self.app(scope, receive, send)
             return
-        given = ""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value.decode("latin-1")
-                break
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() != "bearer" or not same_token(token.strip(), self.token):
-            message = "missing token" if not given else "wrong token"
+        given = _header(scope, b"authorization")
+        scheme, _, token = (given or "").strip().partition(" ")
+        if scheme.lower() == "bearer" and same_token(token.strip(), self._token()):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # a websocket (none are served): close it, policy violation
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        message = "missing token" if not given else "wrong token"
+        response = errors.error_response(
+            401,
+            "unauthorized",
+            f"{message}: pass --token or set KICKOFF_TOKEN "
+            "(the server prints it at start-up; `kickoff token` on the server's machine shows it)",
+            headers={"WWW-Authenticate": 'Bearer realm="kickoff"'},
+        )
+        await response(scope, receive, send)
+
+
+class BodyLimit:
+    """413 for a request body over its limit: by Content-Length before reading, or while
+    reading a chunked body, so nothing over the limit is ever held in memory."""
+
+    def __init__(self, app: ASGIApp, *, large: int, small: int) -> None:
+        self.app = app
+        self.large = large
+        self.small = small
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.large if scope["path"] in LARGE_BODY_PATHS else self.small
+        declared = _header(scope, b"content-length")
+        if declared is not None and not (declared.isascii() and declared.strip().isdigit()):
             response = errors.error_response(
-                401, "unauthorized", f"{message}: pass --token or set KICKOFF_TOKEN"
+                400, "malformed_request", "Content-Length is not a number"
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if declared is not None and int(declared) > limit:
+            response = errors.error_response(
+                413,
+                TooLarge.code,
+                f"request body of {int(declared)} bytes is over the {limit} byte limit",
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise TooLarge(f"request body is over the {limit} byte limit")
+            return message
+
+        await self.app(scope, limited, send)
 
 
-def create_app(service: Service, *, token: str, manage_service: bool = True) -> ASGIApp:
-    """The ASGI app. With manage_service, the app's lifespan starts and stops the service."""
+def create_app(
+    service: Service,
+    *,
+    token: str,
+    token_file: Path | None = None,
+    manage_service: bool = True,
+    max_body_bytes: int = defaults.MAX_BODY_BYTES,
+    max_small_body_bytes: int = defaults.MAX_SMALL_BODY_BYTES,
+) -> ASGIApp:
+    """The ASGI app. With manage_service, the app's lifespan starts and stops the service.
+
+    With token_file, a changed file replaces the token on the fly (a rotation).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -64,8 +144,13 @@ def create_app(service: Service, *, token: str, manage_service: bool = True) -> 
         exception_handlers={
             KickoffError: errors.kickoff_error,
             HTTPException: errors.http_error,
+            sqlite3.Error: errors.storage_error,
             Exception: errors.unexpected_error,
         },
     )
     app.state.service = service
-    return TokenAuth(app, token)
+    limited = BodyLimit(app, large=max_body_bytes, small=max_small_body_bytes)
+    current: str | Callable[[], str] = token
+    if token_file is not None:
+        current = TokenFile(token_file, token).current
+    return TokenAuth(limited, current)

@@ -5,8 +5,9 @@ bodies that are not JSON, TooLarge (413) for limits on size."""
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -16,6 +17,10 @@ from kickoff import defaults
 from kickoff.errors import InvalidInput, MalformedRequest, TooLarge
 from kickoff.state.decide import Completion, NewTask
 from kickoff.tags import check_tags, split_tags
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+MAX_ID = (1 << 40) - 1  # task ids and seqs in paths and queries
 
 TASK_FIELDS = frozenset(
     {"command", "require", "want", "priority", "max_attempts", "timeout_s", "idempotency_key"}
@@ -27,10 +32,10 @@ async def body(request: Request, *, limit: int = defaults.MAX_BODY_BYTES) -> Any
 
     Raises:
         TooLarge: over `limit` bytes.
-        MalformedRequest: not JSON.
+        MalformedRequest: not JSON (or not UTF-8).
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body of {declared} bytes is over the {limit} byte limit")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -76,7 +81,11 @@ def number(value: Any, *, field: str, low: float, high: float) -> float:
     return float(value)
 
 
-def string(value: Any, *, field: str, max_chars: int, allow_empty: bool = False) -> str:
+def string(
+    value: Any, *, field: str, max_chars: int, allow_empty: bool = False, plain: bool = False
+) -> str:
+    """A string of at most max_chars; never with NUL; with `plain`, no control characters
+    at all (names and keys end up in terminals, where an escape sequence would act)."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field}: expected a string")
     if not value and not allow_empty:
@@ -85,6 +94,8 @@ def string(value: Any, *, field: str, max_chars: int, allow_empty: bool = False)
         raise TooLarge(f"{field}: {len(value)} characters, at most {max_chars} allowed")
     if "\x00" in value:
         raise InvalidInput(f"{field}: must not contain NUL characters")
+    if plain and _CONTROL_RE.search(value):
+        raise InvalidInput(f"{field}: must not contain control characters")
     return value
 
 
@@ -97,20 +108,28 @@ def tags(value: Any, *, field: str, limit: int) -> frozenset[str]:
     if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
         raise InvalidInput(f"{field}: expected a list of tags")
     if len(value) > limit * 4:
-        raise InvalidInput(f"{field}: at most {limit} tags allowed")
-    return _tag_set(tuple(value), field, limit)
+        raise InvalidInput(f"{field}: {len(value)} tags, at most {limit} allowed")
+    try:
+        return _tag_set(tuple(value), limit)
+    except InvalidInput as exc:  # name the field this request used
+        raise InvalidInput(field + exc.message.removeprefix(_TAGS_FIELD)) from None
 
 
-@lru_cache(maxsize=4096)  # tasks of a batch mostly share their tags
-def _tag_set(value: tuple[str, ...], field: str, limit: int) -> frozenset[str]:
-    return check_tags(split_tags(value), field=field, limit=limit)
+_TAGS_FIELD = "tags"
+
+
+@lru_cache(maxsize=4096)  # tasks of a batch mostly share their tags (the field is not in the key)
+def _tag_set(value: tuple[str, ...], limit: int) -> frozenset[str]:
+    return check_tags(split_tags(value), field=_TAGS_FIELD, limit=limit)
 
 
 def new_task(value: Any, *, field: str = "task") -> NewTask:
     task = obj(value, field=field, allowed=TASK_FIELDS)
     if "command" not in task:
         raise InvalidInput(f"{field}.command: required")
-    command = string(task["command"], field=f"{field}.command", max_chars=defaults.MAX_COMMAND_BYTES)
+    command = string(
+        task["command"], field=f"{field}.command", max_chars=defaults.MAX_COMMAND_BYTES
+    )
     if len(command.encode()) > defaults.MAX_COMMAND_BYTES:
         raise TooLarge(f"{field}.command: over {defaults.MAX_COMMAND_BYTES} bytes")
     timeout = task.get("timeout_s")
@@ -136,7 +155,12 @@ def new_task(value: Any, *, field: str = "task") -> NewTask:
         else number(timeout, field=f"{field}.timeout_s", low=0.001, high=defaults.MAX_TIMEOUT_S),
         idempotency_key=None
         if key is None
-        else string(key, field=f"{field}.idempotency_key", max_chars=defaults.MAX_IDEMPOTENCY_KEY_CHARS),
+        else string(
+            key,
+            field=f"{field}.idempotency_key",
+            max_chars=defaults.MAX_IDEMPOTENCY_KEY_CHARS,
+            plain=True,
+        ),
     )
 
 
@@ -155,20 +179,23 @@ def submission(value: Any) -> list[NewTask]:
 
 
 def task_id(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 1 << 40:
+    """A task id from a path or query: ASCII digits only (`int()` would take `١٢` or ` 12`)."""
+    if not (text.isascii() and text.isdigit() and len(text) <= 13 and 0 < int(text) <= MAX_ID):
         raise InvalidInput(f"task id {text[:40]!r}: expected a positive integer")
     return int(text)
 
 
 def registration(value: Any) -> tuple[str, frozenset[str], int, str | None]:
     data = obj(value, allowed={"name", "tags", "slots", "host"})
-    name = string(data.get("name", ""), field="name", max_chars=defaults.MAX_NAME_CHARS)
+    name = string(data.get("name", ""), field="name", max_chars=defaults.MAX_NAME_CHARS, plain=True)
     host = data.get("host")
     return (
         name,
         tags(data.get("tags"), field="tags", limit=defaults.MAX_WORKER_TAGS),
         integer(data.get("slots", 1), field="slots", low=1, high=defaults.MAX_SLOTS),
-        None if host is None else string(host, field="host", max_chars=defaults.MAX_NAME_CHARS),
+        None
+        if host is None
+        else string(host, field="host", max_chars=defaults.MAX_NAME_CHARS, plain=True),
     )
 
 
@@ -191,7 +218,7 @@ def heartbeat(value: Any) -> list[tuple[int, int]]:
             raise InvalidInput(f"running[{i}]: expected [task_id, attempt]")
         pairs.append(
             (
-                integer(pair[0], field=f"running[{i}][0]", low=1, high=(1 << 40) - 1),
+                integer(pair[0], field=f"running[{i}][0]", low=1, high=MAX_ID),
                 integer(pair[1], field=f"running[{i}][1]", low=1, high=defaults.MAX_ATTEMPTS_LIMIT),
             )
         )
@@ -212,7 +239,9 @@ def completion(task: int, value: Any) -> Completion:
     if not isinstance(timed_out, bool) or not isinstance(cancelled, bool):
         raise InvalidInput("timed_out, cancelled: expected true or false")
     tail = string(
-        data.get("output_tail", ""), field="output_tail", max_chars=4 * defaults.OUTPUT_TAIL_BYTES,
+        data.get("output_tail", ""),
+        field="output_tail",
+        max_chars=4 * defaults.OUTPUT_TAIL_BYTES,
         allow_empty=True,
     )
     return Completion(
@@ -245,23 +274,26 @@ def tag_change(value: Any) -> tuple[frozenset[str], frozenset[str], frozenset[st
 def ids(value: Any) -> list[int]:
     data = obj(value, allowed={"ids"})
     items = data.get("ids")
-    if not isinstance(items, list) or not items or len(items) > defaults.MAX_BATCH:
+    if not isinstance(items, list) or not items:
         raise InvalidInput(f"ids: expected a list of 1..{defaults.MAX_BATCH} task ids")
-    return [integer(i, field="ids[]", low=1, high=(1 << 40) - 1) for i in items]
+    if len(items) > defaults.MAX_BATCH:
+        raise TooLarge(f"ids: {len(items)} in one request, at most {defaults.MAX_BATCH}")
+    return [integer(i, field=f"ids[{n}]", low=1, high=MAX_ID) for n, i in enumerate(items)]
 
 
 def query_int(params: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    """An integer query parameter: optional sign and ASCII digits, nothing else."""
     text = params.get(name)
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(f"{name}: expected an integer") from None
+    if not _INT_RE.fullmatch(text):
+        raise InvalidInput(f"{name}: expected an integer")
+    value = int(text)
     if not low <= value <= high:
         raise InvalidInput(f"{name}: {value} is out of range {low}..{high}")
     return value
 
 
 def query_list(values: list[str]) -> list[str]:
+    """Repeated and comma-separated values of one query parameter, flattened."""
     return [v for text in values for v in text.split(",") if v]

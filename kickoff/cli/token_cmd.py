@@ -1,0 +1,80 @@
+"""`kickoff token`: show or rotate the server's access token, on the server's machine.
+
+Works offline (it reads and writes `<db>.token` and the client config, not the server);
+a running server picks a rotated token up within a second.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kickoff import auth
+from kickoff.cli import _common
+from kickoff.errors import NotFound
+from kickoff.store.db import default_db_path
+
+
+def token(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            envvar="KICKOFF_DB",
+            help="The server's database (default: XDG data dir); its token sits beside it.",
+            show_default=False,
+        ),
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Show the token this account remembers for HOST[:PORT] instead.",
+            show_default=False,
+        ),
+    ] = None,
+    rotate: Annotated[
+        bool,
+        typer.Option(
+            "--rotate",
+            help="Replace the token with a new one; the old one stops working within a second.",
+        ),
+    ] = False,
+) -> None:
+    """Print the server's access token (or make a new one with --rotate).
+
+    Copy it to a worker on another machine: KICKOFF_TOKEN=... kickoff worker --server HOST
+
+    Example: kickoff token --rotate
+    """
+    if server is not None and db is None:
+        if rotate:
+            raise typer.BadParameter("--rotate works on a database (--db), not on --server")
+        address = auth.normalize_server(server)
+        found = auth.find_token(address)
+        if found is None:
+            raise NotFound(f"no token remembered for {address} in {auth.config_path()}")
+        sys.stdout.write(found + "\n")
+        return
+    db_path = db or default_db_path()
+    if rotate:
+        sys.stdout.write(auth.rotate(db_path) + "\n")
+        _common.err_console.print(
+            "new token written; workers and clients elsewhere need it (KICKOFF_TOKEN=...)",
+            highlight=False,
+        )
+        return
+    found = auth.read_token_file(auth.token_path(db_path))
+    if found is None:
+        raise NotFound(
+            f"no token yet at {auth.token_path(db_path)}: start `kickoff server` once "
+            "(or run `kickoff token --rotate`)"
+        )
+    sys.stdout.write(found + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("token")(token)
