@@ -1,0 +1,597 @@
+"""The log as a tool: history, events (and --follow), replay, verify, compact, projections.
+
+`history` and `events` ask the server (docs/api.md). `replay`, `verify`, `compact` and
+`projections rebuild` open the database file directly: the first two read-only, so they
+are safe on a live server's database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import orjson
+import typer
+from rich.text import Text
+
+from kickoff.audit import compact as compaction
+from kickoff.audit import history as hist
+from kickoff.audit import pointintime, points
+from kickoff.audit import verify as verifying
+from kickoff.cli import _log_views as views
+from kickoff.cli import _output as out
+from kickoff.cli._common import (
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    client,
+    err_console,
+    print_json,
+    print_json_line,
+)
+from kickoff.client import Client
+from kickoff.errors import DatabaseRefused, InvalidInput, NotFound, ServerUnreachable
+from kickoff.events.model import EVENT_TYPES
+from kickoff.store.db import connect, default_db_path, lock_exclusive
+
+EventJSON = dict[str, Any]
+PAGE = 10_000
+RECONNECT_S = 1.0
+
+DbOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--db",
+        envvar="KICKOFF_DB",
+        show_default=False,
+        help="Database file (default: $KICKOFF_DB, else the XDG data dir).",
+    ),
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _db(path: Path | None) -> Path:
+    return path or default_db_path()
+
+
+# ----------------------------------------------------------------------------- history
+
+
+def history(
+    task_id: Annotated[int, typer.Argument(metavar="ID", help="The task id.", show_default=False)],
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show a task's full story, event by event.
+
+    Submission, each claim (worker, attempt), heartbeats summarised per worker, lease
+    expiries, requeues, cancel requests and the completion (exit code, duration, output).
+    --json prints the events themselves (seq, ts, type, task_id, worker_id, data).
+
+    \b
+      kickoff history 42
+      kickoff history 42 --json | jq -r '.[].type'
+    """
+    with client(server, token) as api:
+        events: list[EventJSON] = api.get(f"/v1/tasks/{task_id}/events")["events"]
+    if as_json:
+        print_json(events)
+        return
+    views.print_story(hist.story(events), task_id, now=_now())
+
+
+# ------------------------------------------------------------------------------ events
+
+
+def _event_type(name: str) -> str:
+    """An event type by its exact name, or case-insensitively, or without `Task`/`Worker`."""
+    if name in EVENT_TYPES:
+        return name
+    folded = {t.lower(): t for t in EVENT_TYPES}
+    for key in (name.lower(), f"task{name.lower()}", f"worker{name.lower()}"):
+        if key in folded:
+            return folded[key]
+    raise InvalidInput(f"unknown event type {name!r}; one of: {', '.join(EVENT_TYPES)}")
+
+
+def _types(values: Sequence[str] | None) -> list[str]:
+    names: list[str] = []
+    for value in values or ():
+        names.extend(
+            _event_type(v.strip()) for v in value.replace(";", ",").split(",") if v.strip()
+        )
+    return names
+
+
+def _with_header(emit: Callable[[EventJSON], None]) -> Callable[[EventJSON], None]:
+    """`emit`, printing the column header (on a terminal) before the first event."""
+    shown = False
+
+    def first_with_header(event: EventJSON) -> None:
+        nonlocal shown
+        if not shown:
+            views.print_header()
+            shown = True
+        emit(event)
+
+    return first_with_header
+
+
+def _filters(
+    api: Client,
+    *,
+    since: str | None,
+    until: str | None,
+    types: list[str],
+    task: int | None,
+    worker: str | None,
+) -> dict[str, Any]:
+    """Query parameters for /v1/events(/stream) from the command's options."""
+    now = _now()
+    params: dict[str, Any] = {"type": types or None, "task": task}
+    if since is not None:
+        point = points.parse_point(since, now=now)
+        if isinstance(point, int):
+            params["after"] = max(point - 1, 0)
+        else:
+            params["since"] = point.isoformat()
+    if until is not None:
+        point = points.parse_point(until, now=now)
+        params["until" if isinstance(point, int) else "until_time"] = (
+            point if isinstance(point, int) else point.isoformat()
+        )
+    if worker is not None:
+        params["worker"] = _worker_id(api, worker)
+    return params
+
+
+def _worker_id(api: Client, key: str) -> str:
+    """A worker id from an id or a name (names are resolved by the server)."""
+    if key[:1] == "w" and key[1:].isdigit():
+        return key
+    try:
+        found: EventJSON = api.get(f"/v1/workers/{quote(key, safe='')}")
+    except NotFound:
+        return key
+    return str(found["id"])
+
+
+def _pages(api: Client, params: dict[str, Any], limit: int | None) -> Iterator[EventJSON]:
+    """Events matching the filters, a page at a time, up to `limit`."""
+    after, left = int(params.get("after", 0)), limit
+    while left is None or left > 0:
+        size = PAGE if left is None else min(left, PAGE)
+        page: list[EventJSON] = api.get("/v1/events", **{**params, "after": after, "limit": size})[
+            "events"
+        ]
+        yield from page
+        if len(page) < size:
+            return
+        after = page[-1]["seq"]
+        left = None if left is None else left - len(page)
+
+
+def _sse_events(lines: Iterator[str]) -> Iterator[EventJSON]:
+    """Events from server-sent-event lines (`id:`, `event:`, `data:`, blank line)."""
+    data: list[str] = []
+    for line in lines:
+        if line.startswith("data:"):
+            data.append(line[5:].strip())
+        elif not line.strip():
+            if data:
+                yield orjson.loads("\n".join(data))
+            data = []
+
+
+def _past(event: EventJSON, params: dict[str, Any]) -> bool:
+    """Whether a followed event is beyond --until."""
+    if "until" in params:
+        return int(event["seq"]) > int(params["until"])
+    if "until_time" in params:
+        return hist.parse_ts(event["ts"]) > hist.parse_ts(params["until_time"])
+    return False
+
+
+def _last_seq(api: Client) -> int:
+    return int(api.get("/v1/events", after=1 << 62, limit=1)["last_seq"])
+
+
+def _follow(
+    api: Client, params: dict[str, Any], *, emit: Callable[[EventJSON], None], limit: int | None
+) -> None:
+    """Print events as they are recorded until Ctrl-C (or --until / --limit).
+
+    Raises:
+        ServerUnreachable: at the start only; later outages are waited out (and the
+            stream resumes after the last event shown, so nothing is missed or repeated).
+    """
+    stream = {k: v for k, v in params.items() if k not in ("until", "until_time")}
+    last = _last_seq(api)  # also: fail now, not silently retry, if there is no server
+    if "after" not in stream:
+        stream["after"] = 0 if "since" in stream else last
+    shown, away = 0, False
+    while True:
+        try:
+            for event in _sse_events(api.stream_lines("/v1/events/stream", **stream)):
+                away = False
+                if _past(event, params):
+                    return
+                emit(event)
+                stream["after"] = event["seq"]
+                shown += 1
+                if limit is not None and shown >= limit:
+                    return
+            note = "the server closed the stream"
+        except ServerUnreachable:
+            note = "the server is unreachable"
+        if not away:
+            err_console.print(Text(f"({note}; reconnecting…)", style="dim"))
+            away = True
+        time.sleep(RECONNECT_S)
+
+
+def events(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new events (Ctrl-C stops).")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            metavar="SEQ|TIME",
+            help="From this seq (inclusive) or time (ISO 8601, 10:01:02, or 10m / 2h / 1d ago).",
+            show_default=False,
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="SEQ|TIME",
+            help="Up to this seq (inclusive) or time.",
+            show_default=False,
+        ),
+    ] = None,
+    event_type: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            metavar="T",
+            help="Only this event type (repeatable, or a comma list; TaskCompleted or completed).",
+            show_default=False,
+        ),
+    ] = None,
+    task: Annotated[
+        int | None,
+        typer.Option(
+            "--task", metavar="ID", help="Only events about this task.", show_default=False
+        ),
+    ] = None,
+    worker: Annotated[
+        str | None,
+        typer.Option(
+            "--worker",
+            metavar="W",
+            help="Only events about this worker (id or name).",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="At most this many events.", show_default=False),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON event per line (jq-friendly).")
+    ] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Query the event log, or follow it live.
+
+    Without --since, --follow shows only new events; with it, the backlog first.
+
+    \b
+      kickoff events --since 10m --type completed
+      kickoff events --task 42
+      kickoff events --follow --json | jq -c 'select(.type == "TaskFailed")'
+    """
+    emit = print_json_line if as_json else _with_header(views.print_event_line)
+    with client(server, token) as api:
+        params = _filters(
+            api, since=since, until=until, types=_types(event_type), task=task, worker=worker
+        )
+        if not follow:
+            for event in _pages(api, params, limit):
+                emit(event)
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            _follow(api, params, emit=emit, limit=limit)
+
+
+# ------------------------------------------------------------------------------ replay
+
+
+def replay(
+    db: DbOpt = None,
+    until: Annotated[
+        int | None,
+        typer.Option(
+            "--until",
+            metavar="SEQ",
+            min=0,
+            help="Replay up to and including this seq.",
+            show_default=False,
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at",
+            metavar="TIME",
+            help="Replay up to this time (ISO 8601, 10:01:02, or 10m / 2h ago).",
+            show_default=False,
+        ),
+    ] = None,
+    task: Annotated[
+        int | None,
+        typer.Option(
+            "--task",
+            metavar="ID",
+            help="Show this task as it was then, with its story so far.",
+            show_default=False,
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Live tasks to list.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the state as it was at a point in the log (offline, read-only).
+
+    Rebuilds, from the log file up to a seq or a time, what status, stats and info would
+    have shown then. Read-only: safe on a live server's database. Without --until/--at:
+    the end of the log.
+
+    \b
+      kickoff replay --until 1200
+      kickoff replay --at 2026-01-01T10:00:00Z --task 42
+      kickoff replay --at 1h --json | jq .stats
+    """
+    if until is not None and at is not None:
+        raise InvalidInput("give --until SEQ or --at TIME, not both")
+    when = points.parse_time(at, now=_now()) if at is not None else None
+    path = _db(db)
+    conn = connect(path, readonly=True)
+    try:
+        point = pointintime.resolve(conn, until_seq=until, at=when)
+        events = pointintime.task_events(conn, task, until_seq=point.seq) if task else []
+        view = pointintime.build(conn, point)
+    finally:
+        conn.close()
+    try:
+        _show_replay(view, path, task=task, events=events, limit=limit, as_json=as_json)
+    finally:
+        view.close()
+
+
+def _show_replay(
+    view: pointintime.View,
+    path: Path,
+    *,
+    task: int | None,
+    events: list[EventJSON],
+    limit: int,
+    as_json: bool,
+) -> None:
+    for problem in view.disagreements:
+        err_console.print(
+            Text(
+                f"warning: fold and projections disagree: {problem}; run `kickoff verify`",
+                style="yellow",
+            )
+        )
+    head = {
+        "seq": view.point.seq,
+        "at": view.point.at,
+        "last_seq": view.point.last_seq,
+        "disagreements": view.disagreements,
+    }
+    if task is not None:
+        found = view.task(task)
+        if found is None:  # task_events already refused a task not yet submitted
+            raise NotFound(f"no task {task} at seq {view.point.seq}")
+        if as_json:
+            print_json({**head, "task": found, "events": events})
+        else:
+            views.print_task_then(view, found, events)
+        return
+    if as_json:
+        print_json(
+            {
+                **head,
+                "stats": view.stats(),
+                "tasks": view.live_tasks(limit=limit),
+                "workers": view.workers(),
+            }
+        )
+    else:
+        views.print_view(view, limit=limit, path=path)
+
+
+# ------------------------------------------------------------------------------ verify
+
+
+def verify(
+    db: DbOpt = None,
+    archive: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--archive",
+            metavar="FILE",
+            help="Where compacted heartbeats are, if not where compact wrote them (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the log's integrity and the projections (offline, read-only).
+
+    Seq continuity, the hash chain, every payload, the fold over every event, SQLite's
+    integrity check, and that the projections equal a fresh rebuild. Exits 1 with a
+    report naming the first bad seq on any problem. Safe on a live server's database.
+
+    \b
+      kickoff verify
+      kickoff verify --db backup.db --json | jq .first_bad_seq
+    """
+    report = verifying.verify(_db(db), archives=archive or ())
+    if as_json:
+        print_json(report.to_json())
+    else:
+        views.print_report(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- compact
+
+
+def compact(
+    before: Annotated[
+        str,
+        typer.Option(
+            "--before",
+            metavar="SEQ|TIME",
+            help="Archive heartbeats older than this seq or time (ISO 8601, or 7d / 12h ago).",
+            show_default=False,
+        ),
+    ],
+    db: DbOpt = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(
+            "--archive",
+            metavar="FILE",
+            help="Archive file (default: beside the database, NAME.archive.db).",
+            show_default=False,
+        ),
+    ] = None,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum",
+            help="Then shrink the file with VACUUM (rewrites it; best with the server stopped).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Archive old heartbeats out of the log (retention); verify stays green.
+
+    Only heartbeats a later heartbeat of the same worker makes redundant are moved (each
+    worker's latest before the cut stays), so status, stats, projections and replayed
+    state are unchanged. Rows keep their hashes in the archive; `kickoff verify` checks
+    the chain through them. Safe while a server runs (short transactions).
+
+    \b
+      kickoff compact --before 7d
+      kickoff compact --before 1000000 --archive /backup/kickoff-2026-01.db
+    """
+    path = _db(db)
+    if not path.exists():
+        raise DatabaseRefused(f"no database at {path}")
+    point = points.parse_point(before, now=_now())
+    target = archive or path.with_name(f"{path.stem}.archive{path.suffix or '.db'}")
+    result = compaction.compact(path, before=point, archive=target, now=_now())
+    if vacuum:
+        compaction.vacuum(path)
+    if as_json:
+        print_json(
+            {
+                "before_seq": result.before_seq,
+                "archived": result.archived,
+                "kept": result.kept,
+                "first_seq": result.first_seq,
+                "last_seq": result.last_seq,
+                "archive": str(result.archive),
+            }
+        )
+        return
+    if not result.archived:
+        out.heading(f"nothing to compact before seq {result.before_seq:,}")
+        return
+    out.heading(
+        Text.assemble(
+            ("archived ", "bold"),
+            (f"{result.archived:,}", "bold"),
+            " heartbeats ",
+            f"(seqs {result.first_seq:,}..{result.last_seq:,}, before seq {result.before_seq:,}) "
+            f"to {result.archive}; kept each worker's latest ({result.kept:,})",
+        )
+    )
+    out.heading(Text(f"check with: kickoff verify --db {path}", style="dim"))
+
+
+# ------------------------------------------------------------------------- projections
+
+projections_app = typer.Typer(
+    name="projections",
+    help="Rebuild the SQL projections (tasks, workers, task_counts) from the log.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+@projections_app.command("rebuild")
+def rebuild(
+    db: DbOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run even while a server uses the database.")
+    ] = False,
+) -> None:
+    """Drop and rebuild the projections from the log, in one transaction.
+
+    Meant for a stopped server: it refuses while a server holds the database (and keeps
+    one from starting meanwhile). With --force it runs anyway; it is still one
+    transaction, but the server's writes wait for it.
+
+    \b
+      kickoff projections rebuild --db kickoff.db
+    """
+    from kickoff.projections.rebuild import rebuild as rebuild_projections
+
+    path = _db(db)
+    if not path.exists():
+        raise DatabaseRefused(f"no database at {path}")
+    lock = None if force else lock_exclusive(path)
+    began = time.perf_counter()
+    try:
+        conn = connect(path)
+        try:
+            count = rebuild_projections(conn)
+            counts = dict(conn.execute("SELECT state, n FROM task_counts").fetchall())
+        finally:
+            conn.close()
+    finally:
+        if lock is not None:
+            os.close(lock)
+    took = time.perf_counter() - began
+    out.heading(f"rebuilt tasks, workers and task_counts from {count:,} events in {took:.2f}s")
+    out.fields([("tasks", out.counts_line(counts))])
+
+
+def register(app: typer.Typer) -> None:
+    """Add the log commands to the app."""
+    app.command("history")(history)
+    app.command("events")(events)
+    app.command("replay")(replay)
+    app.command("verify")(verify)
+    app.command("compact")(compact)
+    app.add_typer(projections_app, name="projections")
