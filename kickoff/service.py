@@ -23,7 +23,7 @@ import aiosqlite
 
 from kickoff import defaults
 from kickoff.clock import Clock, utc_now
-from kickoff.errors import NotFound, Unavailable
+from kickoff.errors import KickoffError, NotFound, Unavailable
 from kickoff.events.model import Event, TaskClaimed, TaskRequeued, TaskSubmitted, WorkerRegistered
 from kickoff.projections import queries
 from kickoff.state import decide
@@ -200,12 +200,26 @@ class Service:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def claim(self, worker_id: str, *, max_tasks: int, wait_s: float) -> list[Claimed]:
-        """Up to max_tasks tasks for the worker, waiting up to wait_s for one to appear."""
+    async def claim(
+        self,
+        worker_id: str,
+        *,
+        max_tasks: int,
+        wait_s: float,
+        gone: asyncio.Future[None] | None = None,
+        recorded: asyncio.Future[None] | None = None,
+    ) -> list[Claimed]:
+        """Up to max_tasks tasks for the worker, waiting up to wait_s for one to appear.
+
+        `gone` resolves when the worker hangs up: a waiting claim then ends without taking
+        anything. `recorded` is the commit of events recorded just before (a completion):
+        the claim's own events share it.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
         while True:
-            futures: list[asyncio.Future[None]] = []
+            futures: list[asyncio.Future[None]] = [recorded] if recorded is not None else []
+            recorded = None
             claimed: list[TaskClaimed] = []
             for _ in range(max_tasks):
                 events = decide.claim(self.state, worker_id)
@@ -215,18 +229,22 @@ class Service:
                 assert future is not None and isinstance(events[0], TaskClaimed)
                 futures.append(future)
                 claimed.append(events[0])
-            if claimed:
+            if futures:
                 await asyncio.gather(*futures)
+            if claimed:
                 return [await self._claimed(e.task_id, e.attempt) for e in claimed]
             remaining = deadline - loop.time()
-            if remaining <= 0 or self.shutting_down:
+            if remaining <= 0 or self.shutting_down or (gone is not None and gone.done()):
                 return []
             waiter: asyncio.Future[None] = loop.create_future()
             self._waiters.add(waiter)
             try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                return []
+                watch = {waiter} if gone is None else {waiter, gone}
+                done, _ = await asyncio.wait(
+                    watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                if waiter not in done:  # timed out, or the worker hung up
+                    return []
             finally:
                 self._waiters.discard(waiter)
 
@@ -254,6 +272,35 @@ class Service:
         await self._commit(events)
         if any(isinstance(e, TaskRequeued) for e in events):
             self._wake_claimers()
+
+    async def complete_and_claim(
+        self,
+        report: Completion,
+        *,
+        max_tasks: int,
+        wait_s: float,
+        gone: asyncio.Future[None] | None = None,
+    ) -> tuple[list[Claimed], KickoffError | None]:
+        """A completion and the worker's next claim, in one commit when a task is ready.
+
+        The completion counts even when the claim cannot be made (the worker was lost
+        meanwhile): then no tasks and the claim's error are returned, not raised.
+        """
+        events = decide.complete(self.state, report)
+        future = self._record(events)
+        if any(isinstance(e, TaskRequeued) for e in events):
+            self._wake_claimers()
+        try:
+            claimed = await self.claim(
+                report.worker_id, max_tasks=max_tasks, wait_s=wait_s, gone=gone, recorded=future
+            )
+        except KickoffError as exc:
+            if future is not None and not future.done():
+                await future
+            if isinstance(exc, Unavailable):
+                raise
+            return [], exc
+        return claimed, None
 
     async def cancel(self, task_id: int, *, requested_by: str | None = None) -> None:
         await self._commit(decide.cancel(self.state, task_id, requested_by=requested_by))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -150,14 +152,34 @@ async def complete(request: Request) -> Response:
     data = await parse.body(request)
     then_claim = data.pop("claim", None) if isinstance(data, dict) else None
     report = parse.completion(task_id, data)
-    claim_args = None if then_claim is None else parse.claim(then_claim)
     service = svc(request)
-    await service.complete(report)
-    if claim_args is None:
+    if then_claim is None:
+        await service.complete(report)
         return ORJSONResponse({"ok": True})
-    max_tasks, wait_s = claim_args
-    claimed = await service.claim(report.worker_id, max_tasks=max_tasks, wait_s=wait_s)
-    return ORJSONResponse({"ok": True, "tasks": [_claimed_json(c) for c in claimed]})
+    max_tasks, wait_s = parse.claim(then_claim)
+    async with _hang_up(request) as gone:
+        claimed, error = await service.complete_and_claim(
+            report, max_tasks=max_tasks, wait_s=wait_s, gone=gone
+        )
+    body: dict[str, Any] = {"ok": True, "tasks": [_claimed_json(c) for c in claimed]}
+    if error is not None:  # the completion counted; the claim could not be made
+        body["claim_error"] = {"code": error.code, "message": error.message}
+    return ORJSONResponse(body)
+
+
+@contextlib.asynccontextmanager
+async def _hang_up(request: Request) -> AsyncIterator[asyncio.Future[None]]:
+    """A future that resolves when the client disconnects (its body is already read)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(watch())
+    try:
+        yield task
+    finally:
+        task.cancel()
 
 
 def _claimed_json(c: Claimed) -> dict[str, Any]:
@@ -204,7 +226,8 @@ async def get_worker(request: Request) -> Response:
 async def claim(request: Request) -> Response:
     worker_id = request.path_params["worker"]
     max_tasks, wait_s = parse.claim(await parse.body(request))
-    claimed = await svc(request).claim(worker_id, max_tasks=max_tasks, wait_s=wait_s)
+    async with _hang_up(request) as gone:
+        claimed = await svc(request).claim(worker_id, max_tasks=max_tasks, wait_s=wait_s, gone=gone)
     return ORJSONResponse({"tasks": [_claimed_json(c) for c in claimed]})
 
 

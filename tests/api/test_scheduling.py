@@ -270,3 +270,24 @@ def test_complete_and_claim_in_one_round_trip(api: Api) -> None:
     }
     assert task(api, first)["state"] == "succeeded"
     assert task(api, second)["state"] == "running"
+
+
+def test_complete_and_claim_with_nothing_left_and_when_stale(api: Api) -> None:
+    task_id = api.submit(command="a")
+    worker = api.register()
+    api.claim(worker)
+    response = api.client.post(
+        f"/v1/tasks/{task_id}/complete",
+        json={"worker_id": worker, "attempt": 1, "exit_code": 0, "claim": {"max_tasks": 1}},
+    )
+    assert response.json() == {"ok": True, "tasks": []}
+    assert task(api, task_id)["state"] == "succeeded"
+    second = api.submit(command="b")
+    api.claim(worker)
+    api.client.delete(f"/v1/workers/{worker}")  # requeues `second`; its attempt is now stale
+    response = api.client.post(
+        f"/v1/tasks/{second}/complete",
+        json={"worker_id": worker, "attempt": 1, "exit_code": 0, "claim": {"max_tasks": 1}},
+    )
+    assert response.status_code == 409  # nothing counted, nothing claimed
+    assert task(api, second)["state"] == "pending"

@@ -165,3 +165,21 @@ def test_client_error_mapping(
             assert (exc.code, exc.exit_code) == ("not_found", 4)
         else:
             raise AssertionError("expected NotFound")
+
+
+def test_a_long_poll_claim_ends_when_its_worker_hangs_up(server: ServerProcess) -> None:
+    """A worker that gave up waiting (Ctrl-C, timeout) must not be handed a task later."""
+    headers = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as http:
+        worker_id = http.post("/v1/workers", json={"name": "quitter", "tags": ["cpu"]}).json()[
+            "worker_id"
+        ]
+        try:
+            http.post(f"/v1/workers/{worker_id}/claim", json={"wait_s": 30}, timeout=0.3)
+        except httpx.ReadTimeout:
+            pass  # the client hung up while the claim waited
+        task_id = http.post("/v1/tasks", json={"command": "true", "require": ["cpu"]}).json()[
+            "ids"
+        ][0]
+        threading.Event().wait(0.3)  # time for a (wrongly) still-waiting claim to take it
+        assert http.get(f"/v1/tasks/{task_id}").json()["state"] == "pending"
