@@ -78,6 +78,9 @@ class Service:
         self._expirer: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._recent_commands: OrderedDict[int, tuple[str, float | None]] = OrderedDict()
+        self._broken: KickoffError | None = None  # set while the state cannot be reloaded
+        self._leases_stale = False  # set after a failed write: restart leases before expiry
+        self._written_since_failure = True
         self.shutting_down = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -134,6 +137,8 @@ class Service:
         if not events:
             return None
         assert self._writer is not None
+        if self._broken is not None:
+            self._retry_reload()
         at = self.clock()
         records = []
         for event in events:
@@ -148,14 +153,35 @@ class Service:
             await future
 
     def _reload(self, exc: BaseException) -> None:
-        """A write failed: rebuild the state from what is durable."""
+        """A write failed: rebuild the state from what is durable.
+
+        Heartbeats could not be recorded meanwhile, so leases restart (as after a restart)
+        before the next expiry pass. If even reading fails, every change is refused with
+        503 until a reload succeeds.
+        """
         assert self._db is not None
         logger.error("rebuilding state from the log after a failed write")
-        self.state, _ = self._db.load()
-        self._seq = self.state.last_seq
         self._recent_commands.clear()  # ids not written will be given to other tasks
+        self._leases_stale = True
+        self._written_since_failure = False
+        try:
+            self.state, _ = self._db.load()
+        except KickoffError as failure:
+            logger.error("cannot reload the state: %s", failure.message)
+            self._broken = failure
+            return
+        self._seq = self.state.last_seq
+        self._broken = None
+
+    def _retry_reload(self) -> None:
+        """Raises: Unavailable while the state cannot be reloaded."""
+        assert self._broken is not None
+        self._reload(self._broken)
+        if self._broken is not None:
+            raise Unavailable(f"storage unavailable: {self._broken.message}")
 
     def _publish(self, rows: list[Row]) -> None:
+        self._written_since_failure = True
         for queue in self._subscribers:
             for row in rows:
                 queue.put_nowait(row)
@@ -334,6 +360,14 @@ class Service:
 
     async def expire(self) -> int:
         """Apply lease expiry as of the clock now; returns the number of events."""
+        if self._leases_stale:
+            # Heartbeats were refused while storage failed: not the workers' fault. Once a
+            # write has gone through again, every lease restarts, as after a restart.
+            if not self._written_since_failure:
+                return 0
+            self._leases_stale = False
+            await self._commit(decide.server_started(self.heartbeat_timeout_s))
+            return 1
         events = decide.expire(self.state, self.clock(), timeout_s=self.heartbeat_timeout_s)
         await self._commit(events)
         if events:

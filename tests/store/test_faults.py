@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import sqlite3
+import time
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -340,7 +341,8 @@ def api(tmp_path: Path) -> Iterator[Api]:
     """The app in-process on its own database (as tests/api's fixture of the same name)."""
     clock = FakeClock()
     db_path = tmp_path / "api.db"
-    service = Service(db_path, clock=clock, heartbeat_timeout_s=30, expire_every_s=0.02)
+    # Expiry runs only when a test calls it, so that nothing writes behind a test's back.
+    service = Service(db_path, clock=clock, heartbeat_timeout_s=30, expire_every_s=3600)
     app = create_app(service, token=TOKEN)
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         yield Api(client, service, clock, db_path)
@@ -412,3 +414,34 @@ def test_a_claim_that_cannot_be_written_leaves_the_task_pending(api: Api) -> Non
     free_disk(api)
     assert [t["task_id"] for t in api.claim(worker)] == [task_id]
     assert api.client.get(f"/v1/tasks/{task_id}").json()["attempt"] == 1
+
+
+def test_heartbeats_refused_by_a_full_disk_do_not_cost_a_worker_its_lease(api: Api) -> None:
+    def expire() -> int:
+        return int(api.client.portal.call(api.service.expire))  # type: ignore[union-attr]
+
+    beating, silent = api.register(name="beating"), api.register(name="silent")
+    api.submit(command="a")
+    api.submit(command="b")
+    api.claim(beating)
+    api.claim(silent)
+    fill_disk(api)
+    for _ in range(1000):  # fill the last free bytes until a heartbeat is refused
+        beat = api.client.post(f"/v1/workers/{beating}/heartbeat", json={"running": []})
+        if beat.status_code == 503:
+            break
+    else:
+        pytest.fail("the capped database never filled up")
+    api.clock.advance(45)  # longer than the heartbeat timeout, all of it with a full disk
+    assert expire() == 0  # nothing is decided while writes fail
+    free_disk(api)
+    assert expire() == 0  # nor before a write has gone through again
+    beat = api.client.post(f"/v1/workers/{beating}/heartbeat", json={"running": [[1, 1]]})
+    assert beat.status_code == 200
+    assert expire() == 1  # the lease restart: a ServerStarted, as after a restart
+    assert expire() == 0
+    assert set(api.service.state.workers) == {beating, silent}
+    api.clock.advance(31)  # a worker that stays silent is still lost in the end
+    api.client.post(f"/v1/workers/{beating}/heartbeat", json={"running": [[1, 1]]})
+    assert expire() > 0
+    assert set(api.service.state.workers) == {beating}
