@@ -23,14 +23,37 @@ from kickoff.store.db import lock_exclusive
 logger = logging.getLogger(__name__)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, plus: on SIGINT/SIGTERM, release long-poll claims at once and exit 0."""
+Drain = Callable[[int], None]
 
-    def __init__(self, config: uvicorn.Config, service: Service) -> None:
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: on SIGINT/SIGTERM, release long-poll claims at once and exit 0.
+
+    With a `drain` (kickoff up: pass the signal on to the local worker and wait for it),
+    the first two signals run it in a thread while the server keeps serving, so the worker
+    can report, requeue and deregister; the server stops once it returns. A third signal
+    stops the server at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, service: Service, drain: Drain | None) -> None:
         super().__init__(config)
         self.service = service
+        self.drain = drain
+        self.drains = 0
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        loop = self.service.loop
+        if self.drain is not None and self.drains < 2 and loop is not None:
+            self.drains += 1
+            drain = self.drain
+
+            async def drain_then_stop() -> None:
+                await asyncio.to_thread(drain, sig)
+                self.drains = 2
+                self.handle_exit(sig, None)
+
+            loop.call_soon_threadsafe(lambda: loop.create_task(drain_then_stop()))
+            return
         self.service.begin_shutdown()
         super().handle_exit(sig, frame)
         self._captured_signals.clear()  # a graceful stop is a normal exit, not a re-raise
@@ -65,6 +88,7 @@ def serve(
     heartbeat_timeout_s: float,
     rotate_token: bool = False,
     on_ready: Callable[[Service, str], None] | None = None,
+    drain: Drain | None = None,
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> None:
     """Run a server until SIGINT/SIGTERM.
@@ -94,7 +118,7 @@ def serve(
         timeout_graceful_shutdown=5,
         access_log=False,
     )
-    server = _Server(config, service)
+    server = _Server(config, service, drain)
 
     async def main() -> None:
         await service.start()

@@ -76,7 +76,7 @@ class Service:
         self._waiters: set[asyncio.Future[None]] = set()
         self._subscribers: set[asyncio.Queue[Row | None]] = set()
         self._expirer: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._recent_commands: OrderedDict[int, tuple[str, float | None]] = OrderedDict()
         self._broken: KickoffError | None = None  # set while the state cannot be reloaded
         self._leases_stale = False  # set after a failed write: restart leases before expiry
@@ -92,7 +92,7 @@ class Service:
             DatabaseRefused: the database cannot be used.
         """
         started = time.perf_counter()
-        self._loop = asyncio.get_running_loop()
+        self.loop = asyncio.get_running_loop()
         self._db = await asyncio.to_thread(Database, self.db_path)
         if self.full_replay:
             self.state = await asyncio.to_thread(self._db.replay)
@@ -111,8 +111,8 @@ class Service:
     def begin_shutdown(self) -> None:
         """Release long-poll claims now; safe to call from a signal handler."""
         self.shutting_down = True
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake_claimers)
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._wake_claimers)
 
     async def stop(self) -> None:
         """Finish in-flight commits and close everything."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -100,7 +101,16 @@ def up(
         for tag in have or []:
             args += ["--have", tag]
         env = {**os.environ, "KICKOFF_TOKEN": token}
-        worker.append(subprocess.Popen(args, env=env))
+        # Its own session: a Ctrl-C in the terminal reaches `up` alone, which passes on
+        # exactly one SIGINT per Ctrl-C (two would mean "kill the running tasks").
+        worker.append(subprocess.Popen(args, env=env, start_new_session=True))
+
+    def stop_worker(sig: int) -> None:
+        """The first Ctrl-C: the worker drains and deregisters while the server still runs."""
+        for proc in worker:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
 
     try:
         serve(
@@ -109,6 +119,7 @@ def up(
             port=port,
             heartbeat_timeout_s=heartbeat_timeout,
             on_ready=start_worker,
+            drain=stop_worker,
         )
     finally:
         for proc in worker:
