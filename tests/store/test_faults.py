@@ -16,7 +16,6 @@ import os
 import random
 import shutil
 import sqlite3
-import time
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
