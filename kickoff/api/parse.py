@@ -14,7 +14,7 @@ import orjson
 from starlette.requests import Request
 
 from kickoff import defaults
-from kickoff.errors import InvalidInput, MalformedRequest, TooLarge
+from kickoff.errors import InvalidInput, KickoffError, MalformedRequest, TooLarge
 from kickoff.state.decide import Completion, NewTask
 from kickoff.tags import check_tags, split_tags
 
@@ -124,40 +124,59 @@ def _tag_set(value: tuple[str, ...], limit: int) -> frozenset[str]:
 
 
 def new_task(value: Any, *, field: str = "task") -> NewTask:
+    """One task object.
+
+    Raises:
+        InvalidInput, TooLarge: naming `field` (`tasks[7].require`, say).
+    """
+    try:
+        return _new_task(value, _field_names("task"))
+    except KickoffError:
+        if field == "task":
+            raise
+        return _new_task(value, _field_names(field))  # fails again, naming the batch item
+
+
+@lru_cache(maxsize=64)
+def _field_names(field: str) -> dict[str, str]:
+    """Field names for messages, made once: formatting them per task costs a batch dearly."""
+    return {name: f"{field}.{name}" for name in TASK_FIELDS} | {"": field}
+
+
+def _new_task(value: Any, names: dict[str, str]) -> NewTask:
+    field = names[""]
     task = obj(value, field=field, allowed=TASK_FIELDS)
     if "command" not in task:
         raise InvalidInput(f"{field}.command: required")
-    command = string(
-        task["command"], field=f"{field}.command", max_chars=defaults.MAX_COMMAND_BYTES
-    )
+    command = string(task["command"], field=names["command"], max_chars=defaults.MAX_COMMAND_BYTES)
     if len(command.encode()) > defaults.MAX_COMMAND_BYTES:
         raise TooLarge(f"{field}.command: over {defaults.MAX_COMMAND_BYTES} bytes")
     timeout = task.get("timeout_s")
     key = task.get("idempotency_key")
     return NewTask(
         command=command,
-        require=tags(task.get("require"), field=f"{field}.require", limit=defaults.MAX_TASK_TAGS),
-        want=tags(task.get("want"), field=f"{field}.want", limit=defaults.MAX_TASK_TAGS),
+        require=tags(task.get("require"), field=names["require"], limit=defaults.MAX_TASK_TAGS),
+        want=tags(task.get("want"), field=names["want"], limit=defaults.MAX_TASK_TAGS),
         priority=integer(
             task.get("priority", 0),
-            field=f"{field}.priority",
+            field=names["priority"],
             low=defaults.MIN_PRIORITY,
             high=defaults.MAX_PRIORITY,
         ),
         max_attempts=integer(
             task.get("max_attempts", defaults.MAX_ATTEMPTS),
-            field=f"{field}.max_attempts",
+            field=names["max_attempts"],
             low=1,
             high=defaults.MAX_ATTEMPTS_LIMIT,
         ),
         timeout_s=None
         if timeout is None
-        else number(timeout, field=f"{field}.timeout_s", low=0.001, high=defaults.MAX_TIMEOUT_S),
+        else number(timeout, field=names["timeout_s"], low=0.001, high=defaults.MAX_TIMEOUT_S),
         idempotency_key=None
         if key is None
         else string(
             key,
-            field=f"{field}.idempotency_key",
+            field=names["idempotency_key"],
             max_chars=defaults.MAX_IDEMPOTENCY_KEY_CHARS,
             plain=True,
         ),
