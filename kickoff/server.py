@@ -117,6 +117,7 @@ def serve(
         ws="none",
         timeout_graceful_shutdown=5,
         access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is not to be trusted by default, and costs a layer
     )
     server = _Server(config, service, drain)
 

@@ -157,7 +157,7 @@ async def complete(request: Request) -> Response:
         await service.complete(report)
         return ORJSONResponse({"ok": True})
     max_tasks, wait_s = parse.claim(then_claim)
-    async with _hang_up(request) as gone:
+    async with _hang_up(request, wait_s) as gone:
         claimed, error = await service.complete_and_claim(
             report, max_tasks=max_tasks, wait_s=wait_s, gone=gone
         )
@@ -168,8 +168,12 @@ async def complete(request: Request) -> Response:
 
 
 @contextlib.asynccontextmanager
-async def _hang_up(request: Request) -> AsyncIterator[asyncio.Future[None]]:
-    """A future that resolves when the client disconnects (its body is already read)."""
+async def _hang_up(request: Request, wait_s: float) -> AsyncIterator[asyncio.Future[None] | None]:
+    """A future that resolves when the client disconnects (its body is already read);
+    None when the claim will not wait (watching would only cost time)."""
+    if wait_s <= 0:
+        yield None
+        return
 
     async def watch() -> None:
         while (await request.receive())["type"] != "http.disconnect":
@@ -226,7 +230,7 @@ async def get_worker(request: Request) -> Response:
 async def claim(request: Request) -> Response:
     worker_id = request.path_params["worker"]
     max_tasks, wait_s = parse.claim(await parse.body(request))
-    async with _hang_up(request) as gone:
+    async with _hang_up(request, wait_s) as gone:
         claimed = await svc(request).claim(worker_id, max_tasks=max_tasks, wait_s=wait_s, gone=gone)
     return ORJSONResponse({"tasks": [_claimed_json(c) for c in claimed]})
 

@@ -6,11 +6,10 @@ import sqlite3
 from itertools import groupby
 
 from kickoff.projections import workers
-from kickoff.projections.schema import PROJECTION_TABLES
 from kickoff.projections.tasks import Op, TaskProjector
 from kickoff.store.log import Recorded
 
-SET_LAST_SEQ = "UPDATE projection_state SET last_seq = ? WHERE name = ?"
+SET_LAST_SEQ = "UPDATE projection_state SET last_seq = ?"  # every projection moves together
 
 
 def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
@@ -26,4 +25,4 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
     for sql, group in groupby(ops, key=lambda op: op[0]):
         conn.executemany(sql, [params for _, params in group])
     last = records[-1].seq
-    conn.executemany(SET_LAST_SEQ, [(last, name) for name in PROJECTION_TABLES])
+    conn.execute(SET_LAST_SEQ, (last,))
