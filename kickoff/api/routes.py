@@ -362,17 +362,7 @@ async def event_stream(request: Request) -> Response:
                     return
                 if row.seq <= sent:
                     continue
-                event = queries.event_json(
-                    (
-                        row.seq,
-                        row.at,
-                        row.type,
-                        row.version,
-                        row.task_id,
-                        row.worker_id,
-                        row.payload,
-                    )
-                )
+                event = queries.event_json(row)  # a Row's first columns are EVENT_COLUMNS
                 if _matches(event, filters):
                     yield _sse(event)
 
