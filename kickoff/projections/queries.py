@@ -92,12 +92,14 @@ def list_tasks(
     descending: bool = False,
     before_id: int | None = None,
 ) -> Query:
-    """A page of tasks in id order, filtered by state and worker; keyset pagination."""
+    """A page of tasks in id order, filtered by state and worker; keyset pagination.
+
+    Several states become one index walk per state, each stopping after `limit` rows, then
+    merged: `state IN (...) ORDER BY id` would sort every live task first (a million of
+    them on a busy server) to return fifty.
+    """
     where: list[str] = []
     params: list[Any] = []
-    if states:
-        where.append(f"t.state IN ({', '.join('?' * len(states))})")
-        params.extend(states)
     if worker_id is not None:
         where.append("t.worker_id = ?")
         params.append(worker_id)
@@ -107,13 +109,24 @@ def list_tasks(
     if before_id is not None:
         where.append("t.id < ?")
         params.append(before_id)
-    clause = f"WHERE {' AND '.join(where)}" if where else ""
     order = "DESC" if descending else "ASC"
-    return Query(
-        f"SELECT {TASK_COLUMNS} {TASK_FROM} {clause} ORDER BY t.id {order} LIMIT ?",
-        (*params, limit),
-        lambda rows: [task_json(r) for r in rows],
+    shape = lambda rows: [task_json(r) for r in rows]  # noqa: E731
+    if len(states) <= 1:
+        clause = " AND ".join(["t.state = ?", *where] if states else where)
+        return Query(
+            f"SELECT {TASK_COLUMNS} {TASK_FROM} {'WHERE ' + clause if clause else ''} "
+            f"ORDER BY t.id {order} LIMIT ?",
+            (*states, *params, limit),
+            shape,
+        )
+    page = " AND ".join(["t.state = ?", *where])
+    parts = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT {TASK_COLUMNS} {TASK_FROM} WHERE {page} "
+        f"ORDER BY t.id {order} LIMIT ?)"
+        for _ in states
     )
+    per_state = [value for state in states for value in (state, *params, limit)]
+    return Query(f"SELECT * FROM ({parts}) ORDER BY 1 {order} LIMIT ?", (*per_state, limit), shape)
 
 
 def counts() -> Query:

@@ -291,3 +291,22 @@ def test_complete_and_claim_with_nothing_left_and_when_stale(api: Api) -> None:
     )
     assert response.status_code == 409  # nothing counted, nothing claimed
     assert task(api, second)["state"] == "pending"
+
+
+def test_listing_merges_states_in_id_order_across_pages(api: Api) -> None:
+    ids = api.client.post("/v1/tasks", json={"tasks": [{"command": f"c{i}"} for i in range(9)]})
+    ids = ids.json()["ids"]
+    worker = api.register(slots=3)
+    api.claim(worker, max_tasks=3)  # the three oldest run, the rest wait
+    api.client.post(f"/v1/tasks/{ids[4]}/cancel")  # finished: not in the default listing
+    seen, after = [], 0
+    while True:
+        page = api.client.get("/v1/tasks", params={"limit": 2, "after": after}).json()
+        seen += [(t["id"], t["state"]) for t in page["tasks"]]
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    expected = [(i, "running") for i in ids[:3]] + [(i, "pending") for i in ids[3:] if i != ids[4]]
+    assert seen == expected
+    newest = api.client.get("/v1/tasks", params={"limit": 3, "order": "desc"}).json()["tasks"]
+    assert [t["id"] for t in newest] == [ids[8], ids[7], ids[6]]
