@@ -127,7 +127,7 @@ def _details(event: EventJSON) -> str:
 def print_event_line(event: EventJSON) -> None:
     """One event, one line: aligned and coloured on a terminal, tab-separated when piped."""
     task = event.get("task_id")
-    worker = event.get("worker_id") or "-"
+    worker = out.one_line(str(event.get("worker_id") or "-"))
     if not out.is_terminal():
         cells = [
             str(event["seq"]),
@@ -149,7 +149,7 @@ def print_event_line(event: EventJSON) -> None:
         "  ",
         (_event_time(event["ts"]), "dim"),
         "  ",
-        (f"{event['type']:<19}", style),
+        (f"{out.one_line(str(event['type'])):<19}", style),
         "  ",
         f"{'' if task is None else task:>7}",
         "  ",
@@ -157,7 +157,7 @@ def print_event_line(event: EventJSON) -> None:
         "  ",
         _details(event),
     )
-    console.print(line, no_wrap=True, overflow="ellipsis", soft_wrap=False)
+    console.print(out.as_text(line), no_wrap=True, overflow="ellipsis", soft_wrap=False)
 
 
 def print_header() -> None:
@@ -298,11 +298,11 @@ def print_report(report: verifying.Report) -> None:
         }[status]
         out.heading(Text.assemble(mark, "  ", (f"{name:<12}", "bold"), what))
         for problem in by_check.get(name, []):
-            out.heading(Text(f"            {problem.message}", style="red"))
+            out.heading(Text(f"            {out.one_line(problem.message)}", style="red"))
         if report.suppressed.get(name):
             out.heading(Text(f"            ... and {report.suppressed[name]} more", style="red"))
     for note in report.notes:
-        out.heading(Text(f"note: {note}", style="yellow"))
+        out.heading(Text(f"note: {out.one_line(note)}", style="yellow"))
     archived = (
         f"; {report.archived:,} archived heartbeats ({report.archive_checked:,} read "
         "back from the archive)"

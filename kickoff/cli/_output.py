@@ -1,7 +1,8 @@
 """How the client commands look: state colors, relative ages, tables and key/value blocks.
 
 On a terminal: rich, colored, aligned. Piped: plain text (tab-separated tables, ISO times),
-so `cut`, `awk` and `grep` work. `--json` never comes through here.
+so `cut`, `awk` and `grep` work. Either way, data never carries markup or a raw control
+character to the screen (see `one_line`, `block`). `--json` never comes through here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ STATE_STYLES = {
     "stopped": "dim",
     "lost": "red",
 }
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What a terminal acts on: C0 (ESC among them), DEL and C1. Commands, output tails, names
+# and event payloads come from whoever submitted a task or runs a worker; shown raw, an
+# escape sequence in them would retitle, clear or rewrite the operator's terminal. So each
+# is shown as a Python escape (`\x1b`), on a terminal and piped alike.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
+_BLOCK_ESCAPES = {code: shown for code, shown in _ESCAPES.items() if chr(code) not in "\n\t"}
 
 Cell = str | Text
 
@@ -90,15 +97,35 @@ def when(text: str | None, now: datetime) -> str:
 
 
 def state(name: str | None) -> Text:
-    return Text(name or "-", style=STATE_STYLES.get(name or "", ""))
+    return Text(one_line(name or "-"), style=STATE_STYLES.get(name or "", ""))
 
 
 def one_line(text: str, limit: int | None = None) -> str:
-    """Control characters shown as escapes, so one value stays on one line."""
-    flat = _CONTROL.sub(lambda m: repr(m[0])[1:-1], text)
+    """Every control character shown as an escape (`\\x1b`, `\\n`), so one value stays on
+    one line and never acts on a terminal."""
+    flat = text.translate(_ESCAPES)
     if limit is not None and len(flat) > limit:
         return flat[: limit - 1] + "…"
     return flat
+
+
+def block(text: str) -> str:
+    """Several lines (an output tail): as `one_line`, but newlines and tabs stay (and CRLF
+    becomes a newline)."""
+    return text.replace("\r\n", "\n").translate(_BLOCK_ESCAPES)
+
+
+def as_text(cell: Cell) -> Text:
+    """A cell as rich Text: never read as markup, control characters escaped.
+
+    Text built by the views keeps its colors; one that somehow still holds a control
+    character is flattened to its escaped plain text.
+    """
+    if not isinstance(cell, Text):
+        return Text(one_line(cell))
+    if _CONTROL.search(cell.plain) is None:
+        return cell
+    return Text(one_line(cell.plain), style=cell.style)
 
 
 def tags(values: Iterable[str] | None) -> str:
@@ -123,7 +150,7 @@ def table(
     """Print a table: rich and aligned on a terminal, tab-separated with a header when piped."""
     if not is_terminal():
         lines = ["\t".join(headers)]
-        lines.extend("\t".join(one_line(str(cell)) for cell in row) for row in rows)
+        lines.extend("\t".join(one_line(_plain(cell)) for cell in row) for row in rows)
         console.file.write("\n".join(lines) + "\n")
         return
     out = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
@@ -137,7 +164,7 @@ def table(
             ratio=1 if last else None,
         )
     for row in rows:
-        out.add_row(*(cell if isinstance(cell, Text) else Text(one_line(cell)) for cell in row))
+        out.add_row(*(as_text(cell) for cell in row))
     console.print(out)
 
 
@@ -145,27 +172,36 @@ def fields(rows: Sequence[tuple[str, Cell]]) -> None:
     """Print `key  value` lines, aligned; plain `key: value` when piped."""
     if not is_terminal():
         width = max((len(key) for key, _ in rows), default=0) + 1
-        lines = [f"{key + ':':<{width}} {one_line(str(value))}" for key, value in rows]
+        lines = [f"{key + ':':<{width}} {one_line(_plain(value))}" for key, value in rows]
         console.file.write("\n".join(lines) + "\n")
         return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
     for key, value in rows:
-        grid.add_row(key, value if isinstance(value, Text) else Text(value))
+        grid.add_row(key, as_text(value))
     console.print(grid)
 
 
-def heading(text: Cell) -> None:
-    if is_terminal():
-        console.print(text if isinstance(text, Text) else Text(text, style="bold"))
+def _plain(cell: Cell) -> str:
+    return cell.plain if isinstance(cell, Text) else str(cell)
+
+
+def heading(line: Cell) -> None:
+    """One line: bold unless styled already on a terminal; plain when piped."""
+    if not is_terminal():
+        console.file.write(one_line(_plain(line)) + "\n")
+    elif isinstance(line, Text):
+        console.print(as_text(line))
     else:
-        console.file.write(str(text) + "\n")
+        console.print(Text(one_line(line), style="bold"))
 
 
-def plain(text: str) -> None:
-    """Verbatim text on stdout (an output tail), never reinterpreted as markup."""
-    console.file.write(text if text.endswith("\n") else text + "\n")
+def plain(lines: str) -> None:
+    """Several lines (an output tail) on stdout: never read as markup, control characters
+    but newlines and tabs escaped (`block`)."""
+    shown = block(lines)
+    console.file.write(shown if shown.endswith("\n") else shown + "\n")
     console.file.flush()
 
 

@@ -11,8 +11,10 @@ import re
 
 from kickoff.errors import InvalidInput
 
-# Options that take every following word, up to the next dash-word, in the single-dash form.
-LIST_OPTIONS = frozenset({"have", "require", "want", "add", "remove", "set", "state"})
+# Options that take every following word, up to the next dash-word, in the single-dash form:
+# the repeatable ones (`events -type submitted completed` too). Single-valued options such
+# as `-task` and `-worker` do not: a second word would silently replace the first.
+LIST_OPTIONS = frozenset({"have", "require", "want", "add", "remove", "set", "state", "type"})
 
 # `new`'s own options: a word naming one of them ends the command words.
 NEW_FLAGS = frozenset({"wait", "json"})
@@ -159,8 +161,8 @@ def translate(args: list[str]) -> list[str]:
     """Rewrite the original's single-dash syntax into what typer parses.
 
     - `-word` (two or more letters, not a negative number) becomes `--word`;
-    - `-have/-require/-want/-add/-remove/-set/-state` take every following word up to the
-      next dash-word (`-have cpu gpu` -> `--have cpu --have gpu`);
+    - `-have/-require/-want/-add/-remove/-set/-state/-type` take every following word up to
+      the next dash-word (`-have cpu gpu` -> `--have cpu --have gpu`);
     - `new CMD... -opt ...`: the words before the first kickoff option are the command,
       so they move after a `--`; everything after an explicit `--` is the command, verbatim.
 

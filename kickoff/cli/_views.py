@@ -35,7 +35,9 @@ def why(task: Task) -> str:
         detail = f" (exit code {task['exit_code']})"
     elif task.get("reason"):
         detail = f" ({task['reason']})"
-    return f"task {task['id']} {task['state']}{detail}; see `kickoff info {task['id']}`"
+    return out.one_line(
+        f"task {task['id']} {task['state']}{detail}; see `kickoff info {task['id']}`"
+    )
 
 
 def unfinished(tasks: list[Task], *, summary: bool) -> None:
@@ -177,7 +179,7 @@ def cancelled(results: list[dict[str, Any]]) -> None:
     """`42 cancelled` per task on stdout; `error: task 43: ...` on stderr."""
     for result in results:
         if "error" in result:
-            error(f"task {result['id']}: {result['error']['message']}")
+            error(out.one_line(f"task {result['id']}: {result['error']['message']}"))
             continue
         note = " (its worker is stopping it)" if result["state"] == "cancelling" else ""
         console.print(Text.assemble(str(result["id"]), " ", out.state(result["state"]), note))
@@ -231,6 +233,7 @@ def workers(found: list[dict[str, Any]], *, everything: bool) -> None:
 def tags(worker: str, result: dict[str, Any]) -> None:
     """`box1  cpu gpu` on a terminal; the tags alone, space-separated, when piped."""
     if out.is_terminal():
-        console.print(Text.assemble((worker, "bold"), "  ", out.tags(result["tags"])))
+        shown = out.one_line(out.tags(result["tags"]))
+        console.print(Text.assemble((out.one_line(worker), "bold"), "  ", shown))
     else:
-        sys.stdout.write(" ".join(result["tags"]) + "\n")
+        sys.stdout.write(out.one_line(" ".join(result["tags"])) + "\n")

@@ -34,13 +34,6 @@ MAX_DELAY_S = 1.0
 Task = dict[str, Any]
 
 
-class WaitTimedOut(KickoffError):
-    """`wait --timeout` ran out before every task finished."""
-
-    code = "wait_timed_out"
-    exit_code = 1
-
-
 def fetch(client: Client, ids: Iterable[int]) -> dict[int, Task]:
     """The current state of each task.
 
@@ -80,7 +73,7 @@ def _progress(show: bool, total: int) -> Iterator[Any]:
         return
     progress = Progress(
         SpinnerColumn(),
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", style="progress.description", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -96,7 +89,7 @@ def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) 
 
     Raises:
         NotFound: an id is no task.
-        WaitTimedOut: `timeout_s` passed first.
+        KickoffError: `timeout_s` passed first (exit code 1).
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     done: dict[int, Task] = {}
@@ -114,7 +107,8 @@ def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) 
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 left = sorted(set(latest) - set(done))
-                raise WaitTimedOut(
+                # the base class, not a new one: every error code is one the API can send
+                raise KickoffError(
                     f"timed out after {timeout_s:g}s: {len(left)} of {len(latest)} tasks "
                     "not finished "
                     f"({_describe(latest[i] for i in left)}; first: {left[0]})"

@@ -376,11 +376,19 @@ def tags(
         _views.tags(worker, result)
 
 
+LIST_HELP = """List pending and running tasks, with counts (an alias of status).
+
+\b
+  kickoff list
+  kickoff list --state failed
+"""
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the app."""
     app.command("new")(new)
     app.command("status")(status)
-    app.command("list", hidden=True, help="Alias of status.")(status)
+    app.command("list", hidden=True, help=LIST_HELP)(status)
     app.command("info")(info)
     app.command("cancel")(cancel)
     app.command("wait")(wait)

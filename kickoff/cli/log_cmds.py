@@ -394,7 +394,9 @@ def _show_replay(
     for problem in view.disagreements:
         err_console.print(
             Text(
-                f"warning: fold and projections disagree: {problem}; run `kickoff verify`",
+                out.one_line(
+                    f"warning: fold and projections disagree: {problem}; run `kickoff verify`"
+                ),
                 style="yellow",
             )
         )
@@ -543,7 +545,11 @@ def compact(
 
 projections_app = typer.Typer(
     name="projections",
-    help="Rebuild the SQL projections (tasks, workers, task_counts) from the log.",
+    help=(
+        "Rebuild the SQL projections (tasks, workers, task_counts) from the log.\n\n"
+        "\b\n"
+        "  kickoff projections rebuild --db kickoff.db"
+    ),
     no_args_is_help=True,
     rich_markup_mode=None,
 )

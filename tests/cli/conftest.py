@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kickoff.cli import run
+from tests.conftest import ServerProcess
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,26 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return Result(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture
+def ko(cli: Cli, server: ServerProcess) -> Cli:
+    """The CLI pointed at the test server."""
+
+    def invoke(*args: str, stdin: str | None = None) -> Result:
+        # right after the subcommand, so that `new ... -- CMD` keeps CMD last
+        return cli(
+            args[0], "--server", server.address, "--token", server.token, *args[1:], stdin=stdin
+        )
+
+    return invoke
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make stdout and stderr look like a 120-column terminal to rich."""
+    from kickoff.cli import _common
+
+    for con in (_common.console, _common.err_console):
+        monkeypatch.setattr(con, "_force_terminal", True)
+        monkeypatch.setattr(con, "_width", 120)

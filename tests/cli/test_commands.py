@@ -33,19 +33,6 @@ EVENT_FIELDS = {"seq", "ts", "type", "task_id", "worker_id", "data"}
 STATES = ["pending", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
-@pytest.fixture
-def ko(cli: Cli, server: ServerProcess) -> Cli:
-    """The CLI pointed at the test server."""
-
-    def invoke(*args: str, stdin: str | None = None) -> Result:
-        # right after the subcommand, so that `new ... -- CMD` keeps CMD last
-        return cli(
-            args[0], "--server", server.address, "--token", server.token, *args[1:], stdin=stdin
-        )
-
-    return invoke
-
-
 def as_json(result: Result) -> Any:
     assert result.code == 0, result
     return json.loads(result.out)
@@ -220,6 +207,7 @@ def test_wait_timeout_exits_1(ko: Cli) -> None:
     result = ko("wait", str(task_id), "--timeout", "0.2")
     assert result.code == 1
     assert "timed out after 0.2s" in result.err and "1 pending" in result.err
+    assert result.err.startswith("error: ") and result.err.count("\n") == 1
 
 
 def test_stats(ko: Cli) -> None:
@@ -259,16 +247,6 @@ def test_a_wrong_token_exits_5(cli: Cli, server: ServerProcess) -> None:
         assert result.err.startswith("error: ") and "wrong" not in result.err.replace(
             "wrong token", ""
         )
-
-
-@pytest.fixture
-def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make stdout and stderr look like a 120-column terminal to rich."""
-    from kickoff.cli import _common
-
-    for con in (_common.console, _common.err_console):
-        monkeypatch.setattr(con, "_force_terminal", True)
-        monkeypatch.setattr(con, "_width", 120)
 
 
 @pytest.mark.usefixtures("terminal")

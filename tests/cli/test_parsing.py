@@ -53,6 +53,8 @@ def test_list_is_an_alias_of_status(cli: Cli) -> None:
         (["status", "--limit", "0"], "limit"),
         (["tags", "w", "--add", "no spaces!"], "invalid tag"),
         (["nosuchcommand"], "No such command"),
+        (["events", "-type", "completed", "bogus"], "unknown event type 'bogus'"),
+        (["events", "-task", "4", "5"], "unexpected extra argument"),  # one task per query
     ],
 )
 def test_usage_errors_exit_2(cli: Cli, args: list[str], message: str) -> None:
@@ -125,3 +127,18 @@ def test_every_client_command_is_in_the_cli_docs() -> None:
     docs = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
     for command in CLIENT_COMMANDS:
         assert f"| `kickoff {command}" in docs, command
+
+
+def test_the_cli_adds_no_error_codes() -> None:
+    """Every KickoffError the CLI can raise has a code the API and client know
+    (`wait --timeout` running out is a plain KickoffError: exit 1)."""
+    import kickoff.cli  # noqa: F401  (imports every command module)
+    from kickoff.errors import ERRORS_BY_CODE, KickoffError
+
+    found, todo = [], [KickoffError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    ours = [cls for cls in found if cls.__module__.startswith("kickoff.cli")]
+    assert [cls for cls in ours if ERRORS_BY_CODE.get(cls.code) is not cls] == []

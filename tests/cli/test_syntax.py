@@ -38,6 +38,10 @@ def t(line: str) -> list[str]:
         ("workers -all -json", "workers --all --json"),
         ("wait 1 2 3 -timeout 10", "wait 1 2 3 --timeout 10"),
         ("up -have cpu -slots 2", "up --have cpu --slots 2"),
+        (
+            "events -type submitted completed -task 4 -worker box1 -json",
+            "events --type submitted --type completed --task 4 --worker box1 --json",
+        ),
     ],
 )
 def test_seed_syntax_becomes_modern(seed: str, modern: str) -> None:
@@ -72,6 +76,8 @@ def test_seed_syntax_becomes_modern(seed: str, modern: str) -> None:
         ("", ""),
         ("status -state -5", "status --state=-5"),  # a value, not an option
         ("worker -have cpu -- -server", "worker --have cpu -- -server"),
+        ("events -task 4 5", "events --task 4 5"),  # one task: typer reports the extra word
+        ("events -worker box1 box2", "events --worker box1 box2"),
     ],
 )
 def test_translate(given_: str, expected: str) -> None:

@@ -186,3 +186,17 @@ def test_piped_output_is_plain(kickoff: Kickoff, command: list[str]) -> None:
     submit(kickoff, "--", "true")
     out = ok(kickoff(*command))
     assert "\x1b[" not in out and "─" not in out and "│" not in out
+
+
+def test_a_tasks_escape_sequences_never_reach_the_operator(
+    kickoff: Kickoff, start_worker: StartWorker
+) -> None:
+    start_worker()
+    script = r"printf '\033]0;pwned\007\033[2J[bold]done[/bold]\n'"
+    task_id = submit(kickoff, "--wait", "--", "sh", "-c", script)
+    for command in (["info", str(task_id)], ["history", str(task_id)], ["status", "--all"]):
+        shown = ok(kickoff(*command))
+        assert "\x1b" not in shown and "\x07" not in shown, (command, shown)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J[bold]done[/bold]" in ok(kickoff("info", str(task_id)))
+    task = data(kickoff("info", str(task_id), "--json"))
+    assert task["output_tail"] == "\x1b]0;pwned\x07\x1b[2J[bold]done[/bold]\n"  # exact

@@ -1,0 +1,82 @@
+"""The docs are tested: every command has help text with an example, and is in the README.
+
+Like sqlite-utils' tests/test_docs.py: the commands are read from the app itself, so a new
+command without help or without a README line fails here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from kickoff.cli import app, run
+
+README = Path(__file__).parent.parent / "README.md"
+# An example: an `Example:` line, or an indented `kickoff ...` line (a `\b` block).
+EXAMPLE = re.compile(r"^(?:Example:[ \t]*kickoff |[ \t]+(?:\S+=\S*[ \t]+)*kickoff )", re.MULTILINE)
+
+
+def _walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield (*path, name), sub
+        yield from _walk(sub, (*path, name))
+
+
+COMMANDS = dict(_walk(typer.main.get_command(app), ()))
+VISIBLE = [path for path, command in COMMANDS.items() if not command.hidden]
+
+
+def _id(path: tuple[str, ...]) -> str:
+    return " ".join(path)
+
+
+def test_the_walk_finds_the_commands_and_the_sub_apps() -> None:
+    names = {_id(path) for path in COMMANDS}
+    assert {"new", "status", "list", "events", "server", "worker", "token"} <= names
+    assert {"projections", "projections rebuild"} <= names
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=_id)
+def test_help_opens_with_a_sentence(path: tuple[str, ...]) -> None:
+    first = (COMMANDS[path].help or "").strip().splitlines()[0:1]
+    assert first, f"kickoff {_id(path)} has no help text"
+    line = first[0]
+    assert line[:1].isupper() and line.endswith("."), (
+        f"kickoff {_id(path)}: the first line of the help should be a sentence, not {line!r}"
+    )
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=_id)
+def test_help_has_an_example(path: tuple[str, ...]) -> None:
+    text = COMMANDS[path].help or ""
+    assert EXAMPLE.search(text), (
+        f"kickoff {_id(path)}: add an example to its help (`Example: kickoff ...`, or an "
+        f"indented `kickoff ...` line after a \\b line)"
+    )
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=_id)
+def test_help_shows_the_examples_as_written(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kickoff CMD --help` keeps each example on a line of its own (click rewraps
+    paragraphs unless they follow a `\\b` line)."""
+    assert run([*path, "--help"]) == 0
+    shown = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    for match in EXAMPLE.finditer(COMMANDS[path].help or ""):
+        start = match.start()
+        example = (COMMANDS[path].help or "")[start:].splitlines()[0].strip()
+        assert example in shown, f"kickoff {_id(path)} --help: {example!r} is rewrapped"
+
+
+@pytest.mark.parametrize("path", VISIBLE, ids=_id)
+def test_command_is_in_the_readme(path: tuple[str, ...]) -> None:
+    readme = README.read_text()
+    assert re.search(rf"kickoff {re.escape(_id(path))}(?![\w-])", readme), (
+        f"`kickoff {_id(path)}` is not in README.md (its CLI table lists every command)"
+    )
