@@ -56,5 +56,7 @@ def print_json_line(data: Any) -> None:
 
 
 def error(message: str) -> None:
-    """`error: message` on stderr, red on a terminal."""
-    err_console.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
+    """`error: message` on stderr, red on a terminal; control characters shown escaped."""
+    from kickoff.cli._output import one_line  # _output imports this module's consoles
+
+    err_console.print(Text.assemble(("error:", "red"), " ", one_line(message)), soft_wrap=True)
