@@ -479,7 +479,7 @@ def measure(quick: bool, events: int | None = None) -> list[Figure]:
             "us",
             "-",
             "-",
-            f"{before:.1f} us before: the matcher never drops a view",
+            f"{before:.1f} us before the tag changes: views of old tag sets are dropped",
         )
     )
 
