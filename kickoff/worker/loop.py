@@ -87,9 +87,10 @@ class Worker:
         self._sent_tags: frozenset[str] = frozenset()
         self._combined = True  # the server claims along with a report (complete-and-claim)
         self._env = dict(os.environ)
+        self._log_files = logfiles.LogFiles(config.log_dir)
         self._change = asyncio.Event()
         self._register_lock = asyncio.Lock()
-        self._claim_request: asyncio.Task[Any] | None = None
+        self._claim_request: asyncio.Task[int] | None = None
         self._reconcile_at: float | None = None
         self._abort_deadline: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,12 +147,13 @@ class Worker:
         json: Any = None,
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
-        may_claim: bool = False,
+        on_maybe_sent: Callable[[], None] | None = None,
     ) -> Any:
         """One request, retried while the server is away (see `_retry.call`).
 
-        `may_claim` marks a claim: when one failed after it may have reached the server,
-        the server may have handed us tasks whose answer was lost; the heartbeat loop looks.
+        `on_maybe_sent()` runs when a try failed after it may have reached the server. For
+        a claim that is `_reconcile_soon`: the server may have handed us tasks whose answer
+        was lost; the heartbeat loop looks.
 
         Raises:
             KickoffError: any other error answer (the caller decides what it means).
@@ -166,7 +168,7 @@ class Worker:
             json=json,
             params=params,
             timeout_s=timeout_s,
-            on_maybe_sent=self._reconcile_soon if may_claim else None,
+            on_maybe_sent=on_maybe_sent,
         )
 
     def _reconcile_soon(self) -> None:
@@ -178,8 +180,8 @@ class Worker:
         """Register with the server, retrying while it cannot be reached.
 
         Raises:
-            KickoffError: the server refused (wrong token, invalid tags or name).
-            BadReply: the answer is not a registration.
+            KickoffError: the server refused (wrong token, invalid tags or name), or its
+                answer is not a registration (BadReply).
         """
         tags = self.tags()
         body = {
@@ -188,9 +190,11 @@ class Worker:
             "slots": self.config.slots,
             "host": self.config.host,
         }
-        reg = replies.registration(
-            await self._call("POST", "/v1/workers", what="register", json=body)
-        )
+        answer = await self._call("POST", "/v1/workers", what="register", json=body)
+        try:
+            reg = replies.registration(answer)
+        except BadReply as exc:
+            raise BadReply(f"the server's answer to the registration is unusable: {exc}") from None
         self._sent_tags = tags
         logger.info(
             "registered worker=%s name=%s tags=%s slots=%d heartbeat=%.2fs",
@@ -259,6 +263,9 @@ class Worker:
             try:
                 await self.claim_step()
                 backoff.reset()
+            except KickoffError as exc:  # say, a registration refused or answered oddly
+                logger.error("claim failed: %s", exc.message)
+                await asyncio.sleep(backoff.delay())
             except Exception:
                 logger.exception("claim failed")
                 await asyncio.sleep(backoff.delay())
@@ -273,17 +280,21 @@ class Worker:
         if reg is None or self.mode is not Mode.RUNNING:
             return
         wait_s = 0.0 if self.config.burst else self.config.claim_wait_s
-        request = self._call(
-            "POST",
-            f"/v1/workers/{reg.worker_id}/claim",
-            what="claim",
-            json={"max_tasks": free, "wait_s": wait_s},
-            timeout_s=wait_s + CLAIM_SLACK_S,
-            may_claim=True,
-        )
-        self._claim_request = asyncio.get_running_loop().create_task(request)
+
+        async def claim_and_start() -> int:
+            answer = await self._call(
+                "POST",
+                f"/v1/workers/{reg.worker_id}/claim",
+                what="claim",
+                json={"max_tasks": free, "wait_s": wait_s},
+                timeout_s=wait_s + CLAIM_SLACK_S,
+                on_maybe_sent=self._reconcile_soon,
+            )
+            return self._take(answer, reg, limit=free)  # the moment the answer is in
+
+        self._claim_request = asyncio.get_running_loop().create_task(claim_and_start())
         try:
-            answer = await self._claim_request
+            started = await self._claim_request
         except asyncio.CancelledError:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
@@ -294,7 +305,6 @@ class Worker:
             return
         finally:
             self._claim_request = None
-        started = self._take(answer, reg, limit=free)
         if self.config.burst and not started:
             if self.busy():
                 await self._wait_change()
@@ -329,16 +339,20 @@ class Worker:
     # -- running and reporting --------------------------------------------------
 
     def _start(self, assignment: Assignment, reg: Registration) -> None:
+        """Spawn the task's process right away (before anything else of the answer that
+        named it is handled), then watch it in its own asyncio task."""
         job = Job(
             assignment,
             worker_id=reg.worker_id,
             log_dir=self.config.log_dir,
             env=self._env,
             grace_s=self.config.grace_s,
+            log_files=self._log_files,
         )
         self.jobs[assignment.task_id] = job
         if self.mode is Mode.ABORTING:  # claimed as we stopped: report it back unrun
             job.stop(cancelled=True)
+        job.start()
         self._spawn(self._run_job(job))
 
     def _refuse(self, refused: Refused, reg: Registration) -> None:
@@ -380,7 +394,11 @@ class Worker:
             )
             self._changed()
             return
-        logger.info(
+        # One line per task at INFO would cost a busy worker more than its HTTP requests:
+        # a clean success is DEBUG, anything else INFO.
+        clean = outcome.exit_code == 0 and not outcome.timed_out and not outcome.cancelled
+        logger.log(
+            logging.DEBUG if clean else logging.INFO,
             "finished task=%d attempt=%d exit=%d in %.2fs%s",
             job.task_id,
             job.attempt,
@@ -413,8 +431,23 @@ class Worker:
             body["claim"] = {"max_tasks": limit, "wait_s": 0}
         path = f"/v1/tasks/{report.task_id}/complete"
         what = f"report of task={report.task_id} attempt={report.attempt}"
+        answer_lost = False
+
+        def maybe_sent() -> None:
+            nonlocal answer_lost
+            answer_lost = True
+            if claiming:
+                self._reconcile_soon()
+
         try:
-            answer = await self._call("POST", path, what=what, json=body, may_claim=claiming)
+            answer = await self._call("POST", path, what=what, json=body, on_maybe_sent=maybe_sent)
+        except Conflict as exc:
+            if not answer_lost:
+                raise
+            # An earlier try reached the server and only its answer was lost: the report
+            # counted then (or the attempt is over anyway). Delivered; nothing to retry.
+            logger.info("the server already has the %s (%s)", what, exc.message)
+            return
         except InvalidInput as exc:
             if not claiming:
                 raise
@@ -428,7 +461,19 @@ class Worker:
             logger.info("the server does not claim with reports")
             self._combined = False
             return
+        self._after_claim_error(answer, reg, what)
         self._take(answer, reg, limit=limit)
+
+    def _after_claim_error(self, answer: Any, reg: Registration, what: str) -> None:
+        """The report counted but its claim failed: a lost worker registers again; any other
+        reason leaves the next claim to the claim loop."""
+        error = replies.claim_error(answer)
+        if error is None:
+            return
+        if isinstance(error, LOST):
+            self._lost(reg, f"claim with the {what}", error)
+        else:
+            logger.warning("the claim with the %s failed: %s", what, error.message)
 
     # -- heartbeats and reconciliation ------------------------------------------
 
@@ -643,6 +688,7 @@ class Worker:
                 job.process.signal_group(signal.SIGKILL)
         await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
         await self.outbox.aclose()
+        self._log_files.close()
 
     async def run(self) -> int:
         """Register and work until stopped; returns the exit code (0 after a clean stop).
@@ -661,6 +707,7 @@ class Worker:
         seal_inherited_fds()
         if not await self._race(self._registered(), lambda: self.mode is not Mode.RUNNING):
             return 0
+        self._log_files.top_up()
         loop = asyncio.get_running_loop()
         loops = [loop.create_task(self._claim_loop()), loop.create_task(self._heartbeat_loop())]
         if self._tags_file is not None:

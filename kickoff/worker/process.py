@@ -26,6 +26,9 @@ SHELL = "/bin/sh"
 _DEFAULT_SIGNALS = frozenset(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
 SPAWN_FAILED_EXIT = 127  # what a shell reports for a command it cannot start
 LOST_STATUS = 255 << 8  # the wait status reported when the exit status is unknown
+# The worker's own secrets: a task runs someone's command, and must not be able to act as
+# the worker (claim, complete, cancel) with its token.
+WORKER_ONLY_ENV = ("KICKOFF_TOKEN",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,15 +94,14 @@ class Process:
         self._watch(loop)
 
     @classmethod
-    def start(cls, command: str, *, env: Mapping[str, str], log_file: Path) -> Process:
-        """Spawn the command with stdin from /dev/null and stdout+stderr to log_file.
+    def start(cls, command: str, *, env: Mapping[str, str], log_fd: int) -> Process:
+        """Spawn the command with stdin from /dev/null and stdout+stderr to log_fd (which
+        the Process then owns: `close()` closes it, and so does a failed start).
 
         Raises:
-            OSError: the log file cannot be opened or the shell cannot be started.
+            OSError: the shell cannot be started.
             ValueError: the command or environment holds a NUL byte.
         """
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-        log_fd = os.open(log_file, flags, 0o600)
         try:
             pid = os.posix_spawn(
                 SHELL,
@@ -194,16 +196,20 @@ class Job:
         log_dir: Path,
         env: Mapping[str, str],
         grace_s: float = defaults.CANCEL_GRACE_S,
+        log_files: logfiles.LogFiles | None = None,
     ) -> None:
         self.assignment = assignment
         self.worker_id = worker_id
         self.log_dir = log_dir
         self.env = env
         self.grace_s = grace_s
+        self.log_files = log_files
         self.process: Process | None = None
         self.cancelled = False  # stopped because the server (or Ctrl-C twice) said so
         self.timed_out = False
         self.abandoned = False  # its registration is gone: nobody will take its report
+        self._started_at: float | None = None
+        self._failed: Outcome | None = None  # why it never started
         self._stopping: asyncio.Task[None] | None = None
 
     @property
@@ -214,40 +220,74 @@ class Job:
     def attempt(self) -> int:
         return self.assignment.attempt
 
-    def task_env(self) -> dict[str, str]:
-        return {
-            **self.env,
-            "KICKOFF_TASK_ID": str(self.assignment.task_id),
-            "KICKOFF_ATTEMPT": str(self.assignment.attempt),
-            "KICKOFF_WORKER": self.worker_id,
-        }
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.assignment.task_id, self.assignment.attempt)
 
-    async def run(self) -> Outcome:
-        """Run the command to its end (or until stopped) and say how it ended."""
-        started = time.monotonic()
+    def task_env(self) -> dict[str, str]:
+        """The worker's environment without its credentials, plus the task's own ids."""
+        env = dict(self.env)
+        for name in WORKER_ONLY_ENV:
+            env.pop(name, None)
+        env["KICKOFF_TASK_ID"] = str(self.assignment.task_id)
+        env["KICKOFF_ATTEMPT"] = str(self.assignment.attempt)
+        env["KICKOFF_WORKER"] = self.worker_id
+        return env
+
+    def start(self) -> None:
+        """Spawn the command now, on the caller's stack (once; never after a stop)."""
+        if self._started_at is not None:
+            return
+        self._started_at = time.monotonic()
         a = self.assignment
         if self.cancelled:  # stopped before it started: never run it
-            return Outcome(
+            self._failed = Outcome(
                 exit_code=128 + signal.SIGTERM,
                 duration_s=0.0,
                 output_tail="kickoff worker: stopped before it started\n",
                 cancelled=True,
             )
+            return
+        files = self.log_files
         try:
-            self.process = Process.start(
-                a.command,
-                env=self.task_env(),
-                log_file=logfiles.path(self.log_dir, a.task_id, a.attempt),
+            env = self.task_env()
+            log_fd, unnamed = (
+                files.take(a.task_id, a.attempt)
+                if files is not None
+                else (logfiles.create(self.log_dir, a.task_id, a.attempt), False)
             )
+            self.process = Process.start(a.command, env=env, log_fd=log_fd)  # owns log_fd
+            if files is not None:
+                files.started(log_fd, a.task_id, a.attempt, unnamed=unnamed)
         except (OSError, ValueError) as exc:
             logger.error("cannot start task=%d attempt=%d: %s", a.task_id, a.attempt, exc)
-            return Outcome(
-                exit_code=SPAWN_FAILED_EXIT,
-                duration_s=time.monotonic() - started,
-                output_tail=f"kickoff worker: cannot start the command: {exc}\n",
-                cancelled=self.cancelled,
-            )
-        logger.info("started task=%d attempt=%d pid=%d", a.task_id, a.attempt, self.process.pid)
+            self._failed = self._unstarted(f"cannot start the command: {exc}")
+            return
+        except Exception:  # a bug: report the attempt failed rather than lose its slot
+            logger.exception("task=%d attempt=%d: the worker failed to start it", *self.key)
+            if self.process is None:
+                self._failed = self._unstarted("internal error while starting the task", code=1)
+            return
+        logger.debug("started task=%d attempt=%d pid=%d", a.task_id, a.attempt, self.process.pid)
+
+    def _unstarted(self, why: str, *, code: int = SPAWN_FAILED_EXIT) -> Outcome:
+        started = self._started_at or time.monotonic()
+        return Outcome(
+            exit_code=code,
+            duration_s=time.monotonic() - started,
+            output_tail=f"kickoff worker: {why}\n",
+            cancelled=self.cancelled,
+        )
+
+    async def run(self) -> Outcome:
+        """Run the command to its end (or until stopped) and say how it ended; starts it
+        first unless `start()` already did."""
+        self.start()
+        started = self._started_at
+        assert started is not None
+        if self.process is None:
+            assert self._failed is not None
+            return self._failed
         try:
             return await self._wait(self.process, started)
         except asyncio.CancelledError:  # the worker is going down hard: leave nothing behind
@@ -255,6 +295,8 @@ class Job:
             raise
         finally:
             self.process.close()
+            if self.log_files is not None:
+                self.log_files.top_up()  # now, not while the next task starts
 
     async def _wait(self, process: Process, started: float) -> Outcome:
         timer = None

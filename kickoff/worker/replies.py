@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kickoff import defaults
+from kickoff.errors import ERRORS_BY_CODE, KickoffError
 from kickoff.worker.process import Assignment
 
 # Worker ids go into URL paths: no slash, no dot segments, nothing to escape.
@@ -20,10 +21,12 @@ WORKER_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:=+-]{0,127}")
 MAX_TASK_ID = (1 << 53) - 1
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 60.0
+MAX_MESSAGE_CHARS = 500  # of an error message the server sends along with an answer
 
 
-class BadReply(ValueError):
-    """The server's answer is not what the API documents."""
+class BadReply(KickoffError, ValueError):
+    """The server's answer is not what the API documents (a KickoffError, so that
+    `kickoff worker` reports it in one line; its code stays the generic `error`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +147,20 @@ def claimed(answer: Any, *, limit: int) -> tuple[list[Assignment | Refused], lis
         seen.add(item.task_id)
         out.append(item)
     return out, problems
+
+
+def claim_error(answer: Any) -> KickoffError | None:
+    """Why a complete-and-claim answer claimed nothing (`"claim_error": {"code", "message"}`):
+    the error of that code, or None when the answer names none (or nothing usable)."""
+    if not isinstance(answer, dict):
+        return None
+    raw = answer.get("claim_error")
+    if not isinstance(raw, dict) or not isinstance(raw.get("code"), str):
+        return None
+    message = raw.get("message")
+    text = message[:MAX_MESSAGE_CHARS] if isinstance(message, str) else raw["code"][:40]
+    cls = ERRORS_BY_CODE.get(raw["code"], KickoffError)
+    return cls(text)
 
 
 def cancel_ids(answer: Any, *, limit: int = defaults.MAX_SLOTS) -> list[int]:

@@ -328,11 +328,6 @@ def test_a_hostile_server_cannot_make_the_worker_run_anything_else(
     assert ("DELETE", f"/v1/workers/{WORKER_ID}") in fake.requests  # a clean stop
 
 
-@pytest.mark.xfail(
-    reason="worker bug: replies.BadReply (a ValueError) escapes Worker.register as a traceback; "
-    "it should become a KickoffError so the CLI prints one error line",
-    strict=True,
-)
 def test_a_hostile_registration_answer_stops_the_worker_cleanly(
     tmp_path: Path, isolated_env: dict[str, str]
 ) -> None:

@@ -19,6 +19,13 @@ from tests.conftest import ServerProcess, WorkerProcess, kickoff_cmd, wait_until
 StartWorker = Callable[..., WorkerProcess]
 
 
+@pytest.fixture(autouse=True)
+def task_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Workers started here inherit this cwd, and so do their tasks: never the repo's."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def submit(client: Client, command: str, **fields: Any) -> int:
     ids: list[int] = client.post("/v1/tasks", {"command": command, **fields})["ids"]
     return ids[0]
@@ -97,6 +104,23 @@ def test_have_accepts_repeats_commas_and_spaces(
         worker = start_worker("--have", "a,b", "--have", "c d", "--burst")
         assert worker.proc.wait(timeout=30) == 0, worker.output()
         assert get(client, task_id)["state"] == "succeeded"
+
+
+def test_tasks_get_their_ids_but_not_the_worker_s_token(
+    server: ServerProcess, start_worker: StartWorker
+) -> None:
+    assert server.env["KICKOFF_TOKEN"]  # the worker below gets its token from the environment
+    with server.client() as client:
+        task_id = submit(
+            client,
+            'echo "token=${KICKOFF_TOKEN-unset} home=$HOME" "$KICKOFF_TASK_ID" "$KICKOFF_ATTEMPT"',
+        )
+        worker = start_worker("--name", "tokenless", "--burst")
+        assert worker.proc.wait(timeout=30) == 0, worker.output()
+        task = get(client, task_id)
+    home = server.env["HOME"]
+    assert task["output_tail"] == f"token=unset home={home} {task_id} 1\n"
+    assert server.token not in task["output_tail"]
 
 
 def test_cancel_kills_the_process_group(

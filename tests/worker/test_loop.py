@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from kickoff.client import AsyncClient
+from kickoff.errors import KickoffError
 from kickoff.worker.loop import Worker, WorkerConfig
 
 
@@ -163,6 +165,9 @@ def test_burst_runs_everything_reports_and_deregisters(tmp_path: Path) -> None:
     ]
     assert fake.completions[0][1]["worker_id"] == "w1"
     assert fake.deregistered == ["w1"]
+    logs = tmp_path / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["task-1-1.log", "task-2-1.log"]
+    assert (logs / "task-1-1.log").read_text() == "one\n"
 
 
 def test_hostile_claim_answers_run_nothing_but_the_command_string(tmp_path: Path) -> None:
@@ -211,6 +216,7 @@ def test_completions_wait_out_a_server_outage(tmp_path: Path) -> None:
     assert drive(fake, tmp_path, burst=True) == 0
     assert len(attempts) == 4
     assert [t for t, _ in fake.completions] == [1]
+    assert (tmp_path / "ran.txt").read_text() == "ran\n"  # ran once, in the test's cwd
 
 
 def test_server_down_then_up_delivers_the_report(tmp_path: Path) -> None:
@@ -434,3 +440,123 @@ def test_a_claim_answer_lost_on_the_way_is_found_and_run(tmp_path: Path) -> None
     assert drive(fake, tmp_path, scenario) == 0
     assert fake.listed and fake.listed[0]["worker"] == "w1"
     assert [(t, c["output_tail"]) for t, c in fake.completions] == [(7, "adopted\n")]
+
+
+def running(task_id: int, command: str, worker: str = "w1") -> dict[str, Any]:
+    """A task as `GET /v1/tasks` lists it, running on `worker`."""
+    return {**task(task_id, command), "id": task_id, "state": "running", "worker": worker}
+
+
+def test_a_registration_answer_without_a_usable_worker_id_is_a_kickoff_error(
+    tmp_path: Path,
+) -> None:
+    fake = FakeServer()
+    original = fake.handle
+
+    async def bad_registration(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/workers":
+            return httpx.Response(201, json={"worker_id": "../../etc; touch x"})
+        return await original(request)
+
+    fake.handle = bad_registration  # type: ignore[method-assign]
+    with pytest.raises(KickoffError, match=r"registration.*not a valid worker id"):
+        drive(fake, tmp_path)
+    assert fake.claims == 0
+
+
+def test_a_report_whose_answer_was_lost_is_not_sent_again_once_the_server_has_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server recorded the report (and claimed task 2 with it), then the connection
+    dropped: the retry's 409 means delivered, and task 2 is found and run."""
+    caplog.set_level(logging.INFO, logger="kickoff.worker")
+    fake = FakeServer()
+    calls: list[int] = []
+
+    def record_then_drop(task_id: int, body: dict[str, Any]) -> httpx.Response | None:
+        calls.append(task_id)
+        if len(calls) == 1:
+            fake.completions.append((task_id, body))
+            fake.assigned = [running(2, "echo two")]
+            fake.tasks.pop(0)  # claimed along with the report, in the answer that is lost
+            raise httpx.ReadError("connection reset by peer")
+        if task_id == 1:
+            return error(409, "stale_attempt")  # "task 1 has already finished"
+        return None
+
+    fake.on_complete = record_then_drop
+
+    async def scenario(worker: Worker) -> None:
+        fake.add(task(1, "echo one"), task(2, "echo two"))
+        await wait_for(lambda: len(fake.completions) == 2)
+        worker.interrupt()
+
+    assert drive(fake, tmp_path, scenario) == 0
+    assert sorted(calls) == [1, 1, 2]  # one retry of task 1's report, then never again
+    assert sorted((t, c["output_tail"]) for t, c in fake.completions) == [
+        (1, "one\n"),
+        (2, "two\n"),
+    ]
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "refused" in m], messages
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], messages
+    assert any("already has the report of task=1" in r.getMessage() for r in caplog.records)
+
+
+def test_a_claim_error_saying_the_worker_is_lost_registers_again(tmp_path: Path) -> None:
+    """The report counted, but the claim made with it failed: the worker was lost."""
+    fake = FakeServer()
+
+    def lost_while_reporting(task_id: int, body: dict[str, Any]) -> httpx.Response | None:
+        if task_id != 1:
+            return None
+        fake.completions.append((task_id, body))
+        claim_error = {"code": "illegal_transition", "message": "worker w1 was lost"}
+        return httpx.Response(200, json={"ok": True, "tasks": [], "claim_error": claim_error})
+
+    fake.on_complete = lost_while_reporting
+
+    async def scenario(worker: Worker) -> None:
+        fake.add(task(1, "true"))
+        await wait_for(lambda: len(fake.registrations) == 2)
+        fake.add(task(2, "echo again"))
+        await wait_for(lambda: len(fake.completions) == 2)
+        worker.interrupt()
+
+    assert drive(fake, tmp_path, scenario) == 0
+    assert [(t, c["worker_id"]) for t, c in fake.completions] == [(1, "w1"), (2, "w2")]
+    assert fake.deregistered == ["w2"]
+
+
+def test_any_other_claim_error_is_an_empty_claim(tmp_path: Path) -> None:
+    fake = FakeServer()
+
+    def claim_failed(task_id: int, body: dict[str, Any]) -> httpx.Response | None:
+        fake.completions.append((task_id, body))
+        claim_error = {"code": "unavailable", "message": "try again"}
+        return httpx.Response(200, json={"ok": True, "tasks": [], "claim_error": claim_error})
+
+    fake.on_complete = claim_failed
+    fake.add(task(1, "true"), task(2, "true"))
+    assert drive(fake, tmp_path, burst=True) == 0
+    assert [t for t, _ in fake.completions] == [1, 2]  # task 2 came by the next claim
+    assert len(fake.registrations) == 1
+
+
+def test_tasks_run_without_the_worker_s_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KICKOFF_TOKEN", "the-worker-s-secret")
+    monkeypatch.setenv("KICKOFF_TEST_KEEP", "kept")
+    fake = FakeServer()
+    fake.add(task(1, 'echo "${KICKOFF_TOKEN-unset} $KICKOFF_TEST_KEEP $KICKOFF_TASK_ID"'))
+    assert drive(fake, tmp_path, burst=True) == 0
+    assert fake.completions[0][1]["output_tail"] == "unset kept 1\n"
+
+
+def test_tasks_inherit_no_descriptor_of_the_worker(tmp_path: Path) -> None:
+    """Not its connections, not its stock of unnamed log files: only stdin/out/err."""
+    fake = FakeServer()
+    fake.add(*(task(i, "ls /proc/$$/fd") for i in range(1, 6)))
+    assert drive(fake, tmp_path, burst=True) == 0
+    assert [c["output_tail"] for _, c in fake.completions] == ["0\n1\n2\n"] * 5

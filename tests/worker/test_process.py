@@ -248,3 +248,30 @@ def test_prune_keeps_the_newest_task_logs(tmp_path: Path) -> None:
         "task-3-1.log",
     ]
     assert logfiles.prune(tmp_path, keep=10) == 0
+
+
+def test_an_unexpected_error_while_starting_is_reported_not_raised(tmp_path: Path) -> None:
+    """A bug on the way to the spawn (here: a non-string in the environment) fails the
+    attempt with a report, instead of escaping into the loop and losing the slot."""
+    assignment = Assignment(task_id=4, attempt=1, command="true")
+    job = Job(assignment, worker_id="w9", log_dir=tmp_path, env={"BROKEN": 1})  # type: ignore[dict-item]
+    job.start()  # does not raise
+    outcome = asyncio.run(job.run())
+    assert outcome.exit_code == 1 and "internal error" in outcome.output_tail
+    assert job.process is None
+
+
+def test_start_spawns_at_once_and_run_then_only_waits(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+
+    async def scenario() -> Outcome:
+        job = make_job(tmp_path, f"touch {marker}")
+        job.start()
+        assert job.process is not None  # spawned before any await
+        pid = job.process.pid
+        job.start()  # once only
+        assert job.process.pid == pid
+        return await job.run()
+
+    assert asyncio.run(scenario()).exit_code == 0
+    assert marker.exists()

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from kickoff import defaults
+from kickoff.errors import IllegalTransition, KickoffError, NotFound, Unavailable
 from kickoff.worker import replies
 from kickoff.worker.process import Assignment
 from kickoff.worker.replies import BadReply, Refused
@@ -103,6 +104,39 @@ def test_more_tasks_than_asked_and_duplicates_are_dropped() -> None:
 def test_worker_ids_that_are_unsafe_in_a_url_are_refused(worker_id: Any) -> None:
     with pytest.raises(BadReply):
         replies.registration({"worker_id": worker_id, "heartbeat_interval_s": 1})
+
+
+def test_a_bad_reply_is_a_kickoff_error() -> None:
+    """So that `kickoff worker` prints one `error:` line for it, never a traceback."""
+    with pytest.raises(KickoffError, match="not a valid worker id"):
+        replies.registration({"worker_id": "../../etc/passwd"})
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"ok": True, "tasks": []}, None),
+        ({"claim_error": {"code": "illegal_transition", "message": "lost"}}, IllegalTransition),
+        ({"claim_error": {"code": "not_found", "message": "no worker w1"}}, NotFound),
+        ({"claim_error": {"code": "unavailable", "message": "later"}}, Unavailable),
+        ({"claim_error": {"code": "made_up", "message": "?"}}, KickoffError),
+        ({"claim_error": {"code": "made_up"}}, KickoffError),
+        ({"claim_error": {"code": 409, "message": "x"}}, None),
+        ({"claim_error": "illegal_transition"}, None),
+        ({"claim_error": None}, None),
+        ([{"claim_error": {"code": "not_found"}}], None),
+        (None, None),
+    ],
+)
+def test_claim_errors(answer: Any, expected: type[KickoffError] | None) -> None:
+    error = replies.claim_error(answer)
+    assert (None if error is None else type(error)) is expected
+
+
+def test_a_claim_error_message_is_capped() -> None:
+    answer = {"claim_error": {"code": "not_found", "message": "x" * 100_000}}
+    error = replies.claim_error(answer)
+    assert error is not None and len(error.message) == replies.MAX_MESSAGE_CHARS
 
 
 def test_registration_interval_defaults_and_clamps() -> None:
