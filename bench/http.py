@@ -211,7 +211,7 @@ def drain(tasks: int = 2000) -> float:
                 # the end is the last completion as the log recorded it, not when we looked
                 last = http.get(
                     "/v1/events",
-                    params={"type": "TaskCompleted", "after": max(0, stats["last_seq"] - 64)},
+                    params={"type": "TaskCompleted", "after": max(0, stats["last_seq"] - 500)},
                 ).json()["events"]
                 finished = max(datetime.fromisoformat(e["ts"]) for e in last)
                 return tasks / (finished - started).total_seconds()
