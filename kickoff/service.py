@@ -278,14 +278,8 @@ class Service:
         known = self._recent_commands.pop(task_id, None)
         if known is not None:
             return Claimed(task_id, attempt, known[0], known[1])
-        row = await self._fetch(
-            queries.Query(
-                "SELECT command, timeout_s FROM tasks WHERE id = ?",
-                (task_id,),
-                lambda rows: rows[0],
-            )
-        )
-        return Claimed(task_id, attempt, row[0], row[1])
+        command, timeout_s = await self._fetch(queries.command_of(task_id))
+        return Claimed(task_id, attempt, command, timeout_s)
 
     async def heartbeat(self, worker_id: str, running: list[tuple[int, int]]) -> list[int]:
         """Record that the worker lives; returns the task ids it must stop."""

@@ -75,11 +75,12 @@ def get_task(task_id: int) -> Query:
     )
 
 
-def get_command(task_id: int) -> Query:
+def command_of(task_id: int) -> Query:
+    """(command, timeout_s) of a task: what a claim hands the worker."""
     return Query(
-        "SELECT command FROM tasks WHERE id = ?",
+        "SELECT command, timeout_s FROM tasks WHERE id = ?",
         (task_id,),
-        lambda rows: rows[0][0] if rows else None,
+        lambda rows: (rows[0][0], rows[0][1]),
     )
 
 

@@ -27,13 +27,6 @@ class TaskState(StrEnum):
 
 
 LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLING)
-FINAL_STATES = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
-
-
-class WorkerState(StrEnum):
-    ALIVE = "alive"
-    STOPPED = "stopped"
-    LOST = "lost"
 
 
 class Task:

@@ -173,10 +173,6 @@ class Matcher:
             heapq.heapreplace(heap, (real, index))
         return None
 
-    def forget_views(self) -> None:
-        """Drop every per-tag-set view (they rebuild on demand)."""
-        self._views.clear()
-
     def drop_view(self, tags: frozenset[str]) -> None:
         """No worker has this tag set any more: stop maintaining its view."""
         self._views.pop(tags, None)
