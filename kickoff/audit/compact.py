@@ -16,7 +16,7 @@ from pathlib import Path
 
 from kickoff.clock import to_text
 from kickoff.errors import DatabaseRefused, InvalidInput
-from kickoff.store.db import SQLITE_MAGIC, connect
+from kickoff.store.db import EVENTS_COLUMNS, SQLITE_MAGIC, connect
 
 ARCHIVE_APPLICATION_ID = 0x4B415243  # "KARC": a kickoff archive, never a live database
 ARCHIVE_VERSION = 1
@@ -49,17 +49,8 @@ CREATE TRIGGER IF NOT EXISTS compacted_runs_no_delete BEFORE DELETE ON compacted
 BEGIN SELECT RAISE(ABORT, 'kickoff: compaction records are append-only'); END;
 """
 
-ARCHIVE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS arch.events (
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    type TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    task_id INTEGER,
-    worker_id TEXT,
-    payload TEXT NOT NULL,
-    hash BLOB NOT NULL
-) STRICT;
+ARCHIVE_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS arch.events {EVENTS_COLUMNS};
 CREATE TABLE IF NOT EXISTS arch.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TRIGGER IF NOT EXISTS arch.events_no_update BEFORE UPDATE ON events
 BEGIN SELECT RAISE(ABORT, 'kickoff: the archive is append-only (UPDATE refused)'); END;

@@ -22,7 +22,7 @@ from kickoff.errors import DatabaseRefused
 from kickoff.events.model import task_id_of, worker_id_of
 from kickoff.state.fold import State, apply
 from kickoff.store.db import connect
-from kickoff.store.log import GENESIS, Recorded, Row, chain_hash, read_rows
+from kickoff.store.log import GENESIS, Recorded, Row, read_rows
 
 CHECKS: dict[str, str] = {
     "integrity": "SQLite integrity_check; the log's append-only triggers are in place",
@@ -236,16 +236,7 @@ class _Scan:
         if self.unchecked:  # the row before is missing: nothing to chain to
             self.unchecked = False
         else:
-            digest = chain_hash(
-                self.prev,
-                row.seq,
-                row.at,
-                row.type,
-                row.version,
-                row.task_id,
-                row.worker_id,
-                row.payload,
-            )
+            digest = row.expected_hash(self.prev)
             if digest != row.hash:
                 self.report.add(
                     check,

@@ -16,6 +16,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from kickoff.audit import history
 from kickoff.cli._common import console
 
 STATES = ("pending", "running", "cancelling", "succeeded", "failed", "cancelled")
@@ -75,18 +76,8 @@ def span(seconds: float) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """A precise duration: `0.42s`, `12.3s`, `4m05s`, `2h03m`."""
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    """A precise duration: `0.42s`, `12.3s`, `4m05s`, `2h03m`; `-` for none."""
+    return "-" if seconds is None else history.duration(seconds)
 
 
 def when(text: str | None, now: datetime) -> str:

@@ -20,8 +20,7 @@ APPLICATION_ID = 0x4B49434B  # "KICK"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-LOG_SCHEMA = """
-CREATE TABLE events (
+EVENTS_COLUMNS = """(
     seq INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
     type TEXT NOT NULL,
@@ -30,7 +29,10 @@ CREATE TABLE events (
     worker_id TEXT,
     payload TEXT NOT NULL,
     hash BLOB NOT NULL
-) STRICT;
+) STRICT"""  # the log's columns; a compaction archive has the same
+
+LOG_SCHEMA = f"""
+CREATE TABLE events {EVENTS_COLUMNS};
 CREATE INDEX events_task ON events(task_id) WHERE task_id IS NOT NULL;
 CREATE INDEX events_worker ON events(worker_id) WHERE worker_id IS NOT NULL;
 CREATE INDEX events_at ON events(at);

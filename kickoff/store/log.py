@@ -52,6 +52,10 @@ class Row(NamedTuple):
     payload: str
     hash: bytes
 
+    def expected_hash(self, prev: bytes) -> bytes:
+        """The hash this row must carry after a row hashed `prev` (verify compares)."""
+        return chain_hash(prev, *self[:7])
+
     def decode(self) -> Recorded:
         return Recorded(
             self.seq, from_text(self.at), codec.decode(self.type, self.version, self.payload)
