@@ -73,6 +73,20 @@ def _headers(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+def _settings(
+    server: str | None, token: str | None, timeout_s: float
+) -> tuple[str, dict[str, Any]]:
+    """The normalized address, and what both httpx clients are built with."""
+    address = auth.normalize_server(server)
+    headers = _headers(resolve_token(address, token))
+    return address, {"base_url": base_url(address), "headers": headers, "timeout": timeout_s}
+
+
+def _present(params: dict[str, Any]) -> dict[str, Any]:
+    """Query parameters without the ones left unset."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
 class Client:
     """Synchronous client, for the command line."""
 
@@ -83,27 +97,22 @@ class Client:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.server = auth.normalize_server(server)
-        self.http = httpx.Client(
-            base_url=base_url(self.server),
-            headers=_headers(resolve_token(self.server, token)),
-            timeout=timeout_s,
-        )
+        self.server, settings = _settings(server, token, timeout_s)
+        self.http = httpx.Client(**settings)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with map_exceptions(self.server):
             return _check(self.http.request(method, path, **kwargs))
 
     def get(self, path: str, **params: Any) -> Any:
-        clean = {k: v for k, v in params.items() if v is not None}
-        return self.request("GET", path, params=clean)
+        return self.request("GET", path, params=_present(params))
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body, **kwargs)
 
     def stream_lines(self, path: str, **params: Any) -> Iterator[str]:
         """Lines of a streaming response (server-sent events)."""
-        clean = {k: v for k, v in params.items() if v is not None}
+        clean = _present(params)
         with (
             map_exceptions(self.server),
             self.http.stream(
@@ -126,7 +135,8 @@ class Client:
 
 
 class AsyncClient:
-    """Asynchronous client, for the worker."""
+    """Asynchronous client (the worker's hot path uses kickoff/worker/_http.py; its tests
+    drive the worker loop through this one with httpx's MockTransport)."""
 
     def __init__(
         self,
@@ -135,20 +145,15 @@ class AsyncClient:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.server = auth.normalize_server(server)
-        self.http = httpx.AsyncClient(
-            base_url=base_url(self.server),
-            headers=_headers(resolve_token(self.server, token)),
-            timeout=timeout_s,
-        )
+        self.server, settings = _settings(server, token, timeout_s)
+        self.http = httpx.AsyncClient(**settings)
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         with map_exceptions(self.server):
             return _check(await self.http.request(method, path, **kwargs))
 
     async def get(self, path: str, **params: Any) -> Any:
-        clean = {k: v for k, v in params.items() if v is not None}
-        return await self.request("GET", path, params=clean)
+        return await self.request("GET", path, params=_present(params))
 
     async def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return await self.request("POST", path, json=body, **kwargs)

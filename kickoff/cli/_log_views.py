@@ -18,6 +18,7 @@ from kickoff.audit import pointintime
 from kickoff.audit import verify as verifying
 from kickoff.cli import _output as out
 from kickoff.cli._common import console
+from kickoff.cli._views import task_fields
 
 EventJSON = dict[str, Any]
 
@@ -258,19 +259,7 @@ def print_task_then(view: pointintime.View, task: EventJSON, events: list[EventJ
         )
     )
     out.heading("")
-    rows: list[tuple[str, out.Cell]] = [
-        ("state", out.state(task["state"])),
-        ("command", task["command"]),
-        ("require", out.tags(task["require"])),
-        ("want", out.tags(task["want"])),
-        ("priority", str(task["priority"])),
-        ("attempt", f"{task['attempt']} of {task['max_attempts']}"),
-        ("worker", task.get("worker") or "-"),
-        ("exit code", "-" if task.get("exit_code") is None else str(task["exit_code"])),
-        ("submitted", before(task["submitted_at"], at)),
-        ("started", before(task["started_at"], at)),
-        ("finished", before(task["finished_at"], at)),
-    ]
+    rows = task_fields(task, lambda text: before(text, at))
     if task.get("reason"):
         rows.append(("reason", str(task["reason"])))
     out.fields(rows)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,12 +110,13 @@ def _at(text: str | None, now: datetime) -> str:
     return f"{text}  ({out.ago(text, now)})" if out.is_terminal() else text
 
 
-def _info_fields(task: Task, now: datetime) -> list[tuple[str, out.Cell]]:
+def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str, out.Cell]]:
+    """The fields `info` shows first, with times told by `when` (now, or a replay point)."""
     worker = task.get("worker") or "-"
     name = task.get("worker_name")
     if name and name != worker:
         worker = f"{name} ({worker})"
-    rows: list[tuple[str, out.Cell]] = [
+    return [
         ("state", out.state(task["state"])),
         ("command", task["command"]),
         ("require", out.tags(task["require"])),
@@ -124,11 +125,15 @@ def _info_fields(task: Task, now: datetime) -> list[tuple[str, out.Cell]]:
         ("attempt", f"{task['attempt']} of {task['max_attempts']}"),
         ("worker", worker),
         ("exit code", "-" if task.get("exit_code") is None else str(task["exit_code"])),
-        ("submitted", _at(task["submitted_at"], now)),
-        ("started", _at(task["started_at"], now)),
-        ("finished", _at(task["finished_at"], now)),
-        ("duration", out.duration(task.get("duration_s"))),
+        ("submitted", when(task["submitted_at"])),
+        ("started", when(task["started_at"])),
+        ("finished", when(task["finished_at"])),
     ]
+
+
+def _info_fields(task: Task, now: datetime) -> list[tuple[str, out.Cell]]:
+    rows = task_fields(task, lambda text: _at(text, now))
+    rows.append(("duration", out.duration(task.get("duration_s"))))
     optional = (
         ("reason", task.get("reason")),
         ("timeout", None if task.get("timeout_s") is None else f"{task['timeout_s']:g}s"),
