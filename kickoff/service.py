@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,17 @@ import aiosqlite
 from kickoff import defaults
 from kickoff.clock import Clock, utc_now
 from kickoff.errors import KickoffError, NotFound, Unavailable
-from kickoff.events.model import Event, TaskClaimed, TaskRequeued, TaskSubmitted, WorkerRegistered
+from kickoff.events.model import (
+    Event,
+    TaskCancelled,
+    TaskClaimed,
+    TaskCompleted,
+    TaskFailed,
+    TaskRequeued,
+    TaskSubmitted,
+    WorkerRegistered,
+    WorkerTagsChanged,
+)
 from kickoff.projections import queries
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
@@ -37,6 +48,31 @@ logger = logging.getLogger(__name__)
 
 RECENT_COMMANDS = 20_000  # commands kept for claims right after submit: at most ~20 MB
 RECENT_COMMAND_CHARS = 1024
+
+
+# Events after which a parked claim may find a task: work appeared or a slot came free.
+FREES_WORK = (
+    TaskSubmitted,
+    TaskRequeued,
+    TaskCompleted,
+    TaskCancelled,
+    TaskFailed,
+    WorkerTagsChanged,
+)
+
+
+@dataclass(slots=True)
+class _Parked:
+    """A long-poll claim waiting for work.
+
+    `handed` resolves with the claims recorded for it and the commit they ride in, or with
+    None: look again (its worker's situation changed, or the server is stopping).
+    """
+
+    worker_id: str
+    max_tasks: int
+    handed: asyncio.Future[tuple[list[TaskClaimed], asyncio.Future[None]] | None]
+    gone: asyncio.Future[None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +109,7 @@ class Service:
         self._writer: GroupWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._seq = 0
-        self._waiters: set[asyncio.Future[None]] = set()
+        self._parked: dict[int, _Parked] = {}  # by arrival: the longest waiting is served first
         self._subscribers: set[asyncio.Queue[Row | None]] = set()
         self._expirer: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -133,7 +169,12 @@ class Service:
     # -- recording -------------------------------------------------------------
 
     def _record(self, events: list[Event]) -> asyncio.Future[None] | None:
-        """Give events their seq and time, apply them, queue them; None if no events."""
+        """Give events their seq and time, apply them, queue them; None if no events.
+
+        When the events make work available, parked claims are served at once and their
+        TaskClaimed events join the same commit: a task submitted to an idle worker costs
+        one fsync before it starts, not two.
+        """
         if not events:
             return None
         assert self._writer is not None
@@ -145,7 +186,42 @@ class Service:
             self._seq += 1
             records.append(Recorded(self._seq, at, event))
             apply(self.state, event, seq=self._seq, at=at)
-        return self._writer.submit(records)
+        handed: list[tuple[_Parked, list[TaskClaimed]]] = []
+        if self._parked and any(isinstance(event, FREES_WORK) for event in events):
+            handed = self._serve_parked(records, at)
+        future = self._writer.submit(records)
+        for parked, claimed in handed:
+            parked.handed.set_result((claimed, future))
+        return future
+
+    def _serve_parked(
+        self, records: list[Recorded], at: datetime
+    ) -> list[tuple[_Parked, list[TaskClaimed]]]:
+        """Claim for parked long-polls, oldest first; their events are added to records."""
+        handed = []
+        for key, parked in list(self._parked.items()):
+            if parked.gone is not None and parked.gone.done():
+                continue  # its worker hung up: it takes nothing
+            claimed: list[TaskClaimed] = []
+            try:
+                for _ in range(parked.max_tasks):
+                    events = decide.claim(self.state, parked.worker_id)
+                    if not events:
+                        break
+                    for event in events:
+                        self._seq += 1
+                        records.append(Recorded(self._seq, at, event))
+                        apply(self.state, event, seq=self._seq, at=at)
+                    assert isinstance(events[0], TaskClaimed)
+                    claimed.append(events[0])
+            except KickoffError:  # its worker was lost or stopped: let the claim find out
+                del self._parked[key]
+                parked.handed.set_result(None)
+                continue
+            if claimed:
+                del self._parked[key]
+                handed.append((parked, claimed))
+        return handed
 
     async def _commit(self, events: list[Event]) -> None:
         future = self._record(events)
@@ -205,9 +281,6 @@ class Service:
         if future is None:
             return ids
         self._remember_commands(events)
-        # Claims woken now queue behind these events: they can only be answered once the
-        # submit is durable too, and both often share one commit.
-        self._wake_claimers()
         await future
         return ids
 
@@ -221,10 +294,11 @@ class Service:
             recent.popitem(last=False)
 
     def _wake_claimers(self) -> None:
-        waiters, self._waiters = self._waiters, set()
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        """Make every parked claim look again (tags changed, a worker stopped, shutdown)."""
+        parked, self._parked = self._parked, {}
+        for waiting in parked.values():
+            if not waiting.handed.done():
+                waiting.handed.set_result(None)
 
     async def claim(
         self,
@@ -255,24 +329,45 @@ class Service:
                 assert future is not None and isinstance(events[0], TaskClaimed)
                 futures.append(future)
                 claimed.append(events[0])
+            if not claimed:
+                remaining = deadline - loop.time()
+                if remaining > 0 and not self.shutting_down and not (gone and gone.done()):
+                    handed = await self._park(worker_id, max_tasks, remaining, gone)
+                    if handed is None:
+                        if futures:
+                            await asyncio.gather(*futures)
+                        if loop.time() >= deadline or (gone is not None and gone.done()):
+                            return []
+                        continue  # woken to look again
+                    claimed, commit = handed
+                    futures.append(commit)
             if futures:
                 await asyncio.gather(*futures)
-            if claimed:
-                return [await self._claimed(e.task_id, e.attempt) for e in claimed]
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.shutting_down or (gone is not None and gone.done()):
-                return []
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.add(waiter)
-            try:
-                watch = {waiter} if gone is None else {waiter, gone}
-                done, _ = await asyncio.wait(
-                    watch, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                if waiter not in done:  # timed out, or the worker hung up
-                    return []
-            finally:
-                self._waiters.discard(waiter)
+            return [await self._claimed(e.task_id, e.attempt) for e in claimed]
+
+    async def _park(
+        self,
+        worker_id: str,
+        max_tasks: int,
+        timeout_s: float,
+        gone: asyncio.Future[None] | None,
+    ) -> tuple[list[TaskClaimed], asyncio.Future[None]] | None:
+        """Wait until a record hands this claim tasks; None on a wake-up, time-out or hang-up."""
+        loop = asyncio.get_running_loop()
+        parked = _Parked(worker_id, max_tasks, loop.create_future(), gone)
+        key = id(parked)
+        self._parked[key] = parked
+        try:
+            watch: set[asyncio.Future[Any]] = {parked.handed}
+            if gone is not None:
+                watch.add(gone)
+            await asyncio.wait(watch, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if self._parked.get(key) is parked:
+                del self._parked[key]
+        # Handed tasks are recorded against this worker: they are answered even when it
+        # hung up or the wait timed out in the same instant (a lease covers the rest).
+        return parked.handed.result() if parked.handed.done() else None
 
     async def _claimed(self, task_id: int, attempt: int) -> Claimed:
         known = self._recent_commands.pop(task_id, None)
@@ -290,8 +385,6 @@ class Service:
     async def complete(self, report: Completion) -> None:
         events = decide.complete(self.state, report)
         await self._commit(events)
-        if any(isinstance(e, TaskRequeued) for e in events):
-            self._wake_claimers()
 
     async def complete_and_claim(
         self,
@@ -308,8 +401,6 @@ class Service:
         """
         events = decide.complete(self.state, report)
         future = self._record(events)
-        if any(isinstance(e, TaskRequeued) for e in events):
-            self._wake_claimers()
         try:
             claimed = await self.claim(
                 report.worker_id, max_tasks=max_tasks, wait_s=wait_s, gone=gone, recorded=future
@@ -342,9 +433,7 @@ class Service:
         replace: frozenset[str] | None = None,
     ) -> frozenset[str]:
         events = decide.change_tags(self.state, worker_id, add=add, remove=remove, replace=replace)
-        await self._commit(events)
-        if events:
-            self._wake_claimers()
+        await self._commit(events)  # parked claims are served by the change (FREES_WORK)
         return self.state.workers[worker_id].tags
 
     async def stop_worker(self, worker_id: str) -> None:
@@ -364,7 +453,7 @@ class Service:
             return 1
         events = decide.expire(self.state, self.clock(), timeout_s=self.heartbeat_timeout_s)
         await self._commit(events)
-        if events:
+        if events:  # requeued tasks were handed out; lost workers' parked claims must end
             self._wake_claimers()
         return len(events)
 

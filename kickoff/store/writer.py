@@ -1,18 +1,22 @@
 """Group commit: concurrent appends share one transaction and one fsync.
 
 Callers hand over records (already applied in memory) and await a future that resolves
-once the batch holding them is durable. While the writer thread commits one batch, the
-next one gathers. A failed batch fails every record queued behind it too: their seqs
-followed the lost ones, so the owner must rebuild its state from the log.
+once the batch holding them is durable. One dedicated thread writes: while it commits one
+batch, the next one gathers. It answers the event loop with one call per batch.
+
+A failed batch fails every record queued behind it too: their seqs followed the lost
+ones, so the owner must rebuild its state from the log. The thread takes nothing more
+until the event loop has failed those records and the owner has rebuilt its state.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from kickoff.errors import Unavailable
 from kickoff.store.database import Database
@@ -22,9 +26,11 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH_RECORDS = 50_000
 
+Queued = tuple[list[Recorded], asyncio.Future[None]]
+
 
 class GroupWriter:
-    """The one task that writes to the database."""
+    """The one thread that writes to the database."""
 
     def __init__(
         self,
@@ -36,28 +42,35 @@ class GroupWriter:
         self.db = db
         self._on_commit = on_commit
         self._on_failure = on_failure
-        self._queue: deque[tuple[list[Recorded], asyncio.Future[None]]] = deque()
-        self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="kickoff-writer")
-        self._task: asyncio.Task[None] | None = None
+        self._queue: deque[Queued] = deque()
+        self._ready = threading.Condition()  # guards _queue, _held and _closing
+        self._held = False  # a failed batch is being handled on the event loop
         self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self.batches = 0
         self.records = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="kickoff-writer")
+        self._loop = asyncio.get_running_loop()
+        self._stopped = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, name="kickoff-writer", daemon=True)
+        self._thread.start()
 
     def submit(self, records: list[Recorded]) -> asyncio.Future[None]:
         """Queue records for the next batch; the future resolves when they are durable."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._closing:
-            future.set_exception(Unavailable("the server is shutting down"))
-            return future
-        self._queue.append((records, future))
-        self._wakeup.set()
+        assert self._loop is not None, "start() first"
+        future: asyncio.Future[None] = self._loop.create_future()
+        with self._ready:
+            if self._closing:
+                future.set_exception(Unavailable("the server is shutting down"))
+                return future
+            self._queue.append((records, future))
+            self._ready.notify()
         return future
 
-    def _take(self) -> list[tuple[list[Recorded], asyncio.Future[None]]]:
+    def _take(self) -> list[Queued]:
         taken, count = [], 0
         while self._queue and count < MAX_BATCH_RECORDS:
             item = self._queue.popleft()
@@ -65,43 +78,68 @@ class GroupWriter:
             count += len(item[0])
         return taken
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _run(self) -> None:
+        """The writer thread: take what is queued, write it, tell the event loop."""
         while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            taken = self._take()
+            with self._ready:
+                while self._held or not (self._queue or self._closing):
+                    self._ready.wait()
+                if not self._queue:  # closing, and everything is written
+                    break
+                taken = self._take()
             records = [r for recs, _ in taken for r in recs]
             try:
-                rows = await loop.run_in_executor(self._executor, self.db.write, records)
+                rows = self.db.write(records)
             except BaseException as exc:  # storage failed: nothing of this batch is durable
                 logger.error("write failed, %d records refused: %s", len(records), exc)
-                failed = taken + list(self._queue)
-                self._queue.clear()
-                for _, future in failed:
-                    if not future.done():
-                        future.set_exception(
-                            exc if isinstance(exc, Unavailable) else Unavailable(str(exc))
-                        )
-                if self._on_failure is not None:
-                    self._on_failure(exc)
+                with self._ready:
+                    self._held = True
+                self._call(self._failed, taken, exc)
                 continue
             self.batches += 1
             self.records += len(records)
-            for _, future in taken:
-                if not future.done():
-                    future.set_result(None)
-            if self._on_commit is not None:
-                self._on_commit(rows)
+            self._call(self._committed, taken, rows)
+        self._call(self._finished)
+
+    def _call(self, callback: Callable[..., None], *args: object) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- on the event loop ---------------------------------------------------------
+
+    def _committed(self, taken: list[Queued], rows: list[Row]) -> None:
+        for _, future in taken:
+            if not future.done():
+                future.set_result(None)
+        if self._on_commit is not None:
+            self._on_commit(rows)
+
+    def _failed(self, taken: list[Queued], exc: BaseException) -> None:
+        with self._ready:
+            failed = taken + list(self._queue)
+            self._queue.clear()
+        for _, future in failed:
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, Unavailable) else Unavailable(str(exc)))
+        try:
+            if self._on_failure is not None:
+                self._on_failure(exc)
+        finally:
+            with self._ready:
+                self._held = False
+                self._ready.notify()
+
+    def _finished(self) -> None:
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(None)
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
-        self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-        self._executor.shutdown(wait=True)
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        if self._stopped is not None:
+            await self._stopped
+        if self._thread is not None:
+            self._thread.join()

@@ -161,3 +161,35 @@ def test_concurrent_submits_share_commits(db_path: Path) -> None:
     finally:
         conn.close()
     check_database(db_path, state)
+
+
+def test_parked_claims_are_served_in_the_submits_commit(db_path: Path) -> None:
+    """A task submitted to an idle worker is claimed in the commit that stores it: one
+    fsync before it can start. The oldest parked claim that may run it gets it; a claim
+    whose worker cannot run it stays parked, and one whose worker hung up takes nothing."""
+
+    async def run(service: Service, clock: FakeClock) -> None:
+        cpu = await service.register(name="cpu", tags=frozenset({"cpu"}), slots=1)
+        gpu = await service.register(name="gpu", tags=frozenset({"gpu"}), slots=1)
+        gone_worker = await service.register(name="gone", tags=frozenset({"gpu"}), slots=1)
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        parked_gone = asyncio.ensure_future(
+            service.claim(gone_worker, max_tasks=1, wait_s=30, gone=gone)
+        )
+        await asyncio.sleep(0)
+        parked_cpu = asyncio.ensure_future(service.claim(cpu, max_tasks=1, wait_s=30))
+        parked_gpu = asyncio.ensure_future(service.claim(gpu, max_tasks=1, wait_s=30))
+        await asyncio.sleep(0.01)
+        gone.set_result(None)
+        batches = service.writer_stats()[0]
+        (task_id,) = await service.submit([NewTask(command="render", require=frozenset({"gpu"}))])
+        claimed = await parked_gpu
+        assert [(c.task_id, c.attempt, c.command) for c in claimed] == [(task_id, 1, "render")]
+        assert service.writer_stats()[0] == batches + 1, "the claim did not share the commit"
+        assert await parked_gone == []
+        assert not parked_cpu.done()
+        (cpu_task,) = await service.submit([NewTask(command="crunch", require=frozenset({"cpu"}))])
+        assert [c.task_id for c in await parked_cpu] == [cpu_task]
+
+    _, state = with_service(db_path, run)
+    check_database(db_path, state)
