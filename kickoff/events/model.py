@@ -193,15 +193,15 @@ EVENT_TYPES: dict[str, type[Event]] = {
 }
 
 
-_HAS_TASK = frozenset(cls for cls in EVENT_TYPES.values() if "task_id" in cls.__slots__)
-_HAS_WORKER = frozenset(cls for cls in EVENT_TYPES.values() if "worker_id" in cls.__slots__)
+HAS_TASK_ID = frozenset(cls for cls in EVENT_TYPES.values() if "task_id" in cls.__slots__)
+HAS_WORKER_ID = frozenset(cls for cls in EVENT_TYPES.values() if "worker_id" in cls.__slots__)
 
 
 def task_id_of(event: Event) -> int | None:
     """The task an event is about, for the log's indexed column."""
-    return event.task_id if type(event) in _HAS_TASK else None  # type: ignore[union-attr]
+    return event.task_id if type(event) in HAS_TASK_ID else None  # type: ignore[union-attr]
 
 
 def worker_id_of(event: Event) -> str | None:
     """The worker an event is about, for the log's indexed column."""
-    return event.worker_id if type(event) in _HAS_WORKER else None  # type: ignore[union-attr]
+    return event.worker_id if type(event) in HAS_WORKER_ID else None  # type: ignore[union-attr]

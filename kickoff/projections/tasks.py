@@ -9,17 +9,16 @@ from typing import Any
 
 import orjson
 
-from kickoff.clock import to_text
 from kickoff.events import model as ev
-from kickoff.store.log import Recorded
 
 Op = tuple[str, tuple[Any, ...]]
 
-INSERT_TASK = (
+INSERT_TASKS = (
     "INSERT INTO tasks (id, state, command, require, want, priority, attempt, max_attempts, "
-    "timeout_s, timed_out, idempotency_key, submitted_by, submitted_at, updated_seq) "
-    "VALUES (?, 'pending', ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?)"
+    "timeout_s, timed_out, idempotency_key, submitted_by, submitted_at, updated_seq)"
 )
+TASK_VALUES = "(?, 'pending', ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?)"
+INSERT_TASK = f"{INSERT_TASKS} VALUES {TASK_VALUES}"
 CLAIM = (
     "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, "
     "updated_seq = ? WHERE id = ?"
@@ -58,6 +57,7 @@ class TaskProjector:
         self.conn = conn
         self.states: dict[int, str] = {}  # states as of this batch, for count deltas
         self.deltas: Counter[str] = Counter()
+        self.submits = 0  # new pending tasks, counted apart from deltas: it is the hot path
 
     def _state(self, task_id: int) -> str:
         state = self.states.get(task_id)
@@ -71,26 +71,30 @@ class TaskProjector:
         self.deltas[to] += 1
         self.states[task_id] = to
 
-    def ops(self, rec: Recorded) -> list[Op]:
-        e, seq, at = rec.event, rec.seq, to_text(rec.at)
+    def submitted(self, e: ev.TaskSubmitted, seq: int, at: str) -> Op:
+        """The new task's row (the hot path of a bulk submit: no match, one tuple)."""
+        self.states[e.task_id] = "pending"
+        self.submits += 1
+        row = (
+            e.task_id,
+            e.command,
+            tags_json(e.require),
+            tags_json(e.want),
+            e.priority,
+            e.max_attempts,
+            e.timeout_s,
+            e.idempotency_key,
+            e.submitted_by,
+            at,
+            seq,
+        )
+        return (INSERT_TASK, row)
+
+    def ops(self, e: ev.Event, seq: int, at: str) -> list[Op]:
+        """SQL for tasks that one event (recorded at `seq`, at time `at`) implies."""
         match e:
             case ev.TaskSubmitted():
-                self.states[e.task_id] = "pending"
-                self.deltas["pending"] += 1
-                row = (
-                    e.task_id,
-                    e.command,
-                    tags_json(e.require),
-                    tags_json(e.want),
-                    e.priority,
-                    e.max_attempts,
-                    e.timeout_s,
-                    e.idempotency_key,
-                    e.submitted_by,
-                    at,
-                    seq,
-                )
-                return [(INSERT_TASK, row)]
+                return [self.submitted(e, seq, at)]
             case ev.TaskClaimed():
                 self._move(e.task_id, "running")
                 return [(CLAIM, (e.attempt, e.worker_id, at, seq, e.task_id))]
@@ -134,7 +138,9 @@ class TaskProjector:
 
     def finish(self) -> list[Op]:
         """The count updates for the batch; resets for the next one."""
+        self.deltas["pending"] += self.submits
         ops = [(ADD_COUNT, (n, state)) for state, n in sorted(self.deltas.items()) if n]
         self.states.clear()
         self.deltas.clear()
+        self.submits = 0
         return ops

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from kickoff.clock import to_text
 from kickoff.events import model as ev
 from kickoff.projections.tasks import Op, tags_json
-from kickoff.store.log import Recorded
 
 INSERT_WORKER = (
     "INSERT INTO workers (id, name, host, tags, slots, state, registered_at, last_seen, "
@@ -31,12 +29,10 @@ _WORKER_EVENTS = frozenset(
 )
 
 
-def ops(rec: Recorded) -> list[Op]:
-    """SQL for the workers table that one record implies."""
-    e = rec.event
+def ops(e: ev.Event, seq: int, at: str) -> list[Op]:
+    """SQL for the workers table that one event (recorded at `seq`, at time `at`) implies."""
     if type(e) not in _WORKER_EVENTS:
         return []
-    seq, at = rec.seq, to_text(rec.at)
     match e:
         case ev.WorkerRegistered():
             return [

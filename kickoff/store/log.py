@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from functools import lru_cache
+from itertools import chain
+from typing import Any, NamedTuple
 
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused
 from kickoff.events import codec
-from kickoff.events.model import Event, task_id_of, worker_id_of
+from kickoff.events.model import HAS_TASK_ID, HAS_WORKER_ID, Event
 
 GENESIS = bytes(32)
 
-INSERT_EVENT = (
-    "INSERT INTO events (seq, at, type, version, task_id, worker_id, payload, hash) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
+INSERT_EVENTS = "INSERT INTO events (seq, at, type, version, task_id, worker_id, payload, hash)"
+EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+MAX_ROWS_PER_INSERT = 512
 SELECT_TAIL = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
 SELECT_FROM = (
     "SELECT seq, at, type, version, task_id, worker_id, payload, hash FROM events "
@@ -79,11 +80,66 @@ def chain_hash(
 
 def to_row(prev: bytes, record: Recorded) -> Row:
     """Encode a record into the row that follows a row hashed `prev`."""
-    type_name, version, payload = codec.encode(record.event)
-    at = to_text(record.at)
-    task_id, worker_id = task_id_of(record.event), worker_id_of(record.event)
-    digest = chain_hash(prev, record.seq, at, type_name, version, task_id, worker_id, payload)
-    return Row(record.seq, at, type_name, version, task_id, worker_id, payload, digest)
+    return to_rows(prev, record.seq - 1, [record])[0]
+
+
+def to_rows(prev: bytes, after_seq: int, records: Sequence[Recorded]) -> list[Row]:
+    """Encode records into the rows that follow the row `after_seq`, hashed `prev`.
+
+    The hot path of every write, so `chain_hash` and `Row()` are inlined (the same bytes:
+    tests/store/test_log.py checks each row's hash against chain_hash).
+
+    Raises:
+        DatabaseRefused: a gap or a repeat in seq (a bug, or a second writer).
+    """
+    rows: list[Row] = []
+    add = rows.append
+    sha256, new_row, encoders = hashlib.sha256, tuple.__new__, codec.PAYLOAD_ENCODERS
+    has_task, has_worker = HAS_TASK_ID, HAS_WORKER_ID
+    seq, last_at, at = after_seq, None, ""
+    for record in records:
+        seq += 1
+        if record.seq != seq:
+            raise DatabaseRefused(f"log append out of order: got seq {record.seq}, want {seq}")
+        if record.at is not last_at:  # a batch mostly shares one time
+            last_at, at = record.at, to_text(record.at)
+        event: Any = record.event
+        cls = type(event)
+        payload = encoders[cls](event).decode()
+        task_id = event.task_id if cls in has_task else None
+        worker_id = event.worker_id if cls in has_worker else None
+        type_name, version = cls.__name__, cls.VERSION
+        text = f"{seq}\x1f{at}\x1f{type_name}\x1f{version}\x1f{task_id}\x1f{worker_id}\x1f{payload}"
+        prev = sha256(prev + text.encode()).digest()
+        add(new_row(Row, (seq, at, type_name, version, task_id, worker_id, payload, prev)))
+    return rows
+
+
+@lru_cache(maxsize=64)
+def _values_sql(insert: str, values: str, count: int) -> str:
+    return f"{insert} VALUES {', '.join([values] * count)}"
+
+
+def insert_rows(
+    conn: sqlite3.Connection, insert: str, values: str, rows: Sequence[Sequence[object]]
+) -> None:
+    """`insert` (an INSERT up to VALUES) of every row, many rows per statement.
+
+    One statement per row (executemany) costs a Python round trip and a GIL hand-off per
+    row; here a batch of 1,000 takes six statements. Chunks are powers of two so that at
+    most ten statement texts per table reach the statement cache.
+    """
+    width = values.count("?")
+    most = MAX_ROWS_PER_INSERT
+    while most > 1 and most * width > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+        most //= 2
+    done, total = 0, len(rows)
+    while done < total:
+        while most > total - done:
+            most //= 2
+        chunk = rows[done : done + most]
+        conn.execute(_values_sql(insert, values, most), list(chain.from_iterable(chunk)))
+        done += most
 
 
 class Log:
@@ -107,17 +163,10 @@ class Log:
         Raises:
             DatabaseRefused: a gap or a repeat in seq (a bug, or a second writer).
         """
-        rows: list[Row] = []
-        prev, seq = self.last_hash, self.last_seq
-        for record in records:
-            seq += 1
-            if record.seq != seq:
-                raise DatabaseRefused(f"log append out of order: got seq {record.seq}, want {seq}")
-            row = to_row(prev, record)
-            rows.append(row)
-            prev = row.hash
-        self.conn.executemany(INSERT_EVENT, rows)
-        self.last_seq, self.last_hash = seq, prev
+        rows = to_rows(self.last_hash, self.last_seq, records)
+        insert_rows(self.conn, INSERT_EVENTS, EVENT_VALUES, rows)
+        if rows:
+            self.last_seq, self.last_hash = rows[-1].seq, rows[-1].hash
         return rows
 
 

@@ -163,6 +163,28 @@ class LogContract:
         assert replay(db.conn, until_seq=cut).snapshot() == then
         assert replay(db.conn) == sim.state
 
+    @pytest.mark.parametrize("variables", [None, 100, 11])
+    def test_big_batches_take_many_rows_per_insert(
+        self, db: Database, variables: int | None
+    ) -> None:
+        """Rows go in several per INSERT, in power-of-two chunks that fit SQLite's limit
+        on bound variables (an old SQLite allows 999; 11 leaves one task row per statement)."""
+        if variables is not None:
+            db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variables)
+        sizes = (1, 2, 511, 512, 513, 1000, 1300) if variables is None else (1, 7, 100, 300)
+        seq, stored = 0, []
+        for size in sizes:
+            rows = db.write(some_records(seq + 1, size))
+            assert [r.seq for r in rows] == list(range(seq + 1, seq + size + 1))
+            stored.extend(rows)
+            seq += size
+        assert list(read_rows(db.conn)) == stored
+        assert assert_log_is_whole(db.conn) == seq
+        state = db.replay()
+        assert_projections_agree_with(db.conn, state)
+        ids = [r[0] for r in db.conn.execute("SELECT id FROM tasks ORDER BY id")]
+        assert ids == list(range(1, seq + 1))
+
     def test_log_append_needs_no_database_object(self, db: Database) -> None:
         """Log works on a bare connection, inside the caller's transaction."""
         log = Log(db.conn)

@@ -16,7 +16,7 @@ from kickoff.projections import queries
 from kickoff.projections.rebuild import rebuild
 from kickoff.state.fold import TaskState
 from kickoff.store.database import Database, replay
-from kickoff.store.log import INSERT_EVENT, Recorded, chain_hash
+from kickoff.store.log import EVENT_VALUES, INSERT_EVENTS, Recorded, chain_hash
 from tests.store._checks import (
     assert_log_is_whole,
     assert_projections_agree_with,
@@ -89,7 +89,8 @@ def insert_raw(
     prev = database.log.last_hash
     digest = chain_hash(prev, seq, at, type_name, version, task_id, worker_id, payload)
     database.conn.execute(
-        INSERT_EVENT, (seq, at, type_name, version, task_id, worker_id, payload, digest)
+        f"{INSERT_EVENTS} VALUES {EVENT_VALUES}",
+        (seq, at, type_name, version, task_id, worker_id, payload, digest),
     )
     database.log.reset()
 

@@ -25,6 +25,7 @@ PURE_STDLIB = {
     "datetime",
     "re",
     "itertools",
+    "operator",
 }
 PURE_KICKOFF = {
     "kickoff.events",
