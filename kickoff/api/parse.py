@@ -4,7 +4,6 @@ bodies that are not JSON, TooLarge (413) for limits on size."""
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
@@ -16,6 +15,7 @@ from starlette.requests import Request
 from kickoff import defaults
 from kickoff.errors import InvalidInput, KickoffError, MalformedRequest, TooLarge
 from kickoff.state.decide import Completion, NewTask
+from kickoff.state.decide import new_task as make_task
 from kickoff.tags import check_tags, split_tags
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -76,7 +76,7 @@ def integer(value: Any, *, field: str, low: int, high: int) -> int:
 def number(value: Any, *, field: str, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(f"{field}: expected a number")
-    if not math.isfinite(value) or not low <= value <= high:
+    if not low <= value <= high:  # NaN and infinities too; an int too big for a float too
         raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
     return float(value)
 
@@ -129,12 +129,71 @@ def new_task(value: Any, *, field: str = "task") -> NewTask:
     Raises:
         InvalidInput, TooLarge: naming `field` (`tasks[7].require`, say).
     """
+    task = _plain_task(value)
+    if task is not None:
+        return task
     try:
         return _new_task(value, _field_names("task"))
     except KickoffError:
         if field == "task":
             raise
         return _new_task(value, _field_names(field))  # fails again, naming the batch item
+
+
+def _plain_task(value: Any) -> NewTask | None:
+    """A valid task with an ASCII command, checked inline (a bulk submit parses thousands);
+    None sends any other value through `_new_task`, which takes the same valid tasks and
+    names what is wrong with the invalid ones (tests/unit/test_parse.py holds them equal)."""
+    if type(value) is not dict or not value.keys() <= TASK_FIELDS:
+        return None
+    get = value.get
+    command, priority = get("command"), get("priority", 0)
+    attempts = get("max_attempts", defaults.MAX_ATTEMPTS)
+    timeout, key = get("timeout_s"), get("idempotency_key")
+    if (
+        type(command) is not str
+        or not 0 < len(command) <= defaults.MAX_COMMAND_BYTES
+        or not command.isascii()  # then its length is its size in bytes
+        or "\x00" in command
+        or type(priority) is not int
+        or not defaults.MIN_PRIORITY <= priority <= defaults.MAX_PRIORITY
+        or type(attempts) is not int
+        or not 1 <= attempts <= defaults.MAX_ATTEMPTS_LIMIT
+    ):
+        return None
+    if timeout is not None:
+        if type(timeout) not in (int, float) or not 0.001 <= timeout <= defaults.MAX_TIMEOUT_S:
+            return None  # NaN fails the comparison too
+        timeout = float(timeout)
+    if key is not None and (
+        type(key) is not str
+        or not 0 < len(key) <= defaults.MAX_IDEMPOTENCY_KEY_CHARS
+        or _CONTROL_RE.search(key)
+    ):
+        return None
+    require, want = _plain_tags(get("require")), _plain_tags(get("want"))
+    if require is None or want is None:
+        return None
+    return make_task(command, require, want, priority, attempts, timeout, key)
+
+
+_NO_TAGS: frozenset[str] = frozenset()
+
+
+def _plain_tags(value: Any) -> frozenset[str] | None:
+    """A task's valid tags as `tags` reads them; None for anything else."""
+    if value is None:
+        return _NO_TAGS
+    if type(value) is str:
+        words: tuple[Any, ...] = (value,)
+    elif type(value) is list and len(value) <= defaults.MAX_TASK_TAGS * 4:
+        words = tuple(value)
+    else:
+        return None
+    try:  # a word that is not a string: unhashable, or refused by the splitter
+        return _tag_set(words, defaults.MAX_TASK_TAGS)
+    except (TypeError, KickoffError):
+        return None
 
 
 @lru_cache(maxsize=64)
@@ -194,7 +253,11 @@ def submission(value: Any) -> list[NewTask]:
         raise InvalidInput("tasks: expected a non-empty list")
     if len(items) > defaults.MAX_BATCH:
         raise TooLarge(f"tasks: {len(items)} in one request, at most {defaults.MAX_BATCH}")
-    return [new_task(item, field=f"tasks[{i}]") for i, item in enumerate(items)]
+    tasks = []
+    for i, item in enumerate(items):
+        task = _plain_task(item)  # first: a field name per task costs a batch dearly
+        tasks.append(task if task is not None else new_task(item, field=f"tasks[{i}]"))
+    return tasks
 
 
 def task_id(text: str) -> int:

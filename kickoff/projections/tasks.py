@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from kickoff.events import model as ev
+from kickoff.store.log import NULL
 
 Op = tuple[str, tuple[Any, ...]]
 
@@ -17,7 +18,9 @@ INSERT_TASKS = (
     "INSERT INTO tasks (id, state, command, require, want, priority, attempt, max_attempts, "
     "timeout_s, timed_out, idempotency_key, submitted_by, submitted_at, updated_seq)"
 )
-TASK_VALUES = "(?, 'pending', ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?)"
+TASK_VALUES = (  # the three nullable columns bind log.NULL for None (a third of the cost)
+    "(?, 'pending', ?, ?, ?, ?, 0, ?, nullif(?, x''), 0, nullif(?, x''), nullif(?, x''), ?, ?)"
+)
 INSERT_TASK = f"{INSERT_TASKS} VALUES {TASK_VALUES}"
 CLAIM = (
     "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, "
@@ -82,9 +85,9 @@ class TaskProjector:
             tags_json(e.want),
             e.priority,
             e.max_attempts,
-            e.timeout_s,
-            e.idempotency_key,
-            e.submitted_by,
+            NULL if e.timeout_s is None else e.timeout_s,
+            NULL if e.idempotency_key is None else e.idempotency_key,
+            NULL if e.submitted_by is None else e.submitted_by,
             at,
             seq,
         )

@@ -30,6 +30,43 @@ class NewTask:
     idempotency_key: str | None = None
 
 
+_NEW_TASK_SLOTS = tuple(
+    NewTask.__dict__[name].__set__
+    for name in (
+        "command",
+        "require",
+        "want",
+        "priority",
+        "max_attempts",
+        "timeout_s",
+        "idempotency_key",
+    )
+)
+
+
+def new_task(
+    command: str,
+    require: frozenset[str],
+    want: frozenset[str],
+    priority: int,
+    max_attempts: int,
+    timeout_s: float | None,
+    idempotency_key: str | None,
+) -> NewTask:
+    """NewTask(...) with every field given, for the parser's bulk path: it sets the slots
+    directly, at half the cost of the frozen dataclass's object.__setattr__ per field."""
+    task = object.__new__(NewTask)
+    s_cmd, s_req, s_want, s_prio, s_max, s_timeout, s_key = _NEW_TASK_SLOTS
+    s_cmd(task, command)
+    s_req(task, require)
+    s_want(task, want)
+    s_prio(task, priority)
+    s_max(task, max_attempts)
+    s_timeout(task, timeout_s)
+    s_key(task, idempotency_key)
+    return task
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Completion:
     """A worker's report that an attempt ended."""
@@ -57,6 +94,7 @@ def submit(
     """
     events: list[ev.Event] = []
     ids: list[int] = []
+    add_event, add_id, make = events.append, ids.append, ev.task_submitted
     next_id = state.next_task_id
     batch_keys: dict[str, int] = {}
     for new in tasks:
@@ -64,23 +102,23 @@ def submit(
         if key is not None:
             known = state.idempotency.get(key, batch_keys.get(key))
             if known is not None:
-                ids.append(known)
+                add_id(known)
                 continue
             batch_keys[key] = next_id
-        events.append(
-            ev.TaskSubmitted(
-                task_id=next_id,
-                command=new.command,
-                require=new.require,
-                want=new.want,
-                priority=new.priority,
-                max_attempts=new.max_attempts,
-                timeout_s=new.timeout_s,
-                idempotency_key=key,
-                submitted_by=submitted_by,
+        add_event(
+            make(
+                next_id,
+                new.command,
+                new.require,
+                new.want,
+                new.priority,
+                new.max_attempts,
+                new.timeout_s,
+                key,
+                submitted_by,
             )
         )
-        ids.append(next_id)
+        add_id(next_id)
         next_id += 1
     return events, ids
 

@@ -27,6 +27,7 @@ class TaskState(StrEnum):
 
 
 LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLING)
+_PENDING = TaskState.PENDING  # a module constant: an enum member lookup costs 60 ns a task
 
 
 class Task:
@@ -42,7 +43,7 @@ class Task:
         self.priority = priority
         self.max_attempts = max_attempts
         self.attempt = attempt  # attempts started so far; the current one while running
-        self.state = TaskState.PENDING
+        self.state = _PENDING
         self.worker_id: str | None = None
 
     def snapshot(self) -> tuple[Any, ...]:
@@ -142,14 +143,15 @@ def _server_started(state: State, e: ev.ServerStarted, at: datetime) -> None:
 
 
 def _task_submitted(state: State, e: ev.TaskSubmitted, at: datetime) -> None:
-    shape = state.matcher.shape(e.require, e.want)
-    task = Task(e.task_id, shape, e.priority, e.max_attempts)
-    state.tasks[e.task_id] = task
-    state.counts[TaskState.PENDING] += 1
-    state.next_task_id = max(state.next_task_id, e.task_id + 1)
+    task_id, priority, matcher = e.task_id, e.priority, state.matcher
+    shape = matcher.shape(e.require, e.want)
+    state.tasks[task_id] = Task(task_id, shape, priority, e.max_attempts)
+    state.counts[_PENDING] += 1
+    if task_id >= state.next_task_id:
+        state.next_task_id = task_id + 1
     if e.idempotency_key is not None:
-        state.idempotency[e.idempotency_key] = e.task_id
-    state.matcher.push(shape, e.priority, e.task_id)
+        state.idempotency[e.idempotency_key] = task_id
+    matcher.push(shape, priority, task_id)
 
 
 def _task_claimed(state: State, e: ev.TaskClaimed, at: datetime) -> None:

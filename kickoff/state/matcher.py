@@ -106,9 +106,10 @@ class Matcher:
 
     def push(self, shape: Shape, priority: int, task_id: int) -> None:
         """A task of `shape` became pending."""
-        key = task_key(priority, task_id)
-        heapq.heappush(shape.heap, key)
-        if shape.heap[0] == key:  # the shape's best got better: tell the views
+        key = ((MAX_PRIORITY - priority) << ID_BITS) | task_id  # task_key, inlined: hot
+        heap = shape.heap
+        heapq.heappush(heap, key)
+        if heap[0] == key:  # the shape's best got better: tell the views
             for view in self._views.values():
                 if shape.index in view.ranks:
                     view.offer(shape, key)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from itertools import chain
@@ -23,8 +22,13 @@ from kickoff.events.model import HAS_TASK_ID, HAS_WORKER_ID, Event
 GENESIS = bytes(32)
 
 INSERT_EVENTS = "INSERT INTO events (seq, at, type, version, task_id, worker_id, payload, hash)"
-EVENT_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?)"
+EVENT_VALUES = "(?, ?, ?, ?, nullif(?, x''), nullif(?, x''), ?, ?)"  # see NULL
 MAX_ROWS_PER_INSERT = 512
+# sqlite3 looks a None or a bytes parameter up in its adapter registry (~0.3 us each, a
+# third of a row's insert); a bytearray it binds at once. So bulk inserts bind NULL, a
+# zero-length blob, where a value is missing, and `nullif(?, x'')` makes it NULL again
+# (no value of a text, integer or real column equals a blob); hashes go in as bytearrays.
+NULL = bytearray()
 SELECT_TAIL = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
 SELECT_FROM = (
     "SELECT seq, at, type, version, task_id, worker_id, payload, hash FROM events "
@@ -32,9 +36,9 @@ SELECT_FROM = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """An event with its place in the log."""
+class Recorded(NamedTuple):
+    """An event with its place in the log (a tuple: one is made per event on the hot
+    path, at a third of a frozen dataclass's cost)."""
 
     seq: int
     at: datetime
@@ -86,14 +90,26 @@ def to_row(prev: bytes, record: Recorded) -> Row:
 def to_rows(prev: bytes, after_seq: int, records: Sequence[Recorded]) -> list[Row]:
     """Encode records into the rows that follow the row `after_seq`, hashed `prev`.
 
-    The hot path of every write, so `chain_hash` and `Row()` are inlined (the same bytes:
-    tests/store/test_log.py checks each row's hash against chain_hash).
-
     Raises:
         DatabaseRefused: a gap or a repeat in seq (a bug, or a second writer).
     """
+    return _encode(prev, after_seq, records)[0]
+
+
+Params = tuple[object, ...]
+
+
+def _encode(
+    prev: bytes, after_seq: int, records: Sequence[Recorded]
+) -> tuple[list[Row], list[Params]]:
+    """The rows, and each row's parameters for EVENT_VALUES (see NULL).
+
+    The hot path of every write, so `chain_hash` and `Row()` are inlined (the same bytes:
+    tests/store/test_log.py checks each row's hash against chain_hash).
+    """
     rows: list[Row] = []
-    add = rows.append
+    params: list[Params] = []
+    add_row, add_params = rows.append, params.append
     sha256, new_row, encoders = hashlib.sha256, tuple.__new__, codec.PAYLOAD_ENCODERS
     has_task, has_worker = HAS_TASK_ID, HAS_WORKER_ID
     seq, last_at, at = after_seq, None, ""
@@ -111,8 +127,20 @@ def to_rows(prev: bytes, after_seq: int, records: Sequence[Recorded]) -> list[Ro
         type_name, version = cls.__name__, cls.VERSION
         text = f"{seq}\x1f{at}\x1f{type_name}\x1f{version}\x1f{task_id}\x1f{worker_id}\x1f{payload}"
         prev = sha256(prev + text.encode()).digest()
-        add(new_row(Row, (seq, at, type_name, version, task_id, worker_id, payload, prev)))
-    return rows
+        add_row(new_row(Row, (seq, at, type_name, version, task_id, worker_id, payload, prev)))
+        add_params(
+            (
+                seq,
+                at,
+                type_name,
+                version,
+                NULL if task_id is None else task_id,
+                NULL if worker_id is None else worker_id,
+                payload,
+                bytearray(prev),
+            )
+        )
+    return rows, params
 
 
 @lru_cache(maxsize=64)
@@ -126,7 +154,8 @@ def insert_rows(
     """`insert` (an INSERT up to VALUES) of every row, many rows per statement.
 
     One statement per row (executemany) costs a Python round trip and a GIL hand-off per
-    row; here a batch of 1,000 takes six statements. Chunks are powers of two so that at
+    row; here a batch of 1,000 takes six statements. Bind NULL for a missing value (see
+    NULL) where `values` says `nullif(?, x'')`. Chunks are powers of two so that at
     most ten statement texts per table reach the statement cache.
     """
     width = values.count("?")
@@ -163,8 +192,8 @@ class Log:
         Raises:
             DatabaseRefused: a gap or a repeat in seq (a bug, or a second writer).
         """
-        rows = to_rows(self.last_hash, self.last_seq, records)
-        insert_rows(self.conn, INSERT_EVENTS, EVENT_VALUES, rows)
+        rows, params = _encode(self.last_hash, self.last_seq, records)
+        insert_rows(self.conn, INSERT_EVENTS, EVENT_VALUES, params)
         if rows:
             self.last_seq, self.last_hash = rows[-1].seq, rows[-1].hash
         return rows

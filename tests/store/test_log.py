@@ -185,6 +185,40 @@ class LogContract:
         ids = [r[0] for r in db.conn.execute("SELECT id FROM tasks ORDER BY id")]
         assert ids == list(range(1, seq + 1))
 
+    def test_missing_values_are_stored_as_null(self, db: Database) -> None:
+        """Bulk inserts bind a zero-length blob for None (see log.NULL): never stored."""
+        db.write(
+            [
+                Recorded(1, AT, ev.WorkerRegistered(worker_id="w1", name="n")),
+                Recorded(2, AT, ev.TaskSubmitted(task_id=1, command="a")),
+                Recorded(
+                    3,
+                    AT,
+                    ev.TaskSubmitted(
+                        task_id=2,
+                        command="b",
+                        timeout_s=1.5,
+                        idempotency_key="k",
+                        submitted_by="127.0.0.1",
+                    ),
+                ),
+                Recorded(4, AT, ev.ServerStarted(version="v", heartbeat_timeout_s=1.0)),
+            ]
+        )
+        events = db.conn.execute(
+            "SELECT typeof(task_id), typeof(worker_id), typeof(hash) FROM events ORDER BY seq"
+        )
+        assert events.fetchall() == [
+            ("null", "text", "blob"),
+            ("integer", "null", "blob"),
+            ("integer", "null", "blob"),
+            ("null", "null", "blob"),
+        ]
+        tasks = db.conn.execute(
+            "SELECT timeout_s, idempotency_key, submitted_by FROM tasks ORDER BY id"
+        )
+        assert tasks.fetchall() == [(None, None, None), (1.5, "k", "127.0.0.1")]
+
     def test_log_append_needs_no_database_object(self, db: Database) -> None:
         """Log works on a bare connection, inside the caller's transaction."""
         log = Log(db.conn)

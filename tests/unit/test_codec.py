@@ -105,6 +105,17 @@ def test_the_fast_encoders_write_the_generic_bytes(event: ev.Event) -> None:
     assert codec.encode(event) == (cls.__name__, cls.VERSION, expected.decode())
 
 
+@given(strategy_for(ev.TaskSubmitted))
+def test_the_fast_task_submitted_constructor_makes_the_same_event(event: ev.Event) -> None:
+    assert isinstance(event, ev.TaskSubmitted)
+    names = [f.name for f in dataclasses.fields(ev.TaskSubmitted)]
+    made = ev.task_submitted(*(getattr(event, name) for name in names))
+    assert made == event
+    assert type(made) is ev.TaskSubmitted
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.command = "changed"  # type: ignore[misc]
+
+
 def test_payload_does_not_depend_on_set_insertion_order() -> None:
     tags = [f"t{i}" for i in range(40)]
     one = ev.WorkerRegistered(worker_id="w1", name="n", tags=frozenset(tags))
