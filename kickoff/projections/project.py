@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from itertools import groupby
-from operator import itemgetter
+from typing import Any
 
 from kickoff.clock import to_text
 from kickoff.events.model import TaskSubmitted
 from kickoff.projections import workers
-from kickoff.projections.tasks import INSERT_TASK, INSERT_TASKS, TASK_VALUES, Op, TaskProjector
+from kickoff.projections.tasks import INSERT_TASKS, TASK_VALUES, Op, TaskProjector
 from kickoff.store.log import Recorded, insert_rows
 
 SET_LAST_SEQ = "UPDATE projection_state SET last_seq = ?"  # every projection moves together
@@ -21,8 +20,11 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
     if not records:
         return
     tasks = TaskProjector(conn)
-    ops: list[Op] = []
-    add, extend, submitted = ops.append, ops.extend, tasks.submitted
+    # In log order, a run of one statement at a time (a claim's UPDATE follows its
+    # task's INSERT): (sql, parameter tuples), or for new tasks (INSERT_TASKS, flat params).
+    runs: list[tuple[str, list[Any]]] = []
+    new_tasks: list[object] | None = None  # the last run's, if it is one of new tasks
+    submitted = tasks.submitted
     last_at: datetime | None = None
     at = ""
     for rec in records:
@@ -30,17 +32,28 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
             last_at, at = rec.at, to_text(rec.at)
         e = rec.event
         if type(e) is TaskSubmitted:  # a bulk submit: nothing for workers
-            add(submitted(e, rec.seq, at))
+            if new_tasks is None:
+                new_tasks = []
+                runs.append((INSERT_TASKS, new_tasks))
+            submitted(e, rec.seq, at, new_tasks)
             continue
-        extend(tasks.ops(e, rec.seq, at))
-        extend(workers.ops(e, rec.seq, at))
-    ops.extend(tasks.finish())
-    # In log order, a run of one statement at a time: a claim's UPDATE follows its INSERT.
-    for sql, group in groupby(ops, key=itemgetter(0)):
-        params = [params for _, params in group]
-        if sql == INSERT_TASK:
+        ops = tasks.ops(e, rec.seq, at) + workers.ops(e, rec.seq, at)
+        if ops:
+            new_tasks = None
+            _add(runs, ops)
+    _add(runs, tasks.finish())
+    for sql, params in runs:
+        if sql is INSERT_TASKS:
             insert_rows(conn, INSERT_TASKS, TASK_VALUES, params)
         else:
             conn.executemany(sql, params)
     last = records[-1].seq
     conn.execute(SET_LAST_SEQ, (last,))
+
+
+def _add(runs: list[tuple[str, list[Any]]], ops: list[Op]) -> None:
+    for sql, params in ops:
+        if runs and runs[-1][0] == sql:
+            runs[-1][1].append(params)
+        else:
+            runs.append((sql, [params]))

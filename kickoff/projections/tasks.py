@@ -74,30 +74,34 @@ class TaskProjector:
         self.deltas[to] += 1
         self.states[task_id] = to
 
-    def submitted(self, e: ev.TaskSubmitted, seq: int, at: str) -> Op:
-        """The new task's row (the hot path of a bulk submit: no match, one tuple)."""
+    def submitted(self, e: ev.TaskSubmitted, seq: int, at: str, params: list[object]) -> None:
+        """Add the new task's row to `params`, those of an INSERT_TASKS ... TASK_VALUES
+        (the hot path of a bulk submit: no match, no tuple kept per row)."""
         self.states[e.task_id] = "pending"
         self.submits += 1
-        row = (
-            e.task_id,
-            e.command,
-            tags_json(e.require),
-            tags_json(e.want),
-            e.priority,
-            e.max_attempts,
-            NULL if e.timeout_s is None else e.timeout_s,
-            NULL if e.idempotency_key is None else e.idempotency_key,
-            NULL if e.submitted_by is None else e.submitted_by,
-            at,
-            seq,
+        params.extend(
+            (
+                e.task_id,
+                e.command,
+                tags_json(e.require),
+                tags_json(e.want),
+                e.priority,
+                e.max_attempts,
+                NULL if e.timeout_s is None else e.timeout_s,
+                NULL if e.idempotency_key is None else e.idempotency_key,
+                NULL if e.submitted_by is None else e.submitted_by,
+                at,
+                seq,
+            )
         )
-        return (INSERT_TASK, row)
 
     def ops(self, e: ev.Event, seq: int, at: str) -> list[Op]:
         """SQL for tasks that one event (recorded at `seq`, at time `at`) implies."""
         match e:
             case ev.TaskSubmitted():
-                return [self.submitted(e, seq, at)]
+                params: list[object] = []
+                self.submitted(e, seq, at, params)
+                return [(INSERT_TASK, tuple(params))]
             case ev.TaskClaimed():
                 self._move(e.task_id, "running")
                 return [(CLAIM, (e.attempt, e.worker_id, at, seq, e.task_id))]

@@ -11,7 +11,6 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
-from itertools import chain
 from typing import Any, NamedTuple
 
 from kickoff.clock import from_text, to_text
@@ -96,20 +95,17 @@ def to_rows(prev: bytes, after_seq: int, records: Sequence[Recorded]) -> list[Ro
     return _encode(prev, after_seq, records)[0]
 
 
-Params = tuple[object, ...]
-
-
 def _encode(
     prev: bytes, after_seq: int, records: Sequence[Recorded]
-) -> tuple[list[Row], list[Params]]:
-    """The rows, and each row's parameters for EVENT_VALUES (see NULL).
+) -> tuple[list[Row], list[object]]:
+    """The rows, and their parameters for EVENT_VALUES one after the other (see NULL).
 
     The hot path of every write, so `chain_hash` and `Row()` are inlined (the same bytes:
     tests/store/test_log.py checks each row's hash against chain_hash).
     """
     rows: list[Row] = []
-    params: list[Params] = []
-    add_row, add_params = rows.append, params.append
+    params: list[object] = []  # flat: a tuple per row kept alive is work for the collector
+    add_row, add_params = rows.append, params.extend
     sha256, new_row, encoders = hashlib.sha256, tuple.__new__, codec.PAYLOAD_ENCODERS
     has_task, has_worker = HAS_TASK_ID, HAS_WORKER_ID
     seq, last_at, at = after_seq, None, ""
@@ -148,26 +144,25 @@ def _values_sql(insert: str, values: str, count: int) -> str:
     return f"{insert} VALUES {', '.join([values] * count)}"
 
 
-def insert_rows(
-    conn: sqlite3.Connection, insert: str, values: str, rows: Sequence[Sequence[object]]
-) -> None:
-    """`insert` (an INSERT up to VALUES) of every row, many rows per statement.
+def insert_rows(conn: sqlite3.Connection, insert: str, values: str, params: list[object]) -> None:
+    """`insert` (an INSERT up to VALUES) of rows whose `params` follow one another, many
+    rows per statement.
 
     One statement per row (executemany) costs a Python round trip and a GIL hand-off per
     row; here a batch of 1,000 takes six statements. Bind NULL for a missing value (see
-    NULL) where `values` says `nullif(?, x'')`. Chunks are powers of two so that at
-    most ten statement texts per table reach the statement cache.
+    NULL) where `values` says `nullif(?, x'')`. Chunks are powers of two so that at most
+    ten statement texts per table reach the statement cache.
     """
     width = values.count("?")
     most = MAX_ROWS_PER_INSERT
     while most > 1 and most * width > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
         most //= 2
-    done, total = 0, len(rows)
+    done, total = 0, len(params) // width
     while done < total:
         while most > total - done:
             most //= 2
-        chunk = rows[done : done + most]
-        conn.execute(_values_sql(insert, values, most), list(chain.from_iterable(chunk)))
+        chunk = params[done * width : (done + most) * width]
+        conn.execute(_values_sql(insert, values, most), chunk)
         done += most
 
 
