@@ -2,19 +2,22 @@
 without its per-request cost.
 
 httpx (URL merging, header models, anyio, h11) costs 0.5-1 ms of CPU per request here, ten
-times the server's whole answer to a claim; the worker makes two requests per task, and
-shares the machine with the server and the tasks. This client speaks plain HTTP/1.1 with
-keep-alive over asyncio streams to one server, parses JSON with orjson, caps the size of
-an answer, and raises the same errors as AsyncClient: error bodies become the
-KickoffError with that code (`client.error_from`), transport failures ServerUnreachable
-(`client.map_exceptions`, with the httpx exception as the cause).
+times the server's whole answer to a claim; the worker makes about one request per task,
+and shares the machine with the server and the tasks. This client speaks plain HTTP/1.1
+with keep-alive to one server, parses JSON with orjson, caps the size of an answer, and
+raises the same errors as AsyncClient: error bodies become the KickoffError with that code
+(`client.error_from`), transport failures ServerUnreachable (`client.map_exceptions`, with
+the httpx exception as the cause).
+
+Each connection is an `asyncio.Protocol` that parses the answer as its bytes arrive and
+resolves one future with it: no stream reader, no task, one timer per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx
@@ -26,29 +29,13 @@ from kickoff.errors import InvalidInput, KickoffError
 
 IDLE_S = 2.0  # reuse a kept-alive connection only this long (uvicorn drops them after 5 s)
 MAX_HEAD_BYTES = 64 * 1024
-CHUNK_BYTES = 64 * 1024
+MAX_CHUNK_LINE_BYTES = 1024
 
-
-class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.used_at = time.monotonic()
-
-    def usable(self) -> bool:
-        return (
-            time.monotonic() - self.used_at < IDLE_S
-            and not self.writer.is_closing()
-            and not self.reader.at_eof()
-            and self.reader.exception() is None
-        )
-
-    def close(self) -> None:
-        self.writer.close()
+Answer = tuple[int, bytes, bool]  # status, body, whether the connection may be reused
 
 
 def _parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
-    status_line, *lines = head[:-4].split(b"\r\n")
+    status_line, *lines = head.split(b"\r\n")
     version, status, *_ = status_line.split(b" ", 2)
     if not version.startswith(b"HTTP/1.") or not status.isdigit():
         raise ValueError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
@@ -59,6 +46,159 @@ def _parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
             raise ValueError(f"malformed header line {line[:80]!r}")
         fields[name.strip().lower()] = value.strip()
     return int(status), fields
+
+
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection: at most one request in flight, its answer parsed as the
+    bytes arrive."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_answer_bytes: int) -> None:
+        self.loop = loop
+        self.max_answer_bytes = max_answer_bytes
+        self.transport: asyncio.Transport | None = None
+        self.used_at = time.monotonic()
+        self.broken = False  # lost, closed, or its state is unknown: never reuse it
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._buffer = b""
+        self._reset()
+
+    def _reset(self) -> None:
+        self._status = 0
+        self._keep = True
+        self._length = -1  # of a content-length body; -1 before the head, -2 chunked, -3 to EOF
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    # -- the request side -------------------------------------------------------
+
+    def usable(self) -> bool:
+        return not self.broken and time.monotonic() - self.used_at < IDLE_S
+
+    def send(self, data: bytes) -> asyncio.Future[Answer]:
+        assert self.transport is not None
+        self._reset()
+        waiter = self._waiter = self.loop.create_future()
+        self.transport.write(data)
+        return waiter
+
+    def close(self) -> None:
+        self.broken = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def time_out(self) -> None:
+        self._fail(httpx.ReadTimeout("no answer in time"))
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
+        self._buffer += data
+        try:
+            self._parse()
+        except ValueError as exc:
+            self._fail(httpx.RemoteProtocolError(f"malformed answer: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        if self._length == -3 and self._waiter is not None and not self._waiter.done():
+            self._done(b"".join(self._chunks), keep=False)
+        self.broken = True
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.broken = True
+        self._fail(httpx.ReadError(f"connection lost: {exc!r}"))
+
+    # -- parsing ----------------------------------------------------------------
+
+    def _fail(self, exc: Exception) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.close()
+
+    def _done(self, content: bytes, *, keep: bool) -> None:
+        waiter = self._waiter
+        self._waiter = None
+        if self._buffer:  # more than the answer: the connection is out of step
+            keep = False
+        if not keep:
+            self.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_result((self._status, content, keep))
+
+    def _check_size(self, size: int) -> None:
+        if size < 0 or size > self.max_answer_bytes:
+            raise ValueError(f"an answer of {size} bytes is over the {self.max_answer_bytes} limit")
+
+    def _parse(self) -> None:
+        if self._length == -1:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._buffer) > MAX_HEAD_BYTES:
+                    raise ValueError("the answer's head is too long")
+                return
+            if end > MAX_HEAD_BYTES:
+                raise ValueError("the answer's head is too long")
+            status, fields = _parse_head(self._buffer[:end])
+            self._buffer = self._buffer[end + 4 :]
+            self._status = status
+            self._keep = fields.get(b"connection", b"").lower() != b"close"
+            if status in (204, 304) or status < 200:
+                self._done(b"", keep=self._keep)
+                return
+            if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+                self._length = -2
+            elif b"content-length" in fields:
+                self._length = int(fields[b"content-length"])
+                self._check_size(self._length)
+            else:
+                self._length = -3  # no length: the answer ends when the server closes
+        if self._length >= 0:
+            if len(self._buffer) >= self._length:
+                content = self._buffer[: self._length]
+                self._buffer = self._buffer[self._length :]
+                self._done(content, keep=self._keep)
+        elif self._length == -2:
+            self._parse_chunks()
+        else:
+            self._size += len(self._buffer)
+            self._check_size(self._size)
+            self._chunks.append(self._buffer)
+            self._buffer = b""
+
+    def _parse_chunks(self) -> None:
+        buffer = self._buffer
+        while True:
+            end = buffer.find(b"\r\n")
+            if end < 0:
+                if len(buffer) > MAX_CHUNK_LINE_BYTES:
+                    raise ValueError("a chunk's size line is too long")
+                break
+            if self._size < 0:  # the last chunk was read: skip the trailers up to a blank line
+                buffer = buffer[end + 2 :]
+                if end == 0:
+                    self._buffer = buffer
+                    self._done(b"".join(self._chunks), keep=self._keep)
+                    return
+                continue
+            length = int(buffer[:end].split(b";")[0], 16)
+            if length == 0:
+                buffer = buffer[end + 2 :]
+                self._size = -1
+                continue
+            self._check_size(self._size + length)
+            if len(buffer) < end + 2 + length + 2:
+                break
+            self._chunks.append(buffer[end + 2 : end + 2 + length])
+            self._size += length
+            buffer = buffer[end + 2 + length + 2 :]
+        self._buffer = buffer
 
 
 class LeanClient:
@@ -106,13 +246,21 @@ class LeanClient:
             KickoffError: the error the server answered (by its code), or ServerUnreachable.
         """
         target = f"{path}?{urlencode(params)}" if params else path
-        body = b"" if json is None else orjson.dumps(json)
         head = f"{method} {target} HTTP/1.1\r\n".encode() + self._headers
-        if json is not None:
-            head += b"content-type: application/json\r\n"
-        head += b"content-length: %d\r\n\r\n" % len(body)
-        with map_exceptions(self.server):
-            status, content = await self._exchange(head + body, timeout or self.timeout_s)
+        if json is None:
+            data = head + b"content-length: 0\r\n\r\n"
+        else:
+            body = orjson.dumps(json)
+            data = b"%scontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
+                head,
+                len(body),
+                body,
+            )
+        try:
+            status, content = await self._exchange(data, timeout or self.timeout_s)
+        except httpx.TransportError:
+            with map_exceptions(self.server):
+                raise
         if status >= 400:
             raise error_from(httpx.Response(status, content=content))
         try:
@@ -128,79 +276,40 @@ class LeanClient:
         return await self.request("POST", path, json=body, **kwargs)
 
     async def _connect(self, timeout_s: float) -> _Connection:
-        while self._idle:
-            conn = self._idle.pop()
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
             if conn.usable():
                 return conn
             conn.close()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, limit=MAX_HEAD_BYTES
+                transport, conn = await loop.create_connection(
+                    lambda: _Connection(loop, self.max_answer_bytes), self.host, self.port
                 )
         except TimeoutError as exc:
             raise httpx.ConnectTimeout("connect timed out") from exc
         except OSError as exc:
             raise httpx.ConnectError(str(exc)) from exc
-        return _Connection(reader, writer)
+        conn.transport = transport  # uvloop calls connection_made only later
+        return conn
 
     async def _exchange(self, data: bytes, timeout_s: float) -> tuple[int, bytes]:
         conn = await self._connect(timeout_s)
+        waiter = conn.send(data)
+        timer = conn.loop.call_later(timeout_s, conn.time_out)
         try:
-            async with asyncio.timeout(timeout_s):
-                conn.writer.write(data)
-                status, content, keep = await self._answer(conn.reader)
-        except BaseException as exc:
+            status, content, keep = await waiter
+        except BaseException:
             conn.close()  # its state is unknown: never reuse it
-            if isinstance(exc, TimeoutError):
-                raise httpx.ReadTimeout("no answer in time") from exc
-            if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | OSError):
-                raise httpx.ReadError(f"connection lost: {exc!r}") from exc
-            if isinstance(exc, asyncio.LimitOverrunError | ValueError):
-                raise httpx.RemoteProtocolError(f"malformed answer: {exc}") from exc
             raise
+        finally:
+            timer.cancel()
         if keep:
             conn.used_at = time.monotonic()
             self._idle.append(conn)
-        else:
-            conn.close()
         return status, content
-
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
-        status, fields = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-        keep = fields.get(b"connection", b"").lower() != b"close"
-        if status in (204, 304) or status < 200:
-            return status, b"", keep
-        if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-            return status, await self._chunked(reader), keep
-        if b"content-length" in fields:
-            length = int(fields[b"content-length"])
-            self._check_size(length)
-            return status, await reader.readexactly(length), keep
-        chunks: list[bytes] = []  # no length: the answer ends when the server closes
-        size = 0
-        while chunk := await reader.read(CHUNK_BYTES):
-            size += len(chunk)
-            self._check_size(size)
-            chunks.append(chunk)
-        return status, b"".join(chunks), False
-
-    async def _chunked(self, reader: asyncio.StreamReader) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            length = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            if length == 0:
-                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
-                    pass
-                return b"".join(chunks)
-            size += length
-            self._check_size(size)
-            chunks.append((await reader.readexactly(length + 2))[:-2])
-
-    def _check_size(self, size: int) -> None:
-        if size < 0 or size > self.max_answer_bytes:
-            raise ValueError(f"an answer of {size} bytes is over the {self.max_answer_bytes} limit")
 
     async def aclose(self) -> None:
         for conn in self._idle:

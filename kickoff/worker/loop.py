@@ -29,7 +29,7 @@ from kickoff.tags import check_tags
 from kickoff.worker import _retry, logfiles, replies
 from kickoff.worker._retry import Backoff, Requester
 from kickoff.worker.outbox import Outbox, Report
-from kickoff.worker.process import Assignment, Job, Outcome, seal_inherited_fds
+from kickoff.worker.process import Assignment, Job, Outcome, TaskEnv, seal_inherited_fds
 from kickoff.worker.replies import BadReply, Refused, Registration
 from kickoff.worker.tagsfile import TagsFile
 
@@ -81,12 +81,12 @@ class Worker:
         self.file_tags: frozenset[str] = frozenset()
         self._lost_ids: set[str] = set()
         self.outbox = Outbox(
-            self.report_step, gone=self._lost_ids.__contains__, settled=self._changed
+            self.report_step, gone=self._lost_ids.__contains__, settled=self._settled
         )
         self._tags_file = TagsFile(config.tags_file) if config.tags_file else None
         self._sent_tags: frozenset[str] = frozenset()
         self._combined = True  # the server claims along with a report (complete-and-claim)
-        self._env = dict(os.environ)
+        self._env = TaskEnv(os.environ)
         self._log_files = logfiles.LogFiles(config.log_dir)
         self._change = asyncio.Event()
         self._register_lock = asyncio.Lock()
@@ -94,6 +94,7 @@ class Worker:
         self._reconcile_at: float | None = None
         self._abort_deadline: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by run()
 
     # -- state ------------------------------------------------------------------
 
@@ -117,6 +118,14 @@ class Worker:
         self._change.set()
         self._change = asyncio.Event()
 
+    def _settled(self) -> None:
+        """A report left the outbox. While the report's own claim filled its slot again
+        (a busy worker, task after task), no waiter has anything new to look at: the claim
+        loop waits for a free slot, the end of a run for nothing left to do, and the
+        burst mode for either."""
+        if self.mode is not Mode.RUNNING or self.free_slots() > 0:
+            self._changed()
+
     async def _wait_change(self, timeout_s: float | None = None) -> None:
         change = self._change
         if timeout_s is None:
@@ -134,7 +143,7 @@ class Worker:
         return self._abort_deadline is not None and time.monotonic() >= self._abort_deadline
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+        task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -348,6 +357,7 @@ class Worker:
             env=self._env,
             grace_s=self.config.grace_s,
             log_files=self._log_files,
+            loop=self._loop,
         )
         self.jobs[assignment.task_id] = job
         if self.mode is Mode.ABORTING:  # claimed as we stopped: report it back unrun
@@ -704,6 +714,7 @@ class Worker:
         except OSError as exc:
             raise InvalidInput(f"{exc.filename}: {exc.strerror}") from exc
         self.tags()
+        self._loop = asyncio.get_running_loop()
         seal_inherited_fds()
         if not await self._race(self._registered(), lambda: self.mode is not Mode.RUNNING):
             return 0

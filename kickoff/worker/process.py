@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import select
 import signal
 import time
 from collections.abc import Mapping
@@ -60,12 +61,85 @@ def exit_code(status: int) -> int:
 
 
 def read_tail(fd: int, limit: int = defaults.OUTPUT_TAIL_BYTES) -> str:
-    """The last `limit` bytes of an open file, decoded as UTF-8 with replacement."""
-    size = os.fstat(fd).st_size
-    if size <= 0:
-        return ""
-    start = max(0, size - limit)
-    return os.pread(fd, size - start, start).decode("utf-8", errors="replace")
+    """The last `limit` bytes of an open file, decoded as UTF-8 with replacement.
+
+    Most outputs are short: one read from the start gets all of it (and says so by
+    coming back short); only a longer file costs a stat and a second read.
+    """
+    data = os.pread(fd, limit + 1, 0)
+    if len(data) > limit:
+        size = os.fstat(fd).st_size
+        start = max(0, size - limit)
+        data = os.pread(fd, size - start, start)
+    return data.decode("utf-8", errors="replace")
+
+
+class TaskEnv:
+    """The environment tasks start with: the worker's own without its credentials, made
+    once (as bytes, ready for the spawn) and copied per attempt with its ids added."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.base = {
+            os.fsencode(name): os.fsencode(value)
+            for name, value in env.items()
+            if name not in WORKER_ONLY_ENV
+        }
+
+    def for_attempt(self, task_id: int, attempt: int, worker_id: str) -> dict[bytes, bytes]:
+        env = self.base.copy()
+        env[b"KICKOFF_TASK_ID"] = b"%d" % task_id
+        env[b"KICKOFF_ATTEMPT"] = b"%d" % attempt
+        env[b"KICKOFF_WORKER"] = worker_id.encode()
+        return env
+
+
+class _Reaper:
+    """Watches the processes of one event loop through one epoll set of their pidfds,
+    itself a single reader of the loop: starting and reaping a process then costs
+    `pidfd_open`, one `epoll_ctl` and a `close`, not a reader added and removed per
+    process (which an event loop pays for in several system calls)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.epoll = select.epoll()
+        self.watched: dict[int, Process] = {}  # by pidfd
+        loop.add_reader(self.epoll.fileno(), self._ready)
+
+    def watch(self, pidfd: int, process: Process) -> None:
+        self.epoll.register(pidfd, select.EPOLLIN)
+        self.watched[pidfd] = process
+
+    def forget(self, pidfd: int) -> None:
+        """Stop watching (closing the pidfd takes it out of the epoll set)."""
+        self.watched.pop(pidfd, None)
+
+    def _ready(self) -> None:
+        for pidfd, _ in self.epoll.poll(0):
+            process = self.watched.get(pidfd)
+            if process is None:  # not ours any more (cannot happen once it is closed)
+                with contextlib.suppress(OSError):
+                    self.epoll.unregister(pidfd)
+                continue
+            process._reap()
+
+    def close(self) -> None:
+        if not self.loop.is_closed():
+            with contextlib.suppress(Exception):
+                self.loop.remove_reader(self.epoll.fileno())
+        self.epoll.close()
+
+
+_reapers: dict[asyncio.AbstractEventLoop, _Reaper] = {}
+
+
+def _reaper(loop: asyncio.AbstractEventLoop) -> _Reaper:
+    """The reaper of a loop (made on first use; those of closed loops are let go)."""
+    reaper = _reapers.get(loop)
+    if reaper is None:
+        for old in [old for old in _reapers if old.is_closed()]:
+            _reapers.pop(old).close()
+        reaper = _reapers[loop] = _Reaper(loop)
+    return reaper
 
 
 def seal_inherited_fds() -> None:
@@ -85,16 +159,26 @@ def seal_inherited_fds() -> None:
 class Process:
     """A running `/bin/sh -c CMD`, leader of its own session and process group."""
 
-    def __init__(self, pid: int, log_fd: int) -> None:
+    def __init__(
+        self, pid: int, log_fd: int, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.pid = pid
         self.log_fd = log_fd
-        loop = asyncio.get_running_loop()
+        self.loop = loop = loop or asyncio.get_running_loop()
         self.exited: asyncio.Future[int] = loop.create_future()  # the wait status
         self._pidfd = -1
+        self._reaper: _Reaper | None = None
         self._watch(loop)
 
     @classmethod
-    def start(cls, command: str, *, env: Mapping[str, str], log_fd: int) -> Process:
+    def start(
+        cls,
+        command: str,
+        *,
+        env: Mapping[str, str] | Mapping[bytes, bytes],
+        log_fd: int,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> Process:
         """Spawn the command with stdin from /dev/null and stdout+stderr to log_fd (which
         the Process then owns: `close()` closes it, and so does a failed start).
 
@@ -119,17 +203,18 @@ class Process:
         except BaseException:
             os.close(log_fd)
             raise
-        return cls(pid, log_fd)
+        return cls(pid, log_fd, loop)
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Resolve `exited` when the process ends: a pidfd in the event loop, no thread."""
+        """Resolve `exited` when the process ends: a pidfd in the loop's reaper, no thread."""
         try:
             self._pidfd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):  # not Linux >= 5.3: wait in a thread instead
             waiter = loop.run_in_executor(None, os.waitpid, self.pid, 0)
             waiter.add_done_callback(self._waited)
             return
-        loop.add_reader(self._pidfd, self._reap)
+        self._reaper = _reaper(loop)
+        self._reaper.watch(self._pidfd, self)
 
     def _reap(self) -> None:
         try:
@@ -138,9 +223,7 @@ class Process:
             pid, status = self.pid, LOST_STATUS
         if pid == 0:  # readable but not yet reapable: wait for the next wakeup
             return
-        asyncio.get_running_loop().remove_reader(self._pidfd)
-        os.close(self._pidfd)
-        self._pidfd = -1
+        self._unwatch()
         if not self.exited.done():
             self.exited.set_result(status)
 
@@ -173,13 +256,17 @@ class Process:
     def tail(self) -> str:
         return read_tail(self.log_fd)
 
+    def _unwatch(self) -> None:
+        if self._pidfd < 0:
+            return
+        if self._reaper is not None:
+            self._reaper.forget(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = -1
+
     def close(self) -> None:
         """Release the log file (and the pidfd, if the process was never reaped)."""
-        if self._pidfd >= 0:
-            with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = -1
+        self._unwatch()
         if self.log_fd >= 0:
             os.close(self.log_fd)
             self.log_fd = -1
@@ -194,9 +281,10 @@ class Job:
         *,
         worker_id: str,
         log_dir: Path,
-        env: Mapping[str, str],
+        env: Mapping[str, str] | TaskEnv,
         grace_s: float = defaults.CANCEL_GRACE_S,
         log_files: logfiles.LogFiles | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.assignment = assignment
         self.worker_id = worker_id
@@ -204,6 +292,7 @@ class Job:
         self.env = env
         self.grace_s = grace_s
         self.log_files = log_files
+        self.loop = loop  # the running loop (looked up when not given)
         self.process: Process | None = None
         self.cancelled = False  # stopped because the server (or Ctrl-C twice) said so
         self.timed_out = False
@@ -224,15 +313,10 @@ class Job:
     def key(self) -> tuple[int, int]:
         return (self.assignment.task_id, self.assignment.attempt)
 
-    def task_env(self) -> dict[str, str]:
+    def task_env(self) -> dict[bytes, bytes]:
         """The worker's environment without its credentials, plus the task's own ids."""
-        env = dict(self.env)
-        for name in WORKER_ONLY_ENV:
-            env.pop(name, None)
-        env["KICKOFF_TASK_ID"] = str(self.assignment.task_id)
-        env["KICKOFF_ATTEMPT"] = str(self.assignment.attempt)
-        env["KICKOFF_WORKER"] = self.worker_id
-        return env
+        env = self.env if isinstance(self.env, TaskEnv) else TaskEnv(self.env)
+        return env.for_attempt(self.assignment.task_id, self.assignment.attempt, self.worker_id)
 
     def start(self) -> None:
         """Spawn the command now, on the caller's stack (once; never after a stop)."""
@@ -256,7 +340,9 @@ class Job:
                 if files is not None
                 else (logfiles.create(self.log_dir, a.task_id, a.attempt), False)
             )
-            self.process = Process.start(a.command, env=env, log_fd=log_fd)  # owns log_fd
+            self.process = Process.start(  # owns log_fd
+                a.command, env=env, log_fd=log_fd, loop=self.loop
+            )
             if files is not None:
                 files.started(log_fd, a.task_id, a.attempt, unnamed=unnamed)
         except (OSError, ValueError) as exc:
@@ -301,8 +387,7 @@ class Job:
     async def _wait(self, process: Process, started: float) -> Outcome:
         timer = None
         if self.assignment.timeout_s is not None:
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(self.assignment.timeout_s, self._time_out)
+            timer = process.loop.call_later(self.assignment.timeout_s, self._time_out)
         try:
             status = await process.exited
         finally:
