@@ -169,30 +169,64 @@ class Service:
     # -- recording -------------------------------------------------------------
 
     def _record(self, events: list[Event]) -> asyncio.Future[None] | None:
-        """Give events their seq and time, apply them, queue them; None if no events.
+        """Give events their seq and time, apply them, queue them; None if no events."""
+        return self._record_and_claim(events, None, 0)[0]
 
-        When the events make work available, parked claims are served at once and their
-        TaskClaimed events join the same commit: a task submitted to an idle worker costs
-        one fsync before it starts, not two.
+    def _record_and_claim(
+        self, events: list[Event], worker_id: str | None, max_tasks: int
+    ) -> tuple[asyncio.Future[None] | None, list[TaskClaimed], KickoffError | None]:
+        """Record events, then up to max_tasks claims for worker_id, as one batch.
+
+        When the batch makes work available, parked claims are served at once and their
+        TaskClaimed events join it too: a task submitted to an idle worker costs one fsync
+        before it starts, and a completion shares its commit with the worker's next claim.
+        Returns the batch's commit (None if nothing was recorded), the claims, and the
+        claim's error (the worker was lost or stopped) instead of raising it: the events
+        are recorded regardless.
         """
-        if not events:
-            return None
-        assert self._writer is not None
         if self._broken is not None:
             self._retry_reload()
         at = self.clock()
-        records = []
+        records: list[Recorded] = []
+        self._stage(events, records, at)
+        claimed: list[TaskClaimed] = []
+        error: KickoffError | None = None
+        if worker_id is not None:
+            try:
+                claimed = self._stage_claims(worker_id, max_tasks, records, at)
+            except KickoffError as exc:
+                error = exc
+        if not records:
+            return None, claimed, error
+        handed: list[tuple[_Parked, list[TaskClaimed]]] = []
+        if self._parked and any(isinstance(r.event, FREES_WORK) for r in records):
+            handed = self._serve_parked(records, at)
+        assert self._writer is not None
+        future = self._writer.submit(records)
+        for parked, theirs in handed:
+            parked.handed.set_result((theirs, future))
+        return future, claimed, error
+
+    def _stage(self, events: list[Event], records: list[Recorded], at: datetime) -> None:
         for event in events:
             self._seq += 1
             records.append(Recorded(self._seq, at, event))
             apply(self.state, event, seq=self._seq, at=at)
-        handed: list[tuple[_Parked, list[TaskClaimed]]] = []
-        if self._parked and any(isinstance(event, FREES_WORK) for event in events):
-            handed = self._serve_parked(records, at)
-        future = self._writer.submit(records)
-        for parked, claimed in handed:
-            parked.handed.set_result((claimed, future))
-        return future
+
+    def _stage_claims(
+        self, worker_id: str, max_tasks: int, records: list[Recorded], at: datetime
+    ) -> list[TaskClaimed]:
+        """Raises: NotFound, IllegalTransition (see decide.claim), before staging anything
+        for a claim that cannot be made."""
+        claimed: list[TaskClaimed] = []
+        for _ in range(max_tasks):
+            events = decide.claim(self.state, worker_id)
+            if not events:
+                break
+            self._stage(events, records, at)
+            assert isinstance(events[0], TaskClaimed)
+            claimed.append(events[0])
+        return claimed
 
     def _serve_parked(
         self, records: list[Recorded], at: datetime
@@ -202,18 +236,8 @@ class Service:
         for key, parked in list(self._parked.items()):
             if parked.gone is not None and parked.gone.done():
                 continue  # its worker hung up: it takes nothing
-            claimed: list[TaskClaimed] = []
             try:
-                for _ in range(parked.max_tasks):
-                    events = decide.claim(self.state, parked.worker_id)
-                    if not events:
-                        break
-                    for event in events:
-                        self._seq += 1
-                        records.append(Recorded(self._seq, at, event))
-                        apply(self.state, event, seq=self._seq, at=at)
-                    assert isinstance(events[0], TaskClaimed)
-                    claimed.append(events[0])
+                claimed = self._stage_claims(parked.worker_id, parked.max_tasks, records, at)
             except KickoffError:  # its worker was lost or stopped: let the claim find out
                 del self._parked[key]
                 parked.handed.set_result(None)
@@ -317,33 +341,27 @@ class Service:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
+        futures: list[asyncio.Future[None]] = [recorded] if recorded is not None else []
         while True:
-            futures: list[asyncio.Future[None]] = [recorded] if recorded is not None else []
-            recorded = None
-            claimed: list[TaskClaimed] = []
-            for _ in range(max_tasks):
-                events = decide.claim(self.state, worker_id)
-                if not events:
-                    break
-                future = self._record(events)
-                assert future is not None and isinstance(events[0], TaskClaimed)
+            future, claimed, error = self._record_and_claim([], worker_id, max_tasks)
+            if error is not None:
+                raise error
+            if future is not None:
                 futures.append(future)
-                claimed.append(events[0])
-            if not claimed:
-                remaining = deadline - loop.time()
-                if remaining > 0 and not self.shutting_down and not (gone and gone.done()):
-                    handed = await self._park(worker_id, max_tasks, remaining, gone)
-                    if handed is None:
-                        if futures:
-                            await asyncio.gather(*futures)
-                        if loop.time() >= deadline or (gone is not None and gone.done()):
-                            return []
-                        continue  # woken to look again
-                    claimed, commit = handed
-                    futures.append(commit)
-            if futures:
-                await asyncio.gather(*futures)
-            return [await self._claimed(e.task_id, e.attempt) for e in claimed]
+            remaining = deadline - loop.time()
+            if claimed or remaining <= 0 or self.shutting_down or (gone and gone.done()):
+                break
+            handed = await self._park(worker_id, max_tasks, remaining, gone)
+            if handed is not None:
+                claimed, commit = handed
+                futures.append(commit)
+                break
+            if loop.time() >= deadline or (gone is not None and gone.done()):
+                break
+            # woken to look again
+        if futures:
+            await asyncio.gather(*futures)
+        return [await self._claimed(e.task_id, e.attempt) for e in claimed]
 
     async def _park(
         self,
@@ -400,18 +418,21 @@ class Service:
         meanwhile): then no tasks and the claim's error are returned, not raised.
         """
         events = decide.complete(self.state, report)
-        future = self._record(events)
-        try:
-            claimed = await self.claim(
-                report.worker_id, max_tasks=max_tasks, wait_s=wait_s, gone=gone, recorded=future
-            )
-        except KickoffError as exc:
-            if future is not None and not future.done():
-                await future
-            if isinstance(exc, Unavailable):
-                raise
-            return [], exc
-        return claimed, None
+        future, claimed, error = self._record_and_claim(events, report.worker_id, max_tasks)
+        if error is None and not claimed and wait_s > 0:
+            try:  # nothing ready: wait like a claim; the completion's commit comes along
+                return await self.claim(
+                    report.worker_id, max_tasks=max_tasks, wait_s=wait_s, gone=gone, recorded=future
+                ), None
+            except KickoffError as exc:
+                error = exc
+        if future is not None and not future.done():
+            await future
+        if error is not None:
+            if isinstance(error, Unavailable):
+                raise error
+            return [], error
+        return [await self._claimed(e.task_id, e.attempt) for e in claimed], None
 
     async def cancel(self, task_id: int, *, requested_by: str | None = None) -> None:
         await self._commit(decide.cancel(self.state, task_id, requested_by=requested_by))

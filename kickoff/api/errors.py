@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -70,3 +70,23 @@ async def storage_error(request: Request, exc: Exception) -> Response:
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path[:MAX_QUOTED])
     return error_response(500, "internal", "internal server error (see the server log)")
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+# Exception class -> its handler; the most specific class of an exception's MRO wins.
+HANDLERS: dict[type[Exception], Handler] = {
+    KickoffError: kickoff_error,
+    HTTPException: http_error,
+    sqlite3.Error: storage_error,
+    Exception: unexpected_error,
+}
+
+
+async def response_for(request: Request, exc: Exception) -> Response:
+    """The error response for an exception, chosen as starlette chooses from HANDLERS."""
+    for cls in type(exc).__mro__:
+        handler = HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    raise exc  # a BaseException that is not an Exception: not ours to answer
