@@ -81,7 +81,7 @@ async def call(
     Raises:
         KickoffError: any error answer other than unreachable/unavailable.
     """
-    backoff = Backoff(max_s=min(BACKOFF_MAX_S, max_delay_s))
+    backoff: Backoff | None = None  # made on the first failure (most calls have none)
     kwargs: dict[str, Any] = {}
     if json is not None:
         kwargs["json"] = json
@@ -98,6 +98,8 @@ async def call(
             if on_maybe_sent is not None and not surely_not_sent(exc):
                 on_maybe_sent()
             failures += 1
+            if backoff is None:
+                backoff = Backoff(max_s=min(BACKOFF_MAX_S, max_delay_s))
             delay = backoff.delay()
             now = time.monotonic()
             quiet = now - warned_at < WARN_EVERY_S

@@ -4,8 +4,11 @@ newest files (by task id) so that a busy worker does not fill the disk with smal
 Making a file can be the dear part of starting a task: on the 2-core bench machine (ext4
 without a journal, which skips recently deleted inodes) a new inode cost 100-200 µs of
 kernel time, naming an existing one ~8 µs. `LogFiles` therefore keeps a few unnamed files
-(O_TMPFILE) made ahead of time in a thread, and names one right after a task started;
-where the filesystem cannot, it makes each file on the spot.
+(O_TMPFILE) made ahead of time, and names one right after a task started; where the
+filesystem cannot, it makes each file on the spot. A spare is made on the event loop right
+after a task ended, in a callback that runs once the task's report is on its way: the
+worker waits for the server's answer anyway. (A thread cost more than the file: a wakeup
+each way, and the two threads trading the GIL.)
 """
 
 from __future__ import annotations
@@ -45,16 +48,9 @@ def create(log_dir: Path, task_id: int, attempt: int) -> int:
     return os.open(path(log_dir, task_id, attempt), _FLAGS, _MODE)
 
 
-def _unnamed(log_dir: Path, count: int) -> list[int]:
-    """Up to `count` unnamed files in log_dir (in a thread: this is the slow part)."""
-    fds: list[int] = []
-    try:
-        for _ in range(count):
-            fds.append(os.open(log_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, _MODE))
-    except OSError:
-        if not fds:
-            raise
-    return fds
+def _unnamed(log_dir: Path) -> int:
+    """A new unnamed file in log_dir (the slow part: a new inode)."""
+    return os.open(log_dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, _MODE)
 
 
 class LogFiles:
@@ -62,9 +58,10 @@ class LogFiles:
 
     `take()` hands out a descriptor before the spawn; `started()` names a file from the
     stock once the process runs, so that naming never delays a start. `top_up()` refills
-    the stock in the default executor, one batch at a time: the worker calls it when a
-    task ends, while it waits for the server anyway, not while a new task starts up.
-    `close()` releases the stock (unnamed files vanish with their descriptor).
+    the stock on the event loop, one file per loop iteration: the worker calls it when a
+    task ends, so the file is made while it waits for the server anyway, not while a new
+    task starts up. `close()` releases the stock (unnamed files vanish with their
+    descriptor).
     """
 
     def __init__(self, log_dir: Path, *, spares: int = SPARES) -> None:
@@ -74,6 +71,7 @@ class LogFiles:
         self.spares = spares if usable else 0
         self._stock: list[int] = []
         self._topping_up = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._dir_fd = -1
         self._closed = False
 
@@ -115,31 +113,28 @@ class LogFiles:
             os.link(source, filename, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
 
     def top_up(self) -> None:
-        """Refill the stock once it is half empty (on the event loop; the files are made
-        in a thread)."""
+        """Refill the stock, a file per event loop iteration, starting once the caller's
+        step is over (a task ended: its report is sent first)."""
         if not self.spares or self._topping_up or self._closed:
             return
-        if len(self._stock) * 2 > self.spares:
+        if len(self._stock) >= self.spares:
             return
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
         self._topping_up = True
-        loop = asyncio.get_running_loop()
-        batch = loop.run_in_executor(None, _unnamed, self.log_dir, self.spares - len(self._stock))
-        batch.add_done_callback(self._stocked)
+        self._loop.call_soon(self._make_one)
 
-    def _stocked(self, batch: asyncio.Future[list[int]]) -> None:
+    def _make_one(self) -> None:
         self._topping_up = False
-        if batch.cancelled():
+        if self._closed or not self.spares:
             return
-        exc = batch.exception()
-        if exc is not None:
+        try:
+            fd = _unnamed(self.log_dir)
+        except OSError as exc:
             self._give_up(exc)
             return
-        fds = batch.result()
-        if self._closed or not self.spares:
-            for fd in fds:
-                os.close(fd)
-        else:
-            self._stock.extend(fds)
+        self._stock.append(fd)
+        self.top_up()
 
     def _give_up(self, exc: BaseException) -> None:
         """Make every file on the spot from now on (no O_TMPFILE here, say)."""

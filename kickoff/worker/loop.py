@@ -440,7 +440,7 @@ class Worker:
         if claiming:
             body["claim"] = {"max_tasks": limit, "wait_s": 0}
         path = f"/v1/tasks/{report.task_id}/complete"
-        what = f"report of task={report.task_id} attempt={report.attempt}"
+        what = report.what
         answer_lost = False
 
         def maybe_sent() -> None:

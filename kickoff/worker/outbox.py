@@ -32,6 +32,11 @@ class Report:
     def key(self) -> tuple[int, int]:
         return (self.task_id, self.attempt)
 
+    @property
+    def what(self) -> str:
+        """The report, as log lines name it."""
+        return f"report of task={self.task_id} attempt={self.attempt}"
+
     def body(self) -> dict[str, Any]:
         o = self.outcome
         return {
@@ -91,23 +96,23 @@ class Outbox:
             self.settled()
 
     async def _until_settled(self, report: Report) -> None:
-        backoff = Backoff()
-        what = f"report of task={report.task_id} attempt={report.attempt}"
+        backoff: Backoff | None = None  # made on the first failure, like the message
         while not self.gone(report.worker_id):
             try:
                 await self.send(report)
                 return
             except (Conflict, NotFound) as exc:
-                logger.warning("the server refused the %s: %s", what, exc.message)
+                logger.warning("the server refused the %s: %s", report.what, exc.message)
                 return
             except (InvalidInput, TooLarge) as exc:
-                logger.error("the server refused the %s as invalid: %s", what, exc.message)
+                logger.error("the server refused the %s as invalid: %s", report.what, exc.message)
                 return
             except KickoffError as exc:
+                backoff = backoff or Backoff()
                 delay = backoff.delay()
-                logger.error("%s failed: %s; retrying in %.2fs", what, exc.message, delay)
+                logger.error("%s failed: %s; retrying in %.2fs", report.what, exc.message, delay)
                 await asyncio.sleep(delay)
-        logger.info("dropped the %s: the server requeued it", what)
+        logger.info("dropped the %s: the server requeued it", report.what)
 
     async def aclose(self) -> None:
         """Stop delivering (reports still pending are lost)."""

@@ -114,13 +114,17 @@ class _Reaper:
         self.watched.pop(pidfd, None)
 
     def _ready(self) -> None:
+        if len(self.watched) == 1:  # the usual single slot: no need to ask which one
+            for process in list(self.watched.values()):
+                process._reap()
+            return
         for pidfd, _ in self.epoll.poll(0):
-            process = self.watched.get(pidfd)
-            if process is None:  # not ours any more (cannot happen once it is closed)
+            found = self.watched.get(pidfd)
+            if found is None:  # not ours any more (cannot happen once it is closed)
                 with contextlib.suppress(OSError):
                     self.epoll.unregister(pidfd)
                 continue
-            process._reap()
+            found._reap()
 
     def close(self) -> None:
         if not self.loop.is_closed():
