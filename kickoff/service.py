@@ -41,7 +41,7 @@ from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State, apply
 from kickoff.store.database import Database
-from kickoff.store.log import Recorded, Row
+from kickoff.store.log import Encoded, Recorded, Row, encode
 from kickoff.store.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,7 @@ class Service:
         self._writer: GroupWriter | None = None
         self._reader: aiosqlite.Connection | None = None
         self._seq = 0
+        self._tail_hash = b""  # the hash of the last row encoded (seq self._seq)
         self._parked: dict[int, _Parked] = {}  # by arrival: the longest waiting is served first
         self._subscribers: set[asyncio.Queue[Row | None]] = set()
         self._expirer: asyncio.Task[None] | None = None
@@ -136,7 +137,8 @@ class Service:
         else:
             self.state, self.replayed = await asyncio.to_thread(self._db.load)
         self.replay_s = time.perf_counter() - started
-        self._seq = self.state.last_seq
+        self._seq, self._tail_hash = self._db.tail()
+        assert self._seq == self.state.last_seq
         self._writer = GroupWriter(self._db, on_commit=self._publish, on_failure=self._reload)
         self._writer.start()
         self._reader = await aiosqlite.connect(self.db_path)
@@ -202,10 +204,24 @@ class Service:
         if self._parked and any(isinstance(r.event, FREES_WORK) for r in records):
             handed = self._serve_parked(records, at)
         assert self._writer is not None
-        future = self._writer.submit(records)
+        future = self._writer.submit(records, self._encode(records))
         for parked, theirs in handed:
             parked.handed.set_result((theirs, future))
         return future, claimed, error
+
+    def _encode(self, records: list[Recorded]) -> Encoded | None:
+        """The records' log rows, chained on from the last ones encoded. Done here, not
+        on the writer thread: the writer is a bulk submit's bottleneck.
+
+        None if they cannot be encoded (a bug): the writer then encodes them and fails.
+        """
+        try:
+            encoded = encode(self._tail_hash, records[0].seq - 1, records)
+        except Exception:
+            logger.exception("cannot encode events %d-%d", records[0].seq, records[-1].seq)
+            return None
+        self._tail_hash = encoded.rows[-1].hash
+        return encoded
 
     def _stage(self, events: list[Event], records: list[Recorded], at: datetime) -> None:
         for event in events:
@@ -266,11 +282,11 @@ class Service:
         self._written_since_failure = False
         try:
             self.state, _ = self._db.load()
+            self._seq, self._tail_hash = self._db.tail()
         except KickoffError as failure:
             logger.error("cannot reload the state: %s", failure.message)
             self._broken = failure
             return
-        self._seq = self.state.last_seq
         self._broken = None
 
     def _retry_reload(self) -> None:

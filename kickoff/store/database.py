@@ -11,7 +11,7 @@ from kickoff.projections.project import project
 from kickoff.state.fold import State, apply
 from kickoff.store.checkpoint import load_state
 from kickoff.store.db import connect, explain
-from kickoff.store.log import Log, Recorded, Row, read_log
+from kickoff.store.log import Encoded, Log, Recorded, Row, read_log
 
 
 class Database:
@@ -27,8 +27,10 @@ class Database:
             raise DatabaseRefused(f"cannot read the log in {path}: {explain(exc)}") from exc
         self._tail_stale = False
 
-    def write(self, records: list[Recorded]) -> list[Row]:
+    def write(self, records: list[Recorded], encoded: Encoded | None = None) -> list[Row]:
         """Append records and update the projections in one durable transaction.
+
+        `encoded`: the records' rows, already encoded (see log.encode).
 
         Raises:
             Unavailable: the write failed (disk full, read-only, I/O error); nothing of it
@@ -41,7 +43,7 @@ class Database:
                 if self._tail_stale:  # a failed write left the in-memory tail unsure
                     self.log.reset()
                     self._tail_stale = False
-                rows = self.log.append(records)
+                rows = self.log.append(records, encoded)
                 project(self.conn, records)
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -63,6 +65,18 @@ class Database:
             DatabaseRefused: the log does not fold (an unreadable or inconsistent event).
         """
         return replay(self.conn)
+
+    def tail(self) -> tuple[int, bytes]:
+        """The seq and hash of the log's last durable row, as read now.
+
+        Raises:
+            Unavailable: the log cannot be read.
+        """
+        try:
+            self.log.reset()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot read the log in {self.path}: {explain(exc)}") from exc
+        return self.log.last_seq, self.log.last_hash
 
     def load(self) -> tuple[State, int]:
         """The live state from the projections' checkpoint plus the log's tail.

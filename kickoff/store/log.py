@@ -44,6 +44,40 @@ class Recorded(NamedTuple):
     event: Event
 
 
+class Encoded(NamedTuple):
+    """Records encoded for the log ahead of their write (see `encode`)."""
+
+    after_seq: int  # the row they follow
+    prev: bytes  # that row's hash
+    rows: list[Row]
+    params: list[object]  # the rows' insert parameters, flat
+
+
+def encode(prev: bytes, after_seq: int, records: Sequence[Recorded]) -> Encoded:
+    """Encode records into the rows that follow the row `after_seq`, hashed `prev`.
+
+    The server encodes on its event loop as it records, so that the writer thread, the
+    bottleneck of a bulk submit, only inserts. Raises: DatabaseRefused on a seq gap.
+    """
+    return Encoded(after_seq, prev, *_encode(prev, after_seq, records))
+
+
+def joined(parts: Sequence[Encoded]) -> Encoded:
+    """Consecutive encoded batches as one.
+
+    Raises:
+        DatabaseRefused: a part does not follow the one before (a bug: never write it).
+    """
+    first = parts[0]
+    rows, params = list(first.rows), list(first.params)
+    for part in parts[1:]:
+        if part.after_seq != rows[-1].seq or part.prev != rows[-1].hash:
+            raise DatabaseRefused(f"encoded batches out of order at seq {part.after_seq + 1}")
+        rows.extend(part.rows)
+        params.extend(part.params)
+    return Encoded(first.after_seq, first.prev, rows, params)
+
+
 class Row(NamedTuple):
     """A raw log row, as stored (a tuple: it is made once per event on the hot path)."""
 
@@ -181,13 +215,23 @@ class Log:
         """Re-read the tail (after a rolled-back transaction)."""
         self.last_seq, self.last_hash = self._tail()
 
-    def append(self, records: list[Recorded]) -> list[Row]:
+    def append(self, records: list[Recorded], encoded: Encoded | None = None) -> list[Row]:
         """Insert records in the current transaction; their seqs must follow the tail.
+
+        `encoded` is the records already encoded (see `encode`); it must follow the tail.
 
         Raises:
             DatabaseRefused: a gap or a repeat in seq (a bug, or a second writer).
         """
-        rows, params = _encode(self.last_hash, self.last_seq, records)
+        if encoded is None:
+            rows, params = _encode(self.last_hash, self.last_seq, records)
+        elif encoded.after_seq != self.last_seq or encoded.prev != self.last_hash:
+            raise DatabaseRefused(
+                f"log append out of order: rows follow seq {encoded.after_seq}, "
+                f"the log ends at {self.last_seq}"
+            )
+        else:
+            rows, params = encoded.rows, encoded.params
         insert_rows(self.conn, INSERT_EVENTS, EVENT_VALUES, params)
         if rows:
             self.last_seq, self.last_hash = rows[-1].seq, rows[-1].hash

@@ -20,13 +20,13 @@ from collections.abc import Callable
 
 from kickoff.errors import Unavailable
 from kickoff.store.database import Database
-from kickoff.store.log import Recorded, Row
+from kickoff.store.log import Encoded, Recorded, Row, joined
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH_RECORDS = 50_000
 
-Queued = tuple[list[Recorded], asyncio.Future[None]]
+Queued = tuple[list[Recorded], Encoded | None, asyncio.Future[None]]
 
 
 class GroupWriter:
@@ -58,15 +58,18 @@ class GroupWriter:
         self._thread = threading.Thread(target=self._run, name="kickoff-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, records: list[Recorded]) -> asyncio.Future[None]:
-        """Queue records for the next batch; the future resolves when they are durable."""
+    def submit(
+        self, records: list[Recorded], encoded: Encoded | None = None
+    ) -> asyncio.Future[None]:
+        """Queue records (and their rows, if encoded already) for the next batch; the
+        future resolves when they are durable."""
         assert self._loop is not None, "start() first"
         future: asyncio.Future[None] = self._loop.create_future()
         with self._ready:
             if self._closing:
                 future.set_exception(Unavailable("the server is shutting down"))
                 return future
-            self._queue.append((records, future))
+            self._queue.append((records, encoded, future))
             self._ready.notify()
         return future
 
@@ -87,9 +90,9 @@ class GroupWriter:
                 if not self._queue:  # closing, and everything is written
                     break
                 taken = self._take()
-            records = [r for recs, _ in taken for r in recs]
+            records = [r for recs, _, _ in taken for r in recs]
             try:
-                rows = self.db.write(records)
+                rows = self.db.write(records, _encoded(taken))
             except BaseException as exc:  # storage failed: nothing of this batch is durable
                 logger.error("write failed, %d records refused: %s", len(records), exc)
                 with self._ready:
@@ -109,7 +112,7 @@ class GroupWriter:
     # -- on the event loop ---------------------------------------------------------
 
     def _committed(self, taken: list[Queued], rows: list[Row]) -> None:
-        for _, future in taken:
+        for _, _, future in taken:
             if not future.done():
                 future.set_result(None)
         if self._on_commit is not None:
@@ -119,7 +122,7 @@ class GroupWriter:
         with self._ready:
             failed = taken + list(self._queue)
             self._queue.clear()
-        for _, future in failed:
+        for _, _, future in failed:
             if not future.done():
                 future.set_exception(exc if isinstance(exc, Unavailable) else Unavailable(str(exc)))
         try:
@@ -143,3 +146,11 @@ class GroupWriter:
             await self._stopped
         if self._thread is not None:
             self._thread.join()
+
+
+def _encoded(taken: list[Queued]) -> Encoded | None:
+    """The batch's rows, if every part came encoded (else the log encodes them all)."""
+    parts = [encoded for _, encoded, _ in taken if encoded is not None]
+    if len(parts) < len(taken):
+        return None
+    return parts[0] if len(parts) == 1 else joined(parts)

@@ -17,7 +17,17 @@ import pytest
 from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
 from kickoff.store.database import Database, replay
-from kickoff.store.log import GENESIS, Log, Recorded, chain_hash, read_log, read_rows, to_row
+from kickoff.store.log import (
+    GENESIS,
+    Log,
+    Recorded,
+    chain_hash,
+    encode,
+    joined,
+    read_log,
+    read_rows,
+    to_row,
+)
 from tests.store._checks import assert_log_is_whole, assert_projections_agree_with, write_in_batches
 from tests.unit._sim import Sim, random_operations
 
@@ -101,6 +111,32 @@ class LogContract:
                 db.write(bad)
             assert events_count(db) == 3
         db.write(some_records(4, 2))  # the tail survived the refusals
+        assert_log_is_whole(db.conn)
+
+    def test_pre_encoded_rows_are_the_rows_the_log_encodes(self, db: Database) -> None:
+        """The server encodes as it records; the rows are byte-equal to the log's own, and
+        rows that do not follow the tail (seq or hash) are refused before any is written."""
+        db.write(some_records(1, 3))
+        tail = (db.log.last_seq, db.log.last_hash)
+        first = encode(db.log.last_hash, 3, some_records(4, 2))
+        second = encode(first.rows[-1].hash, 5, some_records(6, 3))
+        assert first.rows == [
+            to_row(tail[1], some_records(4, 1)[0]),
+            to_row(first.rows[0].hash, some_records(5, 1)[0]),
+        ]
+        for bad in (
+            encode(GENESIS, 3, some_records(4, 2)),  # the wrong previous hash
+            encode(tail[1], 2, some_records(3, 2)),  # a repeated seq
+            second,  # a gap
+        ):
+            with pytest.raises(DatabaseRefused, match="out of order"):
+                db.write(some_records(bad.after_seq + 1, len(bad.rows)), bad)
+            assert events_count(db) == 3
+        with pytest.raises(DatabaseRefused, match="out of order"):
+            joined([second, first])
+        both = joined([first, second])
+        assert db.write(some_records(4, 5), both) == both.rows
+        assert list(read_rows(db.conn)) == [*list(read_rows(db.conn))[:3], *both.rows]
         assert_log_is_whole(db.conn)
 
     def test_a_batch_that_fails_half_way_leaves_nothing(self, db: Database) -> None:
