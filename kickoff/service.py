@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -59,6 +59,12 @@ FREES_WORK = (
     TaskFailed,
     WorkerTagsChanged,
 )
+
+
+# A future that resolves when the worker hangs up, or a function that starts watching for
+# that and returns such a future: called only if a claim has to wait (watching a
+# connection costs a task per request, and most claims find a task at once).
+Gone = asyncio.Future[None] | Callable[[], asyncio.Future[None]]
 
 
 @dataclass(slots=True)
@@ -346,7 +352,7 @@ class Service:
         *,
         max_tasks: int,
         wait_s: float,
-        gone: asyncio.Future[None] | None = None,
+        gone: Gone | None = None,
         recorded: asyncio.Future[None] | None = None,
     ) -> list[Claimed]:
         """Up to max_tasks tasks for the worker, waiting up to wait_s for one to appear.
@@ -365,7 +371,11 @@ class Service:
             if future is not None:
                 futures.append(future)
             remaining = deadline - loop.time()
-            if claimed or remaining <= 0 or self.shutting_down or (gone and gone.done()):
+            if claimed or remaining <= 0 or self.shutting_down:
+                break
+            if callable(gone):
+                gone = gone()
+            if gone is not None and gone.done():
                 break
             handed = await self._park(worker_id, max_tasks, remaining, gone)
             if handed is not None:
@@ -426,7 +436,7 @@ class Service:
         *,
         max_tasks: int,
         wait_s: float,
-        gone: asyncio.Future[None] | None = None,
+        gone: Gone | None = None,
     ) -> tuple[list[Claimed], KickoffError | None]:
         """A completion and the worker's next claim, in one commit when a task is ready.
 

@@ -132,6 +132,8 @@ class ServerProcess:
                 pass
             time.sleep(0.02)
         else:
+            self.proc.kill()  # do not leave it running for the rest of the session
+            self.proc.wait()
             raise AssertionError(f"server did not answer /healthz:\n{self.output()}")
         self.token = Path(f"{self.db_path}.token").read_text().strip()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -168,22 +168,31 @@ async def complete(request: Request) -> Response:
 
 
 @contextlib.asynccontextmanager
-async def _hang_up(request: Request, wait_s: float) -> AsyncIterator[asyncio.Future[None] | None]:
-    """A future that resolves when the client disconnects (its body is already read);
-    None when the claim will not wait (watching would only cost time)."""
+async def _hang_up(
+    request: Request, wait_s: float
+) -> AsyncIterator[Callable[[], asyncio.Future[None]] | None]:
+    """A function that starts watching for the client to disconnect (its body is already
+    read) and returns a future that resolves then; None when the claim will not wait.
+    The service calls it only if the claim has to wait: most find a task at once."""
     if wait_s <= 0:
         yield None
         return
+    watching: list[asyncio.Future[None]] = []
 
-    async def watch() -> None:
+    async def disconnected() -> None:
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    task = asyncio.ensure_future(watch())
+    def watch() -> asyncio.Future[None]:
+        if not watching:
+            watching.append(asyncio.ensure_future(disconnected()))
+        return watching[0]
+
     try:
-        yield task
+        yield watch
     finally:
-        task.cancel()
+        for task in watching:
+            task.cancel()
 
 
 def _claimed_json(c: Claimed) -> dict[str, Any]:

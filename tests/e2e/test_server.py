@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -182,3 +183,23 @@ def test_a_long_poll_claim_ends_when_its_worker_hangs_up(server: ServerProcess) 
         ][0]
         threading.Event().wait(0.3)  # time for a (wrongly) still-waiting claim to take it
         assert http.get(f"/v1/tasks/{task_id}").json()["state"] == "pending"
+
+
+def test_a_response_leaves_in_one_piece(server: ServerProcess) -> None:
+    """Head and body of an answer arrive together, so a worker wakes once per answer
+    (uvicorn writes them separately; the server joins writes made in one turn)."""
+    request = (
+        f"GET /v1/stats HTTP/1.1\r\nHost: {server.address}\r\n"
+        f"Authorization: Bearer {server.token}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        for _ in range(40):
+            sock.sendall(request)
+            first = sock.recv(65536)  # wakes at the first piece to arrive
+            head, _, body = first.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            assert head.startswith(b"HTTP/1.1 200") and len(body) == length, first
