@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kickoff.events import model as ev
+from kickoff.server import tune_collector
 from kickoff.service import Service
 from kickoff.state import decide
 from kickoff.state.decide import NewTask
@@ -37,6 +38,7 @@ from kickoff.store.log import Recorded
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 TAGS = tuple(f"t{i}" for i in range(10))
+DEFAULT_GC_THRESHOLD = gc.get_threshold()
 SHAPES = 100
 
 
@@ -156,6 +158,7 @@ def durable_submits(
     async def run() -> tuple[float, float, float, float]:
         service = Service(tmp / "submit.db")
         await service.start()
+        tune_collector()  # as `kickoff server` does
         try:
             batch = [NewTask(command="true", require=frozenset({"cpu"})) for _ in range(1000)]
 
@@ -185,6 +188,8 @@ def durable_submits(
             return bulk, bulk4, single, commits / (per_client * clients)
         finally:
             await service.stop()
+            gc.unfreeze()
+            gc.set_threshold(*DEFAULT_GC_THRESHOLD)
 
     return asyncio.run(run())
 
