@@ -9,8 +9,9 @@ raises the same errors as AsyncClient: error bodies become the KickoffError with
 (`client.error_from`), transport failures ServerUnreachable (`client.map_exceptions`, with
 the httpx exception as the cause).
 
-Each connection is an `asyncio.Protocol` that parses the answer as its bytes arrive and
-resolves one future with it: no stream reader, no task, one timer per request.
+Each connection is an `asyncio.Protocol` that feeds the answer's bytes to an httptools
+(llhttp) parser as they arrive and resolves one future with it: no stream reader, no task,
+one timer per request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from typing import Any, cast
 from urllib.parse import urlencode
 
+import httptools
 import httpx
 import orjson
 
@@ -29,28 +31,13 @@ from kickoff.errors import InvalidInput, KickoffError
 
 IDLE_S = 2.0  # reuse a kept-alive connection only this long (uvicorn drops them after 5 s)
 MAX_HEAD_BYTES = 64 * 1024
-MAX_CHUNK_LINE_BYTES = 1024
 
 Answer = tuple[int, bytes, bool]  # status, body, whether the connection may be reused
 
 
-def _parse_head(head: bytes) -> tuple[int, dict[bytes, bytes]]:
-    status_line, *lines = head.split(b"\r\n")
-    version, status, *_ = status_line.split(b" ", 2)
-    if not version.startswith(b"HTTP/1.") or not status.isdigit():
-        raise ValueError(f"not an HTTP/1.x answer: {status_line[:80]!r}")
-    fields = {}
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise ValueError(f"malformed header line {line[:80]!r}")
-        fields[name.strip().lower()] = value.strip()
-    return int(status), fields
-
-
 class _Connection(asyncio.Protocol):
-    """One kept-alive connection: at most one request in flight, its answer parsed as the
-    bytes arrive."""
+    """One kept-alive connection: at most one request in flight, its answer parsed by
+    httptools as the bytes arrive."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_answer_bytes: int) -> None:
         self.loop = loop
@@ -59,15 +46,18 @@ class _Connection(asyncio.Protocol):
         self.used_at = time.monotonic()
         self.broken = False  # lost, closed, or its state is unknown: never reuse it
         self._waiter: asyncio.Future[Answer] | None = None
-        self._buffer = b""
+        # one parser for the connection's life: after a whole answer it waits for the next
+        self._parser = httptools.HttpResponseParser(self)
         self._reset()
 
     def _reset(self) -> None:
-        self._status = 0
-        self._keep = True
-        self._length = -1  # of a content-length body; -1 before the head, -2 chunked, -3 to EOF
+        self._head_read = 0  # bytes of the reads that ended inside the head
+        self._head_size = 0  # bytes of the header lines parsed
+        self._framed = False  # the body has a length or is chunked; else it ends at EOF
+        self._in_body = False
         self._chunks: list[bytes] = []
         self._size = 0
+        self._answer: Answer | None = None
 
     # -- the request side -------------------------------------------------------
 
@@ -98,15 +88,24 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():
             self.close()  # bytes nobody asked for: the connection is out of step
             return
-        self._buffer += data
         try:
-            self._parse()
-        except ValueError as exc:
-            self._fail(httpx.RemoteProtocolError(f"malformed answer: {exc}"))
+            self._parser.feed_data(data)
+            if not self._in_body:  # the parser keeps a partial header line: bound it
+                self._head_read += len(data)
+                if self._head_read > MAX_HEAD_BYTES:
+                    raise ValueError("the answer's head is too long")
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade, ValueError) as exc:
+            if self._answer is None:
+                reason = exc.__context__ if isinstance(exc.__context__, ValueError) else exc
+                self._fail(httpx.RemoteProtocolError(f"malformed answer: {reason}"))
+                return
+            self.broken = True  # more than the answer: the connection is out of step
+        if self._answer is not None:
+            self._done(self._answer)
 
     def eof_received(self) -> bool | None:
-        if self._length == -3 and self._waiter is not None and not self._waiter.done():
-            self._done(b"".join(self._chunks), keep=False)
+        if self._in_body and not self._framed and self._answer is None:
+            self._done((self._parser.get_status_code(), b"".join(self._chunks), False))
         self.broken = True
         return None  # close the transport
 
@@ -114,7 +113,42 @@ class _Connection(asyncio.Protocol):
         self.broken = True
         self._fail(httpx.ReadError(f"connection lost: {exc!r}"))
 
-    # -- parsing ----------------------------------------------------------------
+    # -- httptools' callbacks ---------------------------------------------------
+    # A callback that raises stops the parser: feed_data raises HttpParserCallbackError,
+    # with the callback's exception as its __context__.
+
+    def on_message_begin(self) -> None:
+        if self._answer is not None:
+            raise ValueError("more than one answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD_BYTES:
+            raise ValueError("the answer's head is too long")
+        name = name.lower()
+        if name == b"content-length":
+            self._framed = True
+            self._check_size(int(value))  # the parser checked it is a number
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        self._check_size(self._size)
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self._parser
+        self._answer = (
+            parser.get_status_code(),
+            b"".join(self._chunks),
+            parser.should_keep_alive(),
+        )
+
+    # -- the answer -------------------------------------------------------------
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter
@@ -122,83 +156,20 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
         self.close()
 
-    def _done(self, content: bytes, *, keep: bool) -> None:
+    def _done(self, answer: Answer) -> None:
         waiter = self._waiter
         self._waiter = None
-        if self._buffer:  # more than the answer: the connection is out of step
+        status, content, keep = answer
+        if self.broken:
             keep = False
         if not keep:
             self.close()
         if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, content, keep))
+            waiter.set_result((status, content, keep))
 
     def _check_size(self, size: int) -> None:
-        if size < 0 or size > self.max_answer_bytes:
+        if size > self.max_answer_bytes:
             raise ValueError(f"an answer of {size} bytes is over the {self.max_answer_bytes} limit")
-
-    def _parse(self) -> None:
-        if self._length == -1:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > MAX_HEAD_BYTES:
-                    raise ValueError("the answer's head is too long")
-                return
-            if end > MAX_HEAD_BYTES:
-                raise ValueError("the answer's head is too long")
-            status, fields = _parse_head(self._buffer[:end])
-            self._buffer = self._buffer[end + 4 :]
-            self._status = status
-            self._keep = fields.get(b"connection", b"").lower() != b"close"
-            if status in (204, 304) or status < 200:
-                self._done(b"", keep=self._keep)
-                return
-            if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-                self._length = -2
-            elif b"content-length" in fields:
-                self._length = int(fields[b"content-length"])
-                self._check_size(self._length)
-            else:
-                self._length = -3  # no length: the answer ends when the server closes
-        if self._length >= 0:
-            if len(self._buffer) >= self._length:
-                content = self._buffer[: self._length]
-                self._buffer = self._buffer[self._length :]
-                self._done(content, keep=self._keep)
-        elif self._length == -2:
-            self._parse_chunks()
-        else:
-            self._size += len(self._buffer)
-            self._check_size(self._size)
-            self._chunks.append(self._buffer)
-            self._buffer = b""
-
-    def _parse_chunks(self) -> None:
-        buffer = self._buffer
-        while True:
-            end = buffer.find(b"\r\n")
-            if end < 0:
-                if len(buffer) > MAX_CHUNK_LINE_BYTES:
-                    raise ValueError("a chunk's size line is too long")
-                break
-            if self._size < 0:  # the last chunk was read: skip the trailers up to a blank line
-                buffer = buffer[end + 2 :]
-                if end == 0:
-                    self._buffer = buffer
-                    self._done(b"".join(self._chunks), keep=self._keep)
-                    return
-                continue
-            length = int(buffer[:end].split(b";")[0], 16)
-            if length == 0:
-                buffer = buffer[end + 2 :]
-                self._size = -1
-                continue
-            self._check_size(self._size + length)
-            if len(buffer) < end + 2 + length + 2:
-                break
-            self._chunks.append(buffer[end + 2 : end + 2 + length])
-            self._size += length
-            buffer = buffer[end + 2 + length + 2 :]
-        self._buffer = buffer
 
 
 class LeanClient:

@@ -221,3 +221,116 @@ def test_a_token_that_could_inject_headers_is_refused() -> None:
     with pytest.raises(InvalidInput) as info:
         LeanClient("127.0.0.1:1", token="abc\r\nx-evil: 1")
     assert "evil" not in info.value.message
+
+
+def test_an_answer_without_length_ends_when_the_server_closes() -> None:
+    async def reply(request: bytes) -> bytes:
+        return b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{"c": [1, 2, 3]}'
+
+    async def scenario(client: LeanClient) -> list[Any]:
+        return [await client.request("GET", "/x"), await client.request("GET", "/y")]
+
+    results, connections = run(reply, scenario, close_after=True)
+    assert results == [{"c": [1, 2, 3]}, {"c": [1, 2, 3]}]
+    assert connections == 2  # such an answer never leaves the connection reusable
+
+
+async def serve_pieces(
+    pieces: list[bytes | float], scenario: Callable[[LeanClient], Awaitable[Any]], **kw: Any
+) -> Any:
+    """Run scenario against a server that answers each connection's first request with
+    pieces (bytes to send, or seconds to wait), then hangs up."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            for piece in pieces:
+                if isinstance(piece, float):
+                    await asyncio.sleep(piece)
+                else:
+                    writer.write(piece)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = LeanClient(f"127.0.0.1:{port}", token="sekrit", timeout_s=5, **kw)
+    try:
+        result = await scenario(client)
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+    return result, len(connections)
+
+
+def test_an_answer_in_pieces_without_length() -> None:
+    pieces: list[bytes | float] = [b"HTTP/1.1 200 OK\r\n", 0.02, b'\r\n{"a": ', 0.02, b"[1, 2]}"]
+
+    async def scenario(client: LeanClient) -> Any:
+        return await client.request("GET", "/x")
+
+    assert asyncio.run(serve_pieces(pieces, scenario))[0] == {"a": [1, 2]}
+
+
+def test_an_answer_without_length_over_the_cap_is_refused() -> None:
+    pieces: list[bytes | float] = [b"HTTP/1.1 200 OK\r\n\r\n", b"x" * 60, 0.02, b"x" * 60]
+
+    async def scenario(client: LeanClient) -> ServerUnreachable:
+        with pytest.raises(ServerUnreachable) as info:
+            await client.request("GET", "/x")
+        return info.value
+
+    error, _ = asyncio.run(serve_pieces(pieces, scenario, max_answer_bytes=100))
+    assert isinstance(error.__cause__, httpx.RemoteProtocolError)
+    assert "over the 100 limit" in str(error.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "reason"),
+    [
+        ([b"HTTP/1.1 abc OK\r\n\r\n"], "status"),
+        ([b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}"], "Content"),
+        ([b"HTTP/1.1 200 OK\r\ncontent-length: 2000\r\n\r\n"], "over the 1000 limit"),
+        ([b"HTTP/1.1 200 OK\r\nx: ", *[b"y" * 30_000, 0.01] * 3], "head is too long"),
+    ],
+)
+def test_malformed_answers_say_why(pieces: list[bytes | float], reason: str) -> None:
+    async def scenario(client: LeanClient) -> ServerUnreachable:
+        with pytest.raises(ServerUnreachable) as info:
+            await client.request("GET", "/x")
+        return info.value
+
+    error, _ = asyncio.run(serve_pieces(pieces, scenario, max_answer_bytes=1000))
+    assert isinstance(error.__cause__, httpx.RemoteProtocolError)
+    assert reason in str(error.__cause__)
+
+
+def test_bytes_after_the_answer_spoil_the_connection_not_the_answer() -> None:
+    async def reply(request: bytes) -> bytes:
+        return answer(b'{"ok": 1}') + b"HTTP/1.1 200 OK\r\n"
+
+    async def scenario(client: LeanClient) -> list[Any]:
+        return [await client.request("GET", "/x"), await client.request("GET", "/y")]
+
+    results, connections = run(reply, scenario)
+    assert results == [{"ok": 1}, {"ok": 1}]
+    assert connections == 2
+
+
+def test_bytes_nobody_asked_for_close_an_idle_connection() -> None:
+    pieces: list[bytes | float] = [answer(b'{"ok": 1}'), 0.02, answer(b'{"ok": 2}'), 1.0]
+
+    async def scenario(client: LeanClient) -> list[Any]:
+        first = await client.request("GET", "/x")
+        await asyncio.sleep(0.2)  # the unasked-for answer arrives meanwhile
+        return [first, await client.request("GET", "/y")]
+
+    results, connections = asyncio.run(serve_pieces(pieces, scenario))
+    assert results == [{"ok": 1}, {"ok": 1}]  # the second answer is not taken for the first
+    assert connections == 2
