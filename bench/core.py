@@ -348,8 +348,9 @@ def memory_child(pending: int) -> None:
 
 
 def memory_per_task(pending: int) -> dict[str, float]:
-    out = subprocess.run(
-        [sys.executable, __file__, "--memory-child", str(pending)],
+    out = subprocess.run(  # as a module: run as a script, bench/http.py would shadow `http`
+        [sys.executable, "-m", "bench.core", "--memory-child", str(pending)],
+        cwd=Path(__file__).resolve().parent.parent,
         check=True,
         capture_output=True,
         text=True,
