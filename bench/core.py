@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kickoff.events import model as ev
-from kickoff.server import tune_collector
+from kickoff.server import tune_runtime
 from kickoff.service import Service
 from kickoff.state import decide
 from kickoff.state.decide import NewTask
@@ -39,6 +39,7 @@ from kickoff.store.log import Recorded
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 TAGS = tuple(f"t{i}" for i in range(10))
 DEFAULT_GC_THRESHOLD = gc.get_threshold()
+DEFAULT_SWITCH_INTERVAL = sys.getswitchinterval()
 SHAPES = 100
 
 
@@ -158,7 +159,7 @@ def durable_submits(
     async def run() -> tuple[float, float, float, float]:
         service = Service(tmp / "submit.db")
         await service.start()
-        tune_collector()  # as `kickoff server` does
+        tune_runtime()  # as `kickoff server` does
         try:
             batch = [NewTask(command="true", require=frozenset({"cpu"})) for _ in range(1000)]
 
@@ -190,6 +191,7 @@ def durable_submits(
             await service.stop()
             gc.unfreeze()
             gc.set_threshold(*DEFAULT_GC_THRESHOLD)
+            sys.setswitchinterval(DEFAULT_SWITCH_INTERVAL)
 
     return asyncio.run(run())
 
