@@ -1,12 +1,16 @@
 """Group commit: concurrent appends share one transaction and one fsync.
 
 Callers hand over records (already applied in memory) and await a future that resolves
-once the batch holding them is durable. One dedicated thread writes: while it commits one
-batch, the next one gathers. It answers the event loop with one call per batch.
+once the batch holding them is durable. A dedicated thread writes big batches: while it
+commits one, the next one gathers and the event loop parses the next request. A small
+batch queued while that thread is idle is committed on the event loop at the end of the
+turn that queued it (everything queued in that turn shares the commit), which spares the
+hand-off to the thread and back. Never both at once: one batch is written at a time, in
+seq order.
 
 A failed batch fails every record queued behind it too: their seqs followed the lost
-ones, so the owner must rebuild its state from the log. The thread takes nothing more
-until the event loop has failed those records and the owner has rebuilt its state.
+ones, so the owner must rebuild its state from the log. Nothing more is written until
+the event loop has failed those records and the owner has rebuilt its state.
 """
 
 from __future__ import annotations
