@@ -340,7 +340,7 @@ class Service:
             recent.popitem(last=False)
 
     def _wake_claimers(self) -> None:
-        """Make every parked claim look again (tags changed, a worker stopped, shutdown)."""
+        """Make every parked claim look again (a worker stopped or was lost, shutdown)."""
         parked, self._parked = self._parked, {}
         for waiting in parked.values():
             if not waiting.handed.done():
