@@ -210,7 +210,28 @@ def _read_answer(sock: socket.socket) -> bytes:
     return body
 
 
-def drain(tasks: int = 2000) -> float:
+@dataclass(frozen=True)
+class Drained:
+    """A drain's rate, and the CPU each part spent per task (ms): the server, the two
+    workers together, and their tasks' shells together."""
+
+    rate: float
+    server_ms: float
+    workers_ms: float
+    shells_ms: float
+
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> tuple[float, float]:
+    """(own, reaped children's) CPU seconds of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) / TICKS_PER_S for x in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def drain(tasks: int = 2000) -> Drained:
     """End-to-end drain of `tasks` `true` tasks, half cpu and half gpu, 2 single-slot workers."""
     with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
         workers = [start_worker(server, "--have", "cpu"), start_worker(server, "--have", "gpu")]
@@ -218,17 +239,27 @@ def drain(tasks: int = 2000) -> float:
             with server.http() as http:
                 _wait_idle(http, 2)
                 body = orjson.loads(_batch(tasks))
+                pids = [server.proc.pid, *(w.pid for w in workers)]
+                before = [_cpu_s(pid) for pid in pids]
                 started = datetime.now(UTC)
                 http.post("/v1/tasks", json=body)
                 while (stats := http.get("/v1/stats").json())["succeeded"] < tasks:
                     time.sleep(0.05)  # polling faster would itself cost the server CPU
+                after = [_cpu_s(pid) for pid in pids]
                 # the end is the last completion as the log recorded it, not when we looked
                 last = http.get(
                     "/v1/events",
                     params={"type": "TaskCompleted", "after": max(0, stats["last_seq"] - 500)},
                 ).json()["events"]
                 finished = max(datetime.fromisoformat(e["ts"]) for e in last)
-                return tasks / (finished - started).total_seconds()
+                spent = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
+                per_task = 1e3 / tasks
+                return Drained(
+                    tasks / (finished - started).total_seconds(),
+                    spent[0][0] * per_task,
+                    sum(own for own, _ in spent[1:]) * per_task,
+                    sum(children for _, children in spent[1:]) * per_task,
+                )
         finally:
             for worker in workers:
                 stop(worker)
