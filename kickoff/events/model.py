@@ -6,8 +6,9 @@ bumping VERSION and adding an upcaster in `codec.py`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,20 +36,13 @@ class TaskSubmitted:
     submitted_by: str | None = None  # added in v2: client address, if known
 
 
-_TASK_SUBMITTED_SLOTS = tuple(
-    TaskSubmitted.__dict__[name].__set__
-    for name in (
-        "task_id",
-        "command",
-        "require",
-        "want",
-        "priority",
-        "max_attempts",
-        "timeout_s",
-        "idempotency_key",
-        "submitted_by",
-    )
-)
+def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The slot setters of a frozen slotted dataclass, in field order: a constructor for
+    a hot path sets them directly (a frozen __init__ calls object.__setattr__ per field)."""
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+
+
+_TASK_SUBMITTED_SLOTS = slot_setters(TaskSubmitted)
 
 
 def task_submitted(

@@ -30,18 +30,7 @@ class NewTask:
     idempotency_key: str | None = None
 
 
-_NEW_TASK_SLOTS = tuple(
-    NewTask.__dict__[name].__set__
-    for name in (
-        "command",
-        "require",
-        "want",
-        "priority",
-        "max_attempts",
-        "timeout_s",
-        "idempotency_key",
-    )
-)
+_NEW_TASK_SLOTS = ev.slot_setters(NewTask)
 
 
 def new_task(

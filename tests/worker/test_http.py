@@ -25,6 +25,25 @@ def answer(body: bytes, *, status: str = "200 OK", extra: bytes = b"") -> bytes:
     )
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _against(
+    handle: Handler, scenario: Callable[[LeanClient], Awaitable[Any]], **kw: Any
+) -> Any:
+    """Run scenario with a LeanClient against a loopback server whose connections
+    `handle` serves; both are closed afterwards."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = LeanClient(f"127.0.0.1:{port}", token="sekrit", timeout_s=5, **kw)
+    try:
+        return await scenario(client)
+    finally:
+        await client.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def serve(
     reply: Reply,
     scenario: Callable[[LeanClient], Awaitable[Any]],
@@ -57,16 +76,7 @@ async def serve(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = LeanClient(f"127.0.0.1:{port}", token="sekrit", timeout_s=5, **kw)
-    try:
-        result = await scenario(client)
-    finally:
-        await client.aclose()
-        server.close()
-        await server.wait_closed()
-    return result, len(connections)
+    return await _against(handle, scenario, **kw), len(connections)
 
 
 def run(reply: Reply, scenario: Callable[[LeanClient], Awaitable[Any]], **kw: Any) -> Any:
@@ -257,16 +267,7 @@ async def serve_pieces(
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = LeanClient(f"127.0.0.1:{port}", token="sekrit", timeout_s=5, **kw)
-    try:
-        result = await scenario(client)
-    finally:
-        await client.aclose()
-        server.close()
-        await server.wait_closed()
-    return result, len(connections)
+    return await _against(handle, scenario, **kw), len(connections)
 
 
 def test_an_answer_in_pieces_without_length() -> None:
