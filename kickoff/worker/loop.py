@@ -43,6 +43,9 @@ CLAIM_SLACK_S = 15.0
 TAGS_POLL_S = 1.0
 PRUNE_EVERY_S = 10.0
 ABORT_DEADLINE_S = 10.0  # after a second Ctrl-C: time left to report and deregister
+# Every report delivered, the server still unreachable: how long to keep trying to say
+# goodbye. Not forever (a `systemctl stop` would hang): the server counts it lost anyway.
+DEREGISTER_WAIT_S = 5.0
 REFUSED_EXIT = 126  # what a shell reports for a command it cannot execute
 INTERRUPTED_EXIT = 130
 
@@ -250,18 +253,22 @@ class Worker:
             return
         path = f"/v1/workers/{reg.worker_id}"
         try:
-            done = await self._race(
-                self._call("DELETE", path, what="deregister"), self._deadline_passed
+            done = await asyncio.wait_for(
+                self._race(self._call("DELETE", path, what="deregister"), self._deadline_passed),
+                DEREGISTER_WAIT_S,
             )
+        except TimeoutError:
+            done = False
         except (NotFound, Conflict):
             logger.info("worker=%s was already gone", reg.worker_id)
+            done = True
         else:
             if done:
                 logger.info("deregistered worker=%s", reg.worker_id)
-            else:
-                logger.warning(
-                    "could not deregister worker=%s; the server will count it lost", reg.worker_id
-                )
+        if not done:
+            logger.warning(
+                "could not deregister worker=%s; the server will count it lost", reg.worker_id
+            )
         self.registration = None
 
     # -- claiming ---------------------------------------------------------------

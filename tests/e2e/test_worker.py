@@ -239,6 +239,19 @@ def test_sigterm_drains_like_ctrl_c(server: ServerProcess, start_worker: StartWo
         assert get(client, task_id)["state"] == "succeeded"
 
 
+def test_sigterm_with_the_server_gone_exits_once_nothing_is_left_to_report(
+    server: ServerProcess, start_worker: StartWorker
+) -> None:
+    """Nothing to deliver, nobody to say goodbye to: the worker gives up deregistering
+    after a few seconds and exits 0 (the server counts it lost), instead of hanging."""
+    worker = start_worker()
+    with server.client() as client:
+        wait_until(lambda: client.get("/v1/workers")["workers"], what="registered")
+    server.kill()
+    assert worker.stop(signal.SIGTERM, timeout=15) == 0, worker.output()
+    assert "could not deregister" in worker.output()
+
+
 def test_server_killed_and_restarted_while_a_task_runs(
     server: ServerProcess, start_worker: StartWorker, tmp_path: Path
 ) -> None:
