@@ -5,6 +5,7 @@ bodies that are not JSON, TooLarge (413) for limits on size."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -18,7 +19,7 @@ from kickoff.state.decide import Completion, NewTask
 from kickoff.state.decide import new_task as make_task
 from kickoff.tags import check_tags, split_tags
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, invisible format marks, line breaks
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
 MAX_ID = (1 << 40) - 1  # task ids and seqs in paths and queries
 
@@ -84,8 +85,9 @@ def number(value: Any, *, field: str, low: float, high: float) -> float:
 def string(
     value: Any, *, field: str, max_chars: int, allow_empty: bool = False, plain: bool = False
 ) -> str:
-    """A string of at most max_chars; never with NUL; with `plain`, no control characters
-    at all (names and keys end up in terminals, where an escape sequence would act)."""
+    """A string of at most max_chars; never with NUL; with `plain`, no hidden characters
+    at all (names and keys end up in terminals, where an escape sequence would act and a
+    bidi control such as U+202E would show the name reversed)."""
     if not isinstance(value, str):
         raise InvalidInput(f"{field}: expected a string")
     if not value and not allow_empty:
@@ -94,9 +96,24 @@ def string(
         raise TooLarge(f"{field}: {len(value)} characters, at most {max_chars} allowed")
     if "\x00" in value:
         raise InvalidInput(f"{field}: must not contain NUL characters")
-    if plain and _CONTROL_RE.search(value):
-        raise InvalidInput(f"{field}: must not contain control characters")
+    if plain:
+        hidden = hidden_char(value)
+        if hidden is not None:
+            raise InvalidInput(
+                f"{field}: must not contain control or invisible format characters "
+                f"(found U+{ord(hidden):04X})"
+            )
     return value
+
+
+def hidden_char(value: str) -> str | None:
+    """The first character that a terminal would act on or not show: a control (Cc), an
+    invisible format character such as a bidi override or a zero-width space (Cf), or a
+    line or paragraph separator (Zl, Zp). None if there is none."""
+    if value.isprintable():  # no Cc, Cf, Zl, Zp in it (nor other non-printables)
+        return None
+    category = unicodedata.category
+    return next((c for c in value if category(c) in _HIDDEN), None)
 
 
 def tags(value: Any, *, field: str, limit: int) -> frozenset[str]:
@@ -168,7 +185,7 @@ def _plain_task(value: Any) -> NewTask | None:
     if key is not None and (
         type(key) is not str
         or not 0 < len(key) <= defaults.MAX_IDEMPOTENCY_KEY_CHARS
-        or _CONTROL_RE.search(key)
+        or hidden_char(key) is not None
     ):
         return None
     require, want = _plain_tags(get("require")), _plain_tags(get("want"))

@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from kickoff import __version__
 from kickoff.defaults import MAX_WORKER_TAGS
-from kickoff.errors import IllegalTransition, InvalidInput, NotFound, StaleAttempt
+from kickoff.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleAttempt
 from kickoff.events import model as ev
-from kickoff.state.fold import State, Task, TaskState, Worker, worker_number
+from kickoff.state.fold import State, Task, TaskState, Worker, request_hash, worker_number
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,21 +79,33 @@ def submit(
 ) -> tuple[list[ev.Event], list[int]]:
     """Events for new tasks and the id of every requested task, in order.
 
-    A task whose idempotency key is already known gets the existing id and no event.
+    A task whose idempotency key is already known gets the existing id and no event when
+    it repeats that task's request exactly (a retry).
+
+    Raises:
+        Conflict: a known idempotency key with a different command, tags or options.
     """
     events: list[ev.Event] = []
     ids: list[int] = []
     add_event, add_id, make = events.append, ids.append, ev.task_submitted
     next_id = state.next_task_id
-    batch_keys: dict[str, int] = {}
+    batch_keys: dict[str, tuple[int, int]] = {}
     for new in tasks:
         key = new.idempotency_key
         if key is not None:
-            known = state.idempotency.get(key, batch_keys.get(key))
+            request = request_hash(
+                new.command, new.require, new.want, new.priority, new.max_attempts, new.timeout_s
+            )
+            known = state.idempotency.get(key) or batch_keys.get(key)
             if known is not None:
-                add_id(known)
+                if known[1] != request:
+                    raise Conflict(
+                        f"idempotency key {key!r} already names task {known[0]}, which was "
+                        "submitted with a different command, tags or options"
+                    )
+                add_id(known[0])
                 continue
-            batch_keys[key] = next_id
+            batch_keys[key] = (next_id, request)
         add_event(
             make(
                 next_id,

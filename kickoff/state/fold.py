@@ -71,6 +71,19 @@ class Worker:
     running: set[int] = field(default_factory=set)
 
 
+def request_hash(
+    command: str,
+    require: frozenset[str],
+    want: frozenset[str],
+    priority: int,
+    max_attempts: int,
+    timeout_s: float | None,
+) -> int:
+    """What makes a second submit with a known idempotency key a retry of the first: every
+    field of the task but the key itself (a hash, so that commands stay out of memory)."""
+    return hash((command, require, want, priority, max_attempts, timeout_s))
+
+
 def worker_number(worker_id: str) -> int:
     """`w17` -> 17 (worker ids are `w` plus a counter)."""
     return int(worker_id[1:])
@@ -84,7 +97,7 @@ class State:
         self.workers: dict[str, Worker] = {}
         self.next_task_id = 1
         self.next_worker_no = 1
-        self.idempotency: dict[str, int] = {}
+        self.idempotency: dict[str, tuple[int, int]] = {}  # key -> (task id, request_hash)
         self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self.last_seq = 0
         self.matcher = Matcher(self._is_pending)
@@ -150,7 +163,10 @@ def _task_submitted(state: State, e: ev.TaskSubmitted, at: datetime) -> None:
     if task_id >= state.next_task_id:
         state.next_task_id = task_id + 1
     if e.idempotency_key is not None:
-        state.idempotency[e.idempotency_key] = task_id
+        state.idempotency[e.idempotency_key] = (
+            task_id,
+            request_hash(e.command, e.require, e.want, priority, e.max_attempts, e.timeout_s),
+        )
     matcher.push(shape, priority, task_id)
 
 

@@ -13,7 +13,15 @@ import orjson
 
 from kickoff.clock import from_text
 from kickoff.errors import DatabaseRefused
-from kickoff.state.fold import State, Task, TaskState, Worker, apply, worker_number
+from kickoff.state.fold import (
+    State,
+    Task,
+    TaskState,
+    Worker,
+    apply,
+    request_hash,
+    worker_number,
+)
 from kickoff.state.matcher import Shape, task_key
 from kickoff.store.log import read_log
 
@@ -23,7 +31,10 @@ LIVE_TASKS = (
 )
 LIVE_WORKERS = "SELECT id, name, tags, slots, last_seen FROM workers WHERE state = 'alive'"
 ALL_WORKER_IDS = "SELECT id FROM workers"
-KEYS = "SELECT idempotency_key, id FROM tasks WHERE idempotency_key IS NOT NULL"
+KEYS = (
+    "SELECT idempotency_key, id, command, require, want, priority, max_attempts, timeout_s "
+    "FROM tasks WHERE idempotency_key IS NOT NULL"
+)
 MAX_TASK = "SELECT max(id) FROM tasks"
 COUNTS = "SELECT state, n FROM task_counts"
 LAST_SEQ = "SELECT min(last_seq) FROM projection_state"
@@ -40,7 +51,10 @@ def load_projections(conn: sqlite3.Connection) -> State:
     numbers = [worker_number(w) for (w,) in conn.execute(ALL_WORKER_IDS)]
     state.next_worker_no = max(numbers, default=0) + 1
     state.next_task_id = (conn.execute(MAX_TASK).fetchone()[0] or 0) + 1
-    state.idempotency = dict(conn.execute(KEYS).fetchall())
+    state.idempotency = {
+        key: (task_id, request_hash(command, _tags(require), _tags(want), *options))
+        for key, task_id, command, require, want, *options in conn.execute(KEYS)
+    }
     state.counts = {TaskState(s): n for s, n in conn.execute(COUNTS)}
     shapes: dict[tuple[str, str], Shape] = {}
     pending: dict[Shape, list[int]] = {}
@@ -67,6 +81,10 @@ def load_projections(conn: sqlite3.Connection) -> State:
     for shape, keys in pending.items():
         matcher.load(shape, keys)
     return state
+
+
+def _tags(text: str) -> frozenset[str]:
+    return frozenset(orjson.loads(text))
 
 
 def load_state(conn: sqlite3.Connection) -> tuple[State, int]:

@@ -169,6 +169,38 @@ def test_idempotency_key(api: Api) -> None:
         "idempotency_key",
         json={"command": "t", "idempotency_key": "a\x1b[2J"},
     )
+    message = refused(
+        api,
+        "POST",
+        "/v1/tasks",
+        422,
+        "idempotency_key",
+        json={"command": "t", "idempotency_key": "job\u202e7"},
+    )
+    assert "U+202E" in message
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"command": "rm -rf build"},
+        {"require": ["gpu"]},
+        {"want": "fast"},
+        {"priority": 5},
+        {"max_attempts": 1},
+        {"timeout_s": 60},
+    ],
+)
+def test_a_known_idempotency_key_with_another_request_is_409(
+    api: Api, change: dict[str, Any]
+) -> None:
+    task = {"command": "make test", "require": "cpu", "idempotency_key": "job-7"}
+    (first,) = submit(api, **task).json()["ids"]
+    message = refused(api, "POST", "/v1/tasks", 409, "'job-7'", json={**task, **change})
+    assert f"task {first}" in message
+    batch = {"tasks": [{"command": "other"}, {**task, **change}]}
+    refused(api, "POST", "/v1/tasks", 409, "'job-7'", json=batch)  # and nothing of the batch
+    assert submit(api, **task, want=[]).json()["ids"] == [first]  # a retry: the same id
 
 
 # -- batches ----------------------------------------------------------------------
@@ -296,6 +328,10 @@ def test_unknown_fields_are_refused(api: Api, path: str, body: dict[str, Any], f
         ({"name": "w", "slots": 0}, "slots"),
         ({"name": "w", "slots": 1025}, "slots"),
         ({"name": "w", "host": "\x1b[2J"}, "host"),
+        ({"name": "evil\u202egpj.exe"}, "name"),  # a bidi override: shows as "exe.jpg"
+        ({"name": "w\u200b"}, "name"),  # a zero-width space
+        ({"name": "w", "host": "box\u2066"}, "host"),
+        ({"name": "w", "host": "a\u2028b"}, "host"),  # a line separator
         ({"name": "w", "tags": "gpu!"}, "tags"),
     ],
 )

@@ -90,6 +90,18 @@ def test_new_with_an_idempotency_key_twice_makes_one_task(ko: Cli) -> None:
     )
 
 
+def test_new_with_a_known_idempotency_key_and_another_command_is_refused(
+    ko: Cli, server: ServerProcess
+) -> None:
+    first = new(ko, "-idempotency-key", "abc", "--", "make", "test")
+    for _ in range(2):  # the second time after a restart, with the key read from the database
+        result = ko("new", "-idempotency-key", "abc", "--", "make", "clean")
+        assert (result.code, result.out) == (1, "")
+        assert f"idempotency key 'abc' already names task {first}" in result.err
+        assert new(ko, "-idempotency-key", "abc", "--", "make", "test") == first
+        server.restart()
+
+
 def test_new_json_prints_a_list(ko: Cli) -> None:
     assert as_json(ko("new", "--json", "--", "true")) == [1]
 

@@ -21,6 +21,22 @@ def some_tags(rng: random.Random) -> frozenset[str]:
     return frozenset(t for t in TAGS if rng.random() < 0.3)
 
 
+def some_task(rng: random.Random) -> NewTask:
+    """A task; one with an idempotency key repeats what that key was first sent with (a
+    retry: the same key with another request is refused)."""
+    key = rng.choice([None, None, f"k{rng.randint(0, 20)}"])
+    made = rng if key is None else random.Random(key)
+    return NewTask(
+        command=f"cmd {made.random()}",
+        require=some_tags(made),
+        want=some_tags(made),
+        priority=made.randint(-1, 1),
+        max_attempts=made.randint(1, 3),
+        timeout_s=made.choice([None, 2.5]),
+        idempotency_key=key,
+    )
+
+
 def random_run(rng: random.Random, db: Database, steps: int) -> State:
     """Drive the rules at random, writing every event; returns the live state."""
     state, seq, now = State(), 0, datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,17 +54,7 @@ def random_run(rng: random.Random, db: Database, steps: int) -> State:
         roll = rng.random()
         live = sorted(state.workers)
         if roll < 0.3:
-            tasks = [
-                NewTask(
-                    command=f"cmd {rng.random()}",
-                    require=some_tags(rng),
-                    want=some_tags(rng),
-                    priority=rng.randint(-1, 1),
-                    max_attempts=rng.randint(1, 3),
-                    idempotency_key=rng.choice([None, None, f"k{rng.randint(0, 20)}"]),
-                )
-                for _ in range(rng.randint(1, 4))
-            ]
+            tasks = [some_task(rng) for _ in range(rng.randint(1, 4))]
             record(decide.submit(state, tasks)[0])
         elif roll < 0.4 or not live:
             record(

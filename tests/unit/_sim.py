@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 
-from kickoff.errors import IllegalTransition, StaleAttempt
+from kickoff.errors import Conflict, IllegalTransition, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.fold import State, TaskState, apply, worker_number
@@ -72,6 +73,7 @@ class Sim:
     stale: list[tuple[int, str, int]] = field(default_factory=list)  # lost (task, worker, attempt)
     claims: int = 0
     matched: int = 0  # claims that found a task
+    keyed: dict[str, decide.NewTask] = field(default_factory=dict)  # key -> its first request
 
     # -- plumbing --------------------------------------------------------------
 
@@ -121,12 +123,20 @@ class Sim:
             idempotency_key=key,
         )
         known = self.state.idempotency.get(key) if key is not None else None
+        if key is not None and known is not None:
+            first = self.keyed[key]
+            if new != first:
+                with pytest.raises(Conflict, match=repr(key)):
+                    self.decide(decide.submit, [new])
+                new = first  # and the retry of the first request gets its id
         events, ids = self.decide(decide.submit, [new])
         if known is not None:
-            assert events == [] and ids == [known], "a known idempotency key made a new task"
+            assert events == [] and ids == [known[0]], "a known idempotency key made a new task"
         else:
             assert len(events) == 1 and ids == [self.state.next_task_id]
             self.specs[ids[0]] = Spec(require, want, priority)
+            if key is not None:
+                self.keyed[key] = new
         self.commit(events)
         return int(ids[0])
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 
-from kickoff.errors import IllegalTransition, NotFound, StaleAttempt
+from kickoff.errors import Conflict, IllegalTransition, NotFound, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
@@ -280,23 +281,47 @@ def test_stop_worker_requeues_its_tasks() -> None:
 
 def test_idempotency_keys() -> None:
     run = Run()
-    batch = [
-        NewTask(command="a", idempotency_key="k"),
-        NewTask(command="b"),
-        NewTask(command="a again", idempotency_key="k"),
-    ]
-    events, ids = decide.submit(run.state, batch)
+    keyed = NewTask(command="a", idempotency_key="k")
+    events, ids = decide.submit(run.state, [keyed, NewTask(command="b"), keyed])
     assert ids == [1, 2, 1]
     assert len(events) == 2
     run.commit(events, T0)
-    events, ids = decide.submit(run.state, [NewTask(command="retry", idempotency_key="k")])
-    assert (events, ids) == ([], [1])
+    assert decide.submit(run.state, [keyed]) == ([], [1])  # a retry gets the old id
     claimed = run.claim(run.register())
     run.commit(decide.complete(run.state, run.report(claimed)), T0)
     assert 1 not in run.state.tasks  # finished tasks leave memory, their keys stay
-    assert decide.submit(run.state, [NewTask(command="x", idempotency_key="k")]) == ([], [1])
+    assert decide.submit(run.state, [keyed]) == ([], [1])
     assert replayed(run.records) == run.state
-    assert run.state.idempotency == {"k": 1}
+    assert set(run.state.idempotency) == {"k"} and run.state.idempotency["k"][0] == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"command": "a again"},
+        {"require": frozenset({"cpu"})},
+        {"want": frozenset({"gpu"})},
+        {"priority": 1},
+        {"max_attempts": 1},
+        {"timeout_s": 5.0},
+    ],
+)
+def test_a_known_idempotency_key_with_another_request_is_a_conflict(
+    change: dict[str, object],
+) -> None:
+    run = Run()
+    keyed = NewTask(command="a", idempotency_key="job-7")
+    other = dataclasses.replace(keyed, **change)  # type: ignore[arg-type]
+    with pytest.raises(Conflict, match="idempotency key 'job-7'"):
+        decide.submit(run.state, [keyed, other])  # within one batch
+    run.commit(decide.submit(run.state, [keyed])[0], T0)
+    with pytest.raises(Conflict, match="idempotency key 'job-7' already names task 1"):
+        decide.submit(run.state, [NewTask(command="b"), other])
+    claimed = run.claim(run.register())
+    run.commit(decide.complete(run.state, run.report(claimed)), T0)
+    with pytest.raises(Conflict, match="'job-7'"):  # also once the task has finished
+        decide.submit(run.state, [other])
+    assert decide.submit(run.state, [keyed]) == ([], [1])
 
 
 def test_apply_refuses_an_event_about_an_unknown_task() -> None:

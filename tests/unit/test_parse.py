@@ -61,7 +61,7 @@ fields = {
     ),
     "idempotency_key": mostly(
         st.none() | st.text(min_size=1, max_size=8).filter(str.isprintable) | st.just("k" * 256),
-        st.sampled_from(["", "a\tb", "x" * 257, "\x9b", "\x00"]),
+        st.sampled_from(["", "a\tb", "x" * 257, "\x9b", "\x00", "a\u202eb", "\u200b", "\u2029"]),
     ),
 }
 task_objects = st.fixed_dictionaries(
