@@ -224,11 +224,21 @@ class Drained:
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_s(pid: int) -> tuple[float, float]:
+def cpu_seconds(pid: int) -> tuple[float, float]:
     """(own, reaped children's) CPU seconds of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     utime, stime, cutime, cstime = (int(x) / TICKS_PER_S for x in fields[11:15])
     return utime + stime, cutime + cstime
+
+
+def last_completion(http: httpx.Client) -> float:
+    """When the log recorded its last TaskCompleted (a POSIX time): a drain ends there,
+    not when the benchmark looked."""
+    last_seq = http.get("/v1/stats").json()["last_seq"]
+    last = http.get(
+        "/v1/events", params={"type": "TaskCompleted", "after": max(0, last_seq - 500)}
+    ).json()["events"]
+    return max(datetime.fromisoformat(e["ts"]) for e in last).timestamp()
 
 
 def drain(tasks: int = 2000) -> Drained:
@@ -240,22 +250,17 @@ def drain(tasks: int = 2000) -> Drained:
                 _wait_idle(http, 2)
                 body = orjson.loads(_batch(tasks))
                 pids = [server.proc.pid, *(w.pid for w in workers)]
-                before = [_cpu_s(pid) for pid in pids]
+                before = [cpu_seconds(pid) for pid in pids]
                 started = datetime.now(UTC)
                 http.post("/v1/tasks", json=body)
-                while (stats := http.get("/v1/stats").json())["succeeded"] < tasks:
+                while http.get("/v1/stats").json()["succeeded"] < tasks:
                     time.sleep(0.05)  # polling faster would itself cost the server CPU
-                after = [_cpu_s(pid) for pid in pids]
-                # the end is the last completion as the log recorded it, not when we looked
-                last = http.get(
-                    "/v1/events",
-                    params={"type": "TaskCompleted", "after": max(0, stats["last_seq"] - 500)},
-                ).json()["events"]
-                finished = max(datetime.fromisoformat(e["ts"]) for e in last)
+                after = [cpu_seconds(pid) for pid in pids]
+                finished = last_completion(http)
                 spent = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
                 per_task = 1e3 / tasks
                 return Drained(
-                    tasks / (finished - started).total_seconds(),
+                    tasks / (finished - started.timestamp()),
                     spent[0][0] * per_task,
                     sum(own for own, _ in spent[1:]) * per_task,
                     sum(children for _, children in spent[1:]) * per_task,
