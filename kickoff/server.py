@@ -19,6 +19,7 @@ from kickoff import auth
 from kickoff.api.app import create_app
 from kickoff.errors import KickoffError
 from kickoff.service import Service
+from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.db import lock_exclusive
 
 logger = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def worker_hint(host: str, port: int, token: str) -> str:
 
 def startup_lines(service: Service, host: str, port: int, token: str) -> list[str]:
     counts = service.state.counts
-    live = ", ".join(f"{counts[s]} {s}" for s in ("pending", "running", "cancelling"))  # type: ignore[index]
+    live = ", ".join(f"{counts[s]} {s}" for s in LIVE_STATES)
     return [
         f"kickoff server listening on http://{host}:{port}",
         f"database: {service.db_path}",

@@ -19,10 +19,10 @@ from kickoff.clock import from_text, to_text
 from kickoff.errors import InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries
 from kickoff.service import Claimed, Service
-from kickoff.state.fold import TaskState
+from kickoff.state.task_state import LIVE_STATES, TaskState
 
 STATES = [str(s) for s in TaskState]
-LIVE = ["pending", "running", "cancelling"]
+LIVE = [str(s) for s in LIVE_STATES]
 
 
 class ORJSONResponse(JSONResponse):

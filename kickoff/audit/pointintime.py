@@ -19,7 +19,8 @@ from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused, NotFound
 from kickoff.events import codec
 from kickoff.projections import queries
-from kickoff.state.fold import LIVE_STATES, State, TaskState, apply
+from kickoff.state.fold import State, apply
+from kickoff.state.task_state import LIVE_STATES, TaskState
 from kickoff.store.log import Recorded, Row
 
 JSONObj = dict[str, Any]

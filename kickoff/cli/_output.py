@@ -18,8 +18,9 @@ from rich.text import Text
 
 from kickoff.audit import history
 from kickoff.cli._common import console
+from kickoff.state.task_state import TaskState
 
-STATES = ("pending", "running", "cancelling", "succeeded", "failed", "cancelled")
+STATES = tuple(str(s) for s in TaskState)
 STATE_STYLES = {
     "pending": "yellow",
     "running": "cyan",

@@ -15,6 +15,7 @@ from kickoff import defaults
 from kickoff.cli import _output, _submit, _views, _wait
 from kickoff.cli._common import JsonOpt, ServerOpt, TokenOpt, client, print_json
 from kickoff.errors import ERRORS_BY_CODE, InvalidInput, KickoffError
+from kickoff.state.task_state import LIVE_STATES
 from kickoff.tags import check_tags, split_tags
 
 TagsOpt = list[str] | None
@@ -34,7 +35,7 @@ def _states(values: list[str] | None, everything: bool) -> list[str]:
         )
     if everything or "all" in states:
         return ["all"]
-    return states or ["pending", "running", "cancelling"]
+    return states or [str(s) for s in LIVE_STATES]
 
 
 def new(

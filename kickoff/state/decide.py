@@ -14,7 +14,8 @@ from kickoff import __version__
 from kickoff.defaults import MAX_WORKER_TAGS
 from kickoff.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleAttempt
 from kickoff.events import model as ev
-from kickoff.state.fold import State, Task, TaskState, Worker, request_hash, worker_number
+from kickoff.state.fold import State, Task, Worker, request_hash, worker_number
+from kickoff.state.task_state import TaskState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

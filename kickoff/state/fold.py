@@ -1,8 +1,8 @@
 """State and the pure fold `apply(state, event, at)`. No clock, no I/O here.
 
-State holds only what matching and the rules need: live (pending, running, cancelling)
-tasks, live workers, id counters, idempotency keys and per-state counts. Finished tasks
-leave memory; the projections in SQLite keep them. Commands never live here.
+State holds only what matching and the rules need: live tasks (in one of `LIVE_STATES`),
+live workers, id counters, idempotency keys and per-state counts. Finished tasks leave
+memory; the projections in SQLite keep them. Commands never live here.
 """
 
 from __future__ import annotations
@@ -10,23 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from kickoff.events import model as ev
 from kickoff.state.matcher import Matcher, Shape
+from kickoff.state.task_state import TaskState
 
-
-class TaskState(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    CANCELLING = "cancelling"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLING)
 _PENDING = TaskState.PENDING  # a module constant: an enum member lookup costs 60 ns a task
 
 

@@ -13,21 +13,15 @@ import orjson
 
 from kickoff.clock import from_text
 from kickoff.errors import DatabaseRefused
-from kickoff.state.fold import (
-    State,
-    Task,
-    TaskState,
-    Worker,
-    apply,
-    request_hash,
-    worker_number,
-)
+from kickoff.state.fold import State, Task, Worker, apply, request_hash, worker_number
 from kickoff.state.matcher import Shape, task_key
+from kickoff.state.task_state import LIVE_STATES, TaskState
 from kickoff.store.log import read_log
 
+_LIVE = ", ".join(f"'{s}'" for s in LIVE_STATES)
 LIVE_TASKS = (
     "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id FROM tasks "
-    "WHERE state IN ('pending', 'running', 'cancelling')"
+    f"WHERE state IN ({_LIVE})"
 )
 LIVE_WORKERS = "SELECT id, name, tags, slots, last_seen FROM workers WHERE state = 'alive'"
 ALL_WORKER_IDS = "SELECT id FROM workers"

@@ -9,7 +9,8 @@ from pathlib import Path
 from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
-from kickoff.state.fold import State, TaskState, apply
+from kickoff.state.fold import State, apply
+from kickoff.state.task_state import TaskState
 from kickoff.store.checkpoint import load_state
 from kickoff.store.database import Database, replay
 from kickoff.store.log import Recorded

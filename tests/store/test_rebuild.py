@@ -14,7 +14,7 @@ from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
 from kickoff.projections import queries
 from kickoff.projections.rebuild import rebuild
-from kickoff.state.fold import TaskState
+from kickoff.state.task_state import TaskState
 from kickoff.store.database import Database, replay
 from kickoff.store.log import EVENT_VALUES, INSERT_EVENTS, Recorded, chain_hash
 from tests.store._checks import (

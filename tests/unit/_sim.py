@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from kickoff.errors import Conflict, IllegalTransition, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state import decide
-from kickoff.state.fold import State, TaskState, apply, worker_number
+from kickoff.state.fold import State, apply, worker_number
+from kickoff.state.task_state import TaskState
 from kickoff.store.log import Recorded
 
 TAGS = ("a", "b", "c", "d", "e")

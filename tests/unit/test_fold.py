@@ -13,7 +13,8 @@ from kickoff.errors import Conflict, IllegalTransition, NotFound, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
-from kickoff.state.fold import State, TaskState, apply
+from kickoff.state.fold import State, apply
+from kickoff.state.task_state import TaskState
 from kickoff.store.log import Recorded
 from tests.unit._sim import Sim, operations, random_operations
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 
 from kickoff.defaults import MAX_PRIORITY, MIN_PRIORITY
-from kickoff.state.fold import TaskState
+from kickoff.state.task_state import TaskState
 from tests.unit._sim import TAGS, Sim, operations, random_operations
 
 NONE: frozenset[str] = frozenset()
