@@ -30,3 +30,13 @@ MAX_IDEMPOTENCY_KEY_CHARS = 256
 OUTPUT_TAIL_BYTES = 4096
 MAX_PAGE = 10_000
 DEFAULT_PAGE = 50
+
+# HTTP connections (kickoff/api/protocol.py): bounded before the token is looked at
+MAX_HEAD_BYTES = 16 * 1024  # request line and headers, as h11 and Node.js cap them
+MAX_HEADERS = 100  # as Apache's LimitRequestFields
+KEEP_ALIVE_S = 5  # a connection that sends nothing is closed (also before its first request)
+HEAD_TIMEOUT_S = 10.0  # from the first byte of a request head to its end
+BODY_TIMEOUT_S = 10.0  # a body's grace, extended by one second per MIN_BODY_RATE bytes
+MIN_BODY_RATE = 16 * 1024  # bytes/s
+MAX_CONNECTIONS = 10_000  # also at most the descriptor limit minus FD_RESERVE
+FD_RESERVE = 64  # descriptors kept for the database, its WAL, logs, the listening socket

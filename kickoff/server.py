@@ -6,17 +6,18 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, cast
 
 import uvicorn
 
-from kickoff import auth
+from kickoff import auth, defaults
 from kickoff.api.app import create_app
+from kickoff.api.protocol import protocol_class
 from kickoff.errors import KickoffError
 from kickoff.service import Service
 from kickoff.state.task_state import LIVE_STATES
@@ -26,53 +27,6 @@ logger = logging.getLogger(__name__)
 
 
 Drain = Callable[[int], None]
-
-
-class _OneSend:
-    """A transport whose writes made in one turn of the event loop leave in one send.
-
-    uvicorn writes a response's head and body separately: two system calls, and about
-    half the time the client wakes up twice (once per piece). Everything else is the
-    wrapped transport's.
-    """
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
-        self._pending.append(bytes(data))
-
-    def flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._pending.clear()
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def _sending_once(protocol: type[asyncio.Protocol]) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class, its transport wrapped in _OneSend."""
-
-    class OneSendProtocol(protocol):  # type: ignore[misc,valid-type]
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            # uvloop's transports are not asyncio.Transport subclasses, but behave as one
-            super().connection_made(_OneSend(cast(asyncio.Transport, transport)))
-
-    return OneSendProtocol
 
 
 class _Server(uvicorn.Server):
@@ -161,9 +115,10 @@ def serve(
         port=port,
         log_level="warning",
         lifespan="off",
-        loop="uvloop" if _has("uvloop") else "asyncio",
-        http=_sending_once(_http_protocol()),
+        loop="uvloop" if _has_uvloop() else "asyncio",
+        http=protocol_class(connection_limit()),
         ws="none",
+        timeout_keep_alive=defaults.KEEP_ALIVE_S,
         timeout_graceful_shutdown=5,
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is not to be trusted by default, and costs a layer
@@ -198,6 +153,32 @@ def serve(
         os.close(lock)
 
 
+def open_files_limit() -> int:
+    """Raise the soft limit on open descriptors to the hard one; the limit now in force.
+
+    Every connection costs one: with a low soft limit (1024 is common) a few hundred idle
+    sockets could exhaust it, and then even the listening socket's accept() fails.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return min(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):  # a hard limit above the kernel's nr_open
+        return soft
+    return wanted
+
+
+def connection_limit() -> int:
+    """MAX_CONNECTIONS, or fewer: FD_RESERVE (a quarter of a small limit) below the limit
+    on open descriptors, raised first."""
+    files = open_files_limit()
+    limit = max(1, min(defaults.MAX_CONNECTIONS, files - min(defaults.FD_RESERVE, files // 4)))
+    logger.info("at most %d connections (descriptor limit %d)", limit, files)
+    return limit
+
+
 def tune_runtime() -> None:
     """Once the state is loaded: keep the interpreter's own costs off the hot paths.
 
@@ -217,19 +198,9 @@ def tune_runtime() -> None:
     sys.setswitchinterval(0.0001)
 
 
-def _http_protocol() -> type[asyncio.Protocol]:
-    if _has("httptools"):
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        return HttpToolsProtocol
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    return H11Protocol
-
-
-def _has(module: str) -> bool:
+def _has_uvloop() -> bool:
     try:
-        __import__(module)
+        import uvloop  # noqa: F401
     except ImportError:
         return False
-    return sys.platform != "win32"
+    return True

@@ -95,6 +95,7 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
     starts: int = 0
+    preexec: Callable[[], None] | None = None  # run in the child before exec (resource limits)
 
     @property
     def address(self) -> str:
@@ -120,7 +121,9 @@ class ServerProcess:
             *self.extra_args,
         ]
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.proc = subprocess.Popen(args, env=self.base_env, stdout=log, stderr=log)
+            self.proc = subprocess.Popen(
+                args, env=self.base_env, stdout=log, stderr=log, preexec_fn=self.preexec
+            )
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
