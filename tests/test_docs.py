@@ -7,6 +7,7 @@ command without help or without a README line fails here.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -80,3 +81,60 @@ def test_command_is_in_the_readme(path: tuple[str, ...]) -> None:
     assert re.search(rf"kickoff {re.escape(_id(path))}(?![\w-])", readme), (
         f"`kickoff {_id(path)}` is not in README.md (its CLI table lists every command)"
     )
+
+
+CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+RULE_ROW = re.compile(r"^\| (`kickoff new [^|]*`) \| `([^`]*)`", re.MULTILINE)
+
+
+def _refusals() -> list[tuple[str, str]]:
+    rows = RULE_ROW.findall(CLI_DOCS.read_text())
+    return [
+        (typed, says) for cell, says in rows for typed in re.findall(r"`kickoff (new [^`]*)`", cell)
+    ]
+
+
+def test_the_one_rule_table_lists_refusals() -> None:
+    assert len(_refusals()) >= 6
+
+
+@pytest.mark.parametrize(("typed", "says"), _refusals())
+def test_the_one_rule_table_is_what_kickoff_says(
+    typed: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/cli.md's table of refused `new` lines, word for word (no server: refused first)."""
+    assert run(shlex.split(typed)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and says in err, err
+
+
+@pytest.mark.parametrize(
+    ("typed", "command"),
+    [
+        ("new ./render.sh 12 -require cpu -want gpu", "./render.sh 12"),
+        ("new --require cpu -- ./train.py --epochs 3 --json", "./train.py --epochs 3 --json"),
+        ("new 'make -j8 && ./run > out.txt'", "make -j8 && ./run > out.txt"),
+    ],
+)
+def test_the_readmes_new_examples_mean_what_it_says(typed: str, command: str) -> None:
+    from kickoff.cli._syntax import parse_new
+
+    assert " ".join(parse_new(shlex.split(typed)[1:]).command) == command
+    assert f"kickoff {typed}" in " ".join(README.read_text().split())
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "new ls -l",
+        "new echo hi --requre cpu",
+        "new echo -priority 5 hi",
+        "new --require cpu make",
+    ],
+)
+def test_the_readmes_refused_examples_are_refused(
+    typed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert f"kickoff {typed}" in " ".join(README.read_text().split())
+    assert run(shlex.split(typed)) == 2
+    assert capsys.readouterr().err.startswith("error: ")

@@ -119,8 +119,10 @@ def new(
 ) -> None:
     """Submit a command; print its task id.
 
-    The command is the words before the first option, or everything after --
-    (use -- when the command has words of its own that start with a dash).
+    The command is the words before the first option, or everything after --. Before --,
+    a word that starts with a dash is one of these options, or refused: a command with
+    words of its own that start with a dash goes after --. A tag option takes every word
+    up to the next option (--require cpu gpu).
 
     \b
       kickoff new ./run.sh arg1 -require cpu -want gpu

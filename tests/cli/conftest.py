@@ -56,10 +56,11 @@ def ko(cli: Cli, server: ServerProcess) -> Cli:
     """The CLI pointed at the test server."""
 
     def invoke(*args: str, stdin: str | None = None) -> Result:
+        where = ["--server", server.address, "--token", server.token]
+        if args[0] == "new" and "--" not in args and args[1:2] and args[1][0] != "-":
+            return cli(*args, *where, stdin=stdin)  # `new CMD... -opt ...`: after the options
         # right after the subcommand, so that `new ... -- CMD` keeps CMD last
-        return cli(
-            args[0], "--server", server.address, "--token", server.token, *args[1:], stdin=stdin
-        )
+        return cli(args[0], *where, *args[1:], stdin=stdin)
 
     return invoke
 

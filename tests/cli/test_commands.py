@@ -55,9 +55,6 @@ def test_new_prints_only_the_id(ko: Cli) -> None:
 def test_new_sends_what_was_asked(ko: Cli) -> None:
     task_id = new(
         ko,
-        "./train.sh",
-        "--lr",
-        "0.1",
         "-require",
         "cpu,gpu;big",
         "-want",
@@ -71,6 +68,10 @@ def test_new_sends_what_was_asked(ko: Cli) -> None:
         "2.5",
         "-idempotency-key",
         "k1",
+        "--",
+        "./train.sh",
+        "--lr",
+        "0.1",
     )
     task = as_json(ko("info", str(task_id), "--json"))
     assert set(task) >= TASK_FIELDS
@@ -82,6 +83,40 @@ def test_new_sends_what_was_asked(ko: Cli) -> None:
     assert task["state"] == "pending" and task["worker"] is None
     assert [e["type"] for e in task["events"]] == ["TaskSubmitted"]
     assert set(task["events"][0]) >= EVENT_FIELDS
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--require", "cpu", "gpu", "--", "echo", "x"],
+        ["-require", "cpu", "gpu", "--", "echo", "x"],
+        ["echo", "x", "--require", "cpu", "gpu"],
+        ["echo", "x", "-require", "cpu", "gpu"],
+        ["echo", "x", "--require=cpu", "gpu"],
+        ["--require", "cpu", "--require", "gpu", "--", "echo", "x"],
+    ],
+)
+def test_words_after_a_tag_option_are_tags(ko: Cli, args: list[str]) -> None:
+    task = as_json(ko("info", str(new(ko, *args)), "--json"))
+    assert (task["command"], task["require"]) == ("echo x", ["cpu", "gpu"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["echo", "hi", "--requre", "cpu"], "unknown option --requre; if it belongs to the"),
+        (["echo", "-n", "hi"], "unknown option -n"),
+        (["ls", "-l"], "unknown option -l"),
+        (["df", "-h"], "-h after the command"),
+        (["--require", "cpu", "make"], "no command given: cpu make are all tags"),
+    ],
+)
+def test_new_refuses_rather_than_run_something_else(ko: Cli, args: list[str], message: str) -> None:
+    result = ko("new", *args)
+    assert (result.code, result.out) == (2, "")
+    assert result.err.startswith("error: ") and message in result.err
+    assert "put the command after --" in result.err or "all tags" in result.err
+    assert as_json(ko("status", "--all", "--json"))["tasks"] == []  # nothing submitted
 
 
 def test_new_with_an_idempotency_key_twice_makes_one_task(ko: Cli) -> None:

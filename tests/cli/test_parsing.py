@@ -38,7 +38,10 @@ def test_list_is_an_alias_of_status(cli: Cli) -> None:
     [
         (["new"], "no command given"),
         (["new", "--from", "x.txt", "--", "echo"], "not both"),
-        (["new", "--bogus", "echo"], "No such option"),
+        (["new", "--bogus", "echo"], "unknown option --bogus"),
+        (["new", "echo", "hi", "--requre", "cpu"], "unknown option --requre; if it belongs"),
+        (["new", "ls", "-l"], "unknown option -l"),
+        (["new", "echo", "-priority", "5", "hi"], "'hi' after --priority 5"),
         (["new", "echo", "-priority", "many"], "priority"),
         (["new", "echo", "-priority", "2000000"], "priority"),
         (["new", "echo", "-require", "bad tag!"], "invalid tag"),

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kickoff.cli._syntax import LIST_OPTIONS, NEW_FLAGS, NEW_VALUED, is_dash_word, translate
+from kickoff.cli._syntax import (
+    LIST_OPTIONS,
+    NEW_FLAGS,
+    NEW_VALUED,
+    is_dash_word,
+    parse_new,
+    translate,
+)
 from kickoff.errors import InvalidInput
 
 
@@ -53,11 +62,11 @@ def test_seed_syntax_becomes_modern(seed: str, modern: str) -> None:
     [
         ("new echo hi", "new -- echo hi"),
         ("new --require cpu -- ls -la", "new --require cpu -- ls -la"),
-        ("new ls -la -require cpu", "new --require cpu -- ls -la"),  # -la is not kickoff's
-        ("new df -h -json", "new --json -- df -h"),  # -h inside a command is the command's
         ("new -h", "new --help"),
+        ("new --require cpu -h", "new --help"),
         ("new --help", "new --help"),
         ("new -- ls -require x", "new -- ls -require x"),  # after --, nothing is an option
+        ("new python3 t.py -- --epochs 3", "new -- python3 t.py --epochs 3"),  # one run
         ("new ./job -priority -5", "new --priority=-5 -- ./job"),  # negative numbers
         ("new ./job -priority=-5 -wait", "new --priority=-5 --wait -- ./job"),
         ("new ./job --priority -5", "new --priority=-5 -- ./job"),
@@ -66,8 +75,14 @@ def test_seed_syntax_becomes_modern(seed: str, modern: str) -> None:
         ("new -from jobs.txt -require cpu", "new --from jobs.txt --require cpu"),
         ("new -from - -want gpu", "new --from=- --want gpu"),
         ("new -require a;b c,d -- x", "new --require a;b --require c,d -- x"),
-        ("new --require cpu make", "new --require cpu -- make"),  # modern: one value per option
-        ("new -bogus x", "new -bogus -- x"),  # an unknown option is left for typer to report
+        # a tag option takes every word up to the next option, with one dash or two
+        ("new --require cpu gpu -- echo x", "new --require cpu --require gpu -- echo x"),
+        ("new echo y --require cpu gpu", "new --require cpu --require gpu -- echo y"),
+        ("new echo y --want=a b -wait", "new --want a --want b --wait -- echo y"),
+        ("new --require cpu", "new --require cpu"),  # `new` itself says: no command
+        ("worker --have cpu solo", "worker --have cpu --have solo"),
+        ("worker --have=cpu solo -slots 2", "worker --have cpu --have solo --slots 2"),
+        ("status --state running pending", "status --state running --state pending"),
         ("-server h:1 status", "status --server h:1"),
         ("-server h:1 new ./job -want gpu", "new --server h:1 --want gpu -- ./job"),
         ("--server=h:1 info 3", "info --server=h:1 3"),
@@ -86,11 +101,53 @@ def test_translate(given_: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "line",
-    ["new ./job -require", "new ./job -priority", "worker -have -server x", "new x -server --"],
+    [
+        "new ./job -require",
+        "new ./job -priority",
+        "worker -have -server x",
+        "new x -server --",
+        "new x --timeout --wait",
+    ],
 )
 def test_an_option_without_its_value_is_a_usage_error(line: str) -> None:
     with pytest.raises(InvalidInput, match="needs a value"):
         t(line)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        # a typo is never absorbed into the command
+        ("new echo hi --requre cpu", "unknown option --requre; if it belongs to the command"),
+        ("new echo hi -requre cpu", "unknown option -requre"),
+        ("new -bogus x", "unknown option -bogus"),
+        # the command's own dash-words: kickoff's or the command's? refused, never guessed
+        ("new ls -l", "unknown option -l; if it belongs to the command, put the command after --"),
+        ("new echo -n hi", "unknown option -n"),
+        ("new ls -la -require cpu", "unknown option -la"),
+        ("new df -h", "-h after the command: for help, kickoff new --help"),
+        ("new df --help -json", "--help after the command"),
+        # a word after the options that no option takes: the command is never split
+        ("new echo -priority 5 hi", "'hi' after --priority 5 is not part of the command"),
+        ("new echo -wait hi", "'hi' after --wait is not part of the command"),
+        # tags that swallowed the command
+        ("new --require cpu make", "no command given: cpu make are all tags of --require"),
+        ("new -want a -require cpu ./run.sh", "cpu ./run.sh are all tags of --require"),
+        ("new x --json=yes", "--json takes no value"),
+        # one command in two pieces, around the options
+        ("new echo a -require cpu -- b", "the command is in two places"),
+    ],
+)
+def test_new_refuses_what_could_mean_two_things(line: str, message: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        t(line)
+    assert message in caught.value.message
+
+
+def test_the_hint_names_the_way_out() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        t("new echo hi --requre cpu")
+    assert caught.value.message.endswith("kickoff new [OPTIONS] -- CMD...")
 
 
 def test_words_with_spaces_stay_one_word() -> None:
@@ -169,6 +226,38 @@ def test_new_in_seed_form(
     expected += [w for tag in require for w in ("--require", tag)]
     expected += [w for tag in want for w in ("--want", tag)]
     assert translate(args) == [*expected, "--server", host, "--", *command]
+
+
+@settings(max_examples=300)
+@given(st.lists(TOKENS, max_size=12))
+def test_new_runs_the_words_given_as_the_command_or_refuses(args: list[str]) -> None:
+    """The command is the words before the first dash-word, or all the words after `--`:
+    never a word from among the options, never a word split off the command."""
+    try:
+        words = parse_new(args)
+    except InvalidInput:
+        return
+    if words.help:
+        return
+    lead = list(itertools.takewhile(lambda w: not is_dash_word(w), args))
+    after = args[args.index("--") + 1 :] if "--" in args else []
+    assert list(words.command) == lead + after
+    assert not (lead and after and words.options), "one command in two pieces"
+
+
+@given(
+    command=st.lists(WORD, min_size=1, max_size=4),
+    require=st.lists(WORD, min_size=1, max_size=4),
+    dashes=st.sampled_from(["-", "--"]),
+)
+def test_tag_options_take_their_words_with_one_dash_or_two(
+    command: list[str], require: list[str], dashes: str
+) -> None:
+    seed = parse_new([*command, f"{dashes}require", *require])
+    modern = parse_new([f"{dashes}require", *require, "--", *command])
+    assert seed == modern
+    assert list(seed.command) == command
+    assert [v for _, v in seed.options] == require
 
 
 @given(st.lists(st.one_of(WORD, st.sampled_from(["--all", "--json", "--limit", "--", "-5", "-h"]))))

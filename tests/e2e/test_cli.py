@@ -75,6 +75,18 @@ def test_new_wait_on_a_cancelled_task_exits_1(
             proc.kill()
 
 
+@pytest.mark.parametrize("have", [["--have", "cpu", "solo"], ["-have", "cpu", "solo"]])
+def test_worker_have_takes_tags_separated_by_spaces(
+    kickoff: Kickoff, start_worker: StartWorker, have: list[str]
+) -> None:
+    """As `kickoff worker --help` says: `--have cpu solo` is two tags."""
+    worker = start_worker(*have, "--name", "box1")
+    found = wait_until(lambda: data(kickoff("workers", "--json")), what=worker.output)
+    assert found[0]["tags"] == ["cpu", "solo"]
+    shown = " ".join(ok(kickoff("worker", "--help")).split())
+    assert "separate tags with spaces or commas" in shown
+
+
 def test_wait_exits_0_iff_all_succeeded(kickoff: Kickoff, start_worker: StartWorker) -> None:
     start_worker("--slots", "2")
     good = [submit(kickoff, "--", "true") for _ in range(3)]
