@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 TOKEN_BYTES = 32
 # What a token file may hold: visible ASCII, no spaces (it travels in an HTTP header).
 TOKEN_RE = re.compile(r"[\x21-\x7e]{16,512}")
-RELOAD_EVERY_S = 1.0
 
 
 def token_path(db_path: Path) -> Path:
@@ -267,7 +266,7 @@ class TokenFile:
         path: Path,
         token: str,
         *,
-        every_s: float = RELOAD_EVERY_S,
+        every_s: float = defaults.TOKEN_RELOAD_S,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = path

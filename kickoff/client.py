@@ -13,10 +13,10 @@ from typing import Any
 
 import httpx
 
-from kickoff import auth
+from kickoff import auth, defaults
 from kickoff.errors import ERRORS_BY_CODE, KickoffError, ServerUnreachable
 
-DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_TIMEOUT_S = defaults.CLIENT_TIMEOUT_S  # the name worker/_http.py imports
 
 
 def base_url(server: str) -> str:
@@ -95,7 +95,7 @@ class Client:
         server: str | None = None,
         *,
         token: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = defaults.CLIENT_TIMEOUT_S,
     ) -> None:
         self.server, settings = _settings(server, token, timeout_s)
         self.http = httpx.Client(**settings)
@@ -143,7 +143,7 @@ class AsyncClient:
         server: str | None = None,
         *,
         token: str | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = defaults.CLIENT_TIMEOUT_S,
     ) -> None:
         self.server, settings = _settings(server, token, timeout_s)
         self.http = httpx.AsyncClient(**settings)

@@ -7,9 +7,13 @@ HOST = "127.0.0.1"
 SERVER = f"{HOST}:{PORT}"
 
 HEARTBEAT_TIMEOUT_S = 30.0
-HEARTBEAT_INTERVAL_S = 5.0  # the worker's; the server suggests timeout / 6 capped at this
+MIN_HEARTBEAT_TIMEOUT_S = 0.05
+HEARTBEAT_INTERVAL_S = 5.0  # the worker's; the server suggests timeout / 3 capped at this
 CLAIM_WAIT_S = 30.0  # longest a long-poll claim is held open
 CANCEL_GRACE_S = 5.0  # SIGTERM -> SIGKILL
+SHUTDOWN_GRACE_S = 5  # a stopping server waits this long for open requests
+TOKEN_RELOAD_S = 1.0  # a changed token file is read again within this
+CLIENT_TIMEOUT_S = 30.0  # the Python client's (and so the CLI's) wait for an answer
 MAX_ATTEMPTS = 3
 SLOTS = 1
 
@@ -23,13 +27,17 @@ MAX_SMALL_BODY_BYTES = 1024 * 1024  # every other request body
 MAX_PRIORITY = 1_000_000
 MIN_PRIORITY = -MAX_PRIORITY
 MAX_ATTEMPTS_LIMIT = 1000
+MIN_TIMEOUT_S = 0.001
 MAX_TIMEOUT_S = 365 * 24 * 3600.0
+TASK_ID_BITS = 40  # the matcher packs ids into its heap keys with this many bits
+MAX_TASK_ID = (1 << TASK_ID_BITS) - 1  # task ids and seqs in paths and queries
 MAX_NAME_CHARS = 128
 MAX_SLOTS = 1024
 MAX_IDEMPOTENCY_KEY_CHARS = 256
 OUTPUT_TAIL_BYTES = 4096
 MAX_PAGE = 10_000
 DEFAULT_PAGE = 50
+DEFAULT_EVENTS_PAGE = 1000
 
 # HTTP connections (kickoff/api/protocol.py): bounded before the token is looked at
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers, as h11 and Node.js cap them

@@ -119,7 +119,7 @@ def serve(
         http=protocol_class(connection_limit()),
         ws="none",
         timeout_keep_alive=defaults.KEEP_ALIVE_S,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=defaults.SHUTDOWN_GRACE_S,
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is not to be trusted by default, and costs a layer
     )

@@ -21,7 +21,6 @@ from kickoff.tags import check_tags, split_tags
 
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, invisible format marks, line breaks
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
-MAX_ID = (1 << 40) - 1  # task ids and seqs in paths and queries
 
 TASK_FIELDS = frozenset(
     {"command", "require", "want", "priority", "max_attempts", "timeout_s", "idempotency_key"}
@@ -179,7 +178,10 @@ def _plain_task(value: Any) -> NewTask | None:
     ):
         return None
     if timeout is not None:
-        if type(timeout) not in (int, float) or not 0.001 <= timeout <= defaults.MAX_TIMEOUT_S:
+        if (
+            type(timeout) not in (int, float)
+            or not defaults.MIN_TIMEOUT_S <= timeout <= defaults.MAX_TIMEOUT_S
+        ):
             return None  # NaN fails the comparison too
         timeout = float(timeout)
     if key is not None and (
@@ -247,7 +249,12 @@ def _new_task(value: Any, names: dict[str, str]) -> NewTask:
         ),
         timeout_s=None
         if timeout is None
-        else number(timeout, field=names["timeout_s"], low=0.001, high=defaults.MAX_TIMEOUT_S),
+        else number(
+            timeout,
+            field=names["timeout_s"],
+            low=defaults.MIN_TIMEOUT_S,
+            high=defaults.MAX_TIMEOUT_S,
+        ),
         idempotency_key=None
         if key is None
         else string(
@@ -279,7 +286,12 @@ def submission(value: Any) -> list[NewTask]:
 
 def task_id(text: str) -> int:
     """A task id from a path or query: ASCII digits only (`int()` would take `١٢` or ` 12`)."""
-    if not (text.isascii() and text.isdigit() and len(text) <= 13 and 0 < int(text) <= MAX_ID):
+    if not (
+        text.isascii()
+        and text.isdigit()
+        and len(text) <= 13
+        and 0 < int(text) <= defaults.MAX_TASK_ID
+    ):
         raise InvalidInput(f"task id {text[:40]!r}: expected a positive integer")
     return int(text)
 
@@ -291,7 +303,7 @@ def registration(value: Any) -> tuple[str, frozenset[str], int, str | None]:
     return (
         name,
         tags(data.get("tags"), field="tags", limit=defaults.MAX_WORKER_TAGS),
-        integer(data.get("slots", 1), field="slots", low=1, high=defaults.MAX_SLOTS),
+        integer(data.get("slots", defaults.SLOTS), field="slots", low=1, high=defaults.MAX_SLOTS),
         None
         if host is None
         else string(host, field="host", max_chars=defaults.MAX_NAME_CHARS, plain=True),
@@ -317,7 +329,7 @@ def heartbeat(value: Any) -> list[tuple[int, int]]:
             raise InvalidInput(f"running[{i}]: expected [task_id, attempt]")
         pairs.append(
             (
-                integer(pair[0], field=f"running[{i}][0]", low=1, high=MAX_ID),
+                integer(pair[0], field=f"running[{i}][0]", low=1, high=defaults.MAX_TASK_ID),
                 integer(pair[1], field=f"running[{i}][1]", low=1, high=defaults.MAX_ATTEMPTS_LIMIT),
             )
         )
@@ -377,7 +389,9 @@ def ids(value: Any) -> list[int]:
         raise InvalidInput(f"ids: expected a list of 1..{defaults.MAX_BATCH} task ids")
     if len(items) > defaults.MAX_BATCH:
         raise TooLarge(f"ids: {len(items)} in one request, at most {defaults.MAX_BATCH}")
-    return [integer(i, field=f"ids[{n}]", low=1, high=MAX_ID) for n, i in enumerate(items)]
+    return [
+        integer(i, field=f"ids[{n}]", low=1, high=defaults.MAX_TASK_ID) for n, i in enumerate(items)
+    ]
 
 
 def query_int(params: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:

@@ -313,7 +313,9 @@ async def events(request: Request) -> Response:
     params = request.query_params
     after = parse.query_int(params, "after", 0, low=0, high=1 << 62)
     until = parse.query_int(params, "until", 0, low=0, high=1 << 62) or None
-    limit = parse.query_int(params, "limit", 1000, low=1, high=defaults.MAX_PAGE)
+    limit = parse.query_int(
+        params, "limit", defaults.DEFAULT_EVENTS_PAGE, low=1, high=defaults.MAX_PAGE
+    )
     service = svc(request)
     found = await service.query(
         queries.list_events(

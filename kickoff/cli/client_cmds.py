@@ -87,7 +87,7 @@ def new(
         float | None,
         typer.Option(
             metavar="S",
-            min=0.001,
+            min=defaults.MIN_TIMEOUT_S,
             max=defaults.MAX_TIMEOUT_S,
             help="Kill and fail it after S seconds.",
             show_default=False,

@@ -20,6 +20,7 @@ import orjson
 import typer
 from rich.text import Text
 
+from kickoff import defaults
 from kickoff.audit import compact as compaction
 from kickoff.audit import history as hist
 from kickoff.audit import pointintime, points
@@ -41,7 +42,7 @@ from kickoff.events.model import EVENT_TYPES
 from kickoff.store.db import connect, default_db_path, lock_exclusive
 
 EventJSON = dict[str, Any]
-PAGE = 10_000
+PAGE = defaults.MAX_PAGE  # as much as the server gives in one answer
 RECONNECT_S = 1.0
 
 DbOpt = Annotated[

@@ -28,7 +28,11 @@ DbOpt = Annotated[
 ]
 TimeoutOpt = Annotated[
     float,
-    typer.Option("--heartbeat-timeout", min=0.05, help="Seconds before a silent worker is lost."),
+    typer.Option(
+        "--heartbeat-timeout",
+        min=defaults.MIN_HEARTBEAT_TIMEOUT_S,
+        help="Seconds before a silent worker is lost.",
+    ),
 ]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from kickoff import defaults
 from kickoff.events import codec
 
 JSONObj = dict[str, Any]
@@ -89,7 +90,7 @@ def list_tasks(
     states: Sequence[str] = (),
     worker_id: str | None = None,
     after_id: int = 0,
-    limit: int = 50,
+    limit: int = defaults.DEFAULT_PAGE,
     descending: bool = False,
     before_id: int | None = None,
 ) -> Query:
@@ -204,7 +205,7 @@ def list_events(
     types: Sequence[str] = (),
     task_id: int | None = None,
     worker_id: str | None = None,
-    limit: int = 1000,
+    limit: int = defaults.DEFAULT_EVENTS_PAGE,
 ) -> Query:
     """Log rows in seq order, filtered; `since`/`until` are ISO times."""
     where: list[str] = ["seq > ?"]

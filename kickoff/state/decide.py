@@ -1,8 +1,10 @@
 """The rules: `(state, request, now) -> events`. Pure: never changes the state.
 
-`service.py` appends what these return in one transaction and then applies it, so a
-request writes all of its events or none. Each raises a KickoffError when the request is
-not allowed.
+`service.py` applies what these return to the state at once (so that the next request
+sees it), queues it for one group commit and answers only after that commit; a failed
+write reloads the state from the log. So a request writes all of its events or none, and
+memory never keeps what the disk does not. Each raises a KickoffError when the request
+is not allowed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kickoff import __version__
-from kickoff.defaults import MAX_WORKER_TAGS
+from kickoff.defaults import MAX_ATTEMPTS, MAX_WORKER_TAGS
 from kickoff.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state.fold import State, Task, Worker, request_hash, worker_number
@@ -26,7 +28,7 @@ class NewTask:
     require: frozenset[str] = frozenset()
     want: frozenset[str] = frozenset()
     priority: int = 0
-    max_attempts: int = 3
+    max_attempts: int = MAX_ATTEMPTS
     timeout_s: float | None = None
     idempotency_key: str | None = None
 

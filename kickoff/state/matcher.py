@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from fractions import Fraction
 from functools import cache
 
-from kickoff.defaults import MAX_PRIORITY, MAX_TASK_TAGS
+from kickoff.defaults import MAX_PRIORITY, MAX_TASK_TAGS, TASK_ID_BITS
 
-ID_BITS = 40
+ID_BITS = TASK_ID_BITS
 ID_MASK = (1 << ID_BITS) - 1
 RANK_BITS = 10
 
