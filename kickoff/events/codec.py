@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from functools import lru_cache
-from operator import attrgetter
 from typing import Any
 
 import orjson
 
 from kickoff.errors import DatabaseRefused
-from kickoff.events.model import EVENT_TYPES, Event, TaskSubmitted
+from kickoff.events.model import EVENT_TYPES, Event
 
 JSON = dict[str, Any]
 Upcaster = Callable[[JSON], JSON]
@@ -62,61 +61,47 @@ _SET_FIELDS = {
 }
 
 
-def to_payload(event: Event) -> JSON:
-    """The event's fields as a JSON-ready dict (sets as sorted lists)."""
-    name = type(event).__name__
-    sets = _SET_FIELDS[name]
-    return {f: sorted(getattr(event, f)) if f in sets else getattr(event, f) for f in _FIELDS[name]}
-
-
 @lru_cache(maxsize=4096)  # tag sets repeat heavily: tasks of a batch mostly share theirs
 def _sorted_tags(tags: frozenset[str]) -> list[str]:
     """A tag set as its payload list (shared: callers only serialize it, never change it)."""
     return sorted(tags)
 
 
-def _generic_encoder(cls: type[Event]) -> Callable[[Any], bytes]:
-    """An encoder that builds the payload dict with its keys already sorted, so orjson
-    keeps their order instead of sorting every time (same bytes as OPT_SORT_KEYS)."""
-    names = tuple(sorted(_FIELDS[cls.__name__]))
-    sets = tuple(i for i, n in enumerate(names) if n in _SET_FIELDS[cls.__name__])
-    get = attrgetter(*names)
-    dumps = orjson.dumps
+def _payload_function(cls: type[Event], *, encode: bool) -> Callable[[Any], Any]:
+    """The payload of a `cls` event as one dict display made from the class's fields: keys
+    in sorted order, tag sets as sorted lists; with `encode`, its canonical JSON bytes
+    (orjson keeps the keys' order, so these are the bytes OPT_SORT_KEYS would give).
 
-    def encode_payload(event: Any) -> bytes:
-        values: list[Any] = [get(event)] if len(names) == 1 else list(get(event))
-        for i in sets:
-            values[i] = _sorted_tags(values[i])
-        return dumps(dict(zip(names, values, strict=True)))
-
-    return encode_payload
-
-
-def _task_submitted_payload(e: Any) -> bytes:
-    """The hot one (a bulk submit writes one per task), spelled out; keys in sorted order.
-    tests/unit/test_codec.py holds it equal to the generic encoder."""
-    return orjson.dumps(
-        {
-            "command": e.command,
-            "idempotency_key": e.idempotency_key,
-            "max_attempts": e.max_attempts,
-            "priority": e.priority,
-            "require": _sorted_tags(e.require),
-            "submitted_by": e.submitted_by,
-            "task_id": e.task_id,
-            "timeout_s": e.timeout_s,
-            "want": _sorted_tags(e.want),
-        }
+    Generated from the fields, the way dataclasses makes __init__, so that every event
+    type has the one encoder and it is as fast as one written out by hand (a bulk submit
+    encodes one TaskSubmitted per task). The source holds only the fields' names.
+    """
+    sets = _SET_FIELDS[cls.__name__]
+    items = ", ".join(
+        f"{name!r}: {f'tags(e.{name})' if name in sets else f'e.{name}'}"
+        for name in sorted(_FIELDS[cls.__name__])
     )
+    body = f"dumps({{{items}}})" if encode else f"{{{items}}}"
+    tags = _sorted_tags if encode else sorted  # a dict for callers gets lists of its own
+    namespace: dict[str, Any] = {"dumps": orjson.dumps, "tags": tags}
+    exec(f"def payload(e):\n    return {body}\n", namespace)
+    function: Callable[[Any], Any] = namespace["payload"]
+    function.__name__ = function.__qualname__ = (
+        f"{'encode' if encode else 'payload'}_{cls.__name__}"
+    )
+    return function
 
 
-GENERIC_ENCODERS: dict[type[Event], Callable[[Any], bytes]] = {
-    cls: _generic_encoder(cls) for cls in EVENT_TYPES.values()
-}
+_PAYLOADS = {cls: _payload_function(cls, encode=False) for cls in EVENT_TYPES.values()}
 PAYLOAD_ENCODERS: dict[type[Event], Callable[[Any], bytes]] = {
-    **GENERIC_ENCODERS,
-    TaskSubmitted: _task_submitted_payload,
+    cls: _payload_function(cls, encode=True) for cls in EVENT_TYPES.values()
 }
+
+
+def to_payload(event: Event) -> JSON:
+    """The event's fields as a JSON-ready dict (sets as sorted lists)."""
+    payload: JSON = _PAYLOADS[type(event)](event)
+    return payload
 
 
 def encode(event: Event) -> tuple[str, int, str]:

@@ -7,8 +7,10 @@ bumping VERSION and adding an upcaster in `codec.py`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields, make_dataclass
+from typing import Any, ClassVar, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,41 +38,32 @@ class TaskSubmitted:
     submitted_by: str | None = None  # added in v2: client address, if known
 
 
-def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
-    """The slot setters of a frozen slotted dataclass, in field order: a constructor for
-    a hot path sets them directly (a frozen __init__ calls object.__setattr__ per field)."""
-    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+def fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """`cls(...)` for a hot path, with every field given positionally in field order.
+
+    A frozen dataclass's __init__ calls object.__setattr__ once per field; this builds
+    an unfrozen twin with the same fields and slots (its __init__, made by dataclasses
+    from the same fields, stores them directly) and then makes the instance a `cls`,
+    which the identical slot layout allows. The result is an ordinary frozen `cls`, at a
+    quarter of the cost (a bulk submit makes two such objects per task).
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    twin = make_dataclass(f"_Unfrozen{cls.__name__}", names, slots=True)
+    if vars(twin).get("__slots__") != vars(cls).get("__slots__"):
+        raise TypeError(f"{cls.__name__} is not a slotted dataclass with only its fields")
+
+    def construct(*values: Any) -> T:
+        made = twin(*values)
+        made.__class__ = cls
+        return made  # type: ignore[no-any-return]
+
+    construct.__name__ = construct.__qualname__ = f"fast_{cls.__name__}"
+    return construct
 
 
-_TASK_SUBMITTED_SLOTS = slot_setters(TaskSubmitted)
-
-
-def task_submitted(
-    task_id: int,
-    command: str,
-    require: frozenset[str],
-    want: frozenset[str],
-    priority: int,
-    max_attempts: int,
-    timeout_s: float | None,
-    idempotency_key: str | None,
-    submitted_by: str | None,
-) -> TaskSubmitted:
-    """TaskSubmitted(...) for a bulk submit, which makes one per task: the same frozen
-    event, with every field given, for 40% of the dataclass __init__'s cost (that one
-    calls object.__setattr__ per field; this sets the slots directly)."""
-    event = object.__new__(TaskSubmitted)
-    s_id, s_cmd, s_req, s_want, s_prio, s_max, s_timeout, s_key, s_by = _TASK_SUBMITTED_SLOTS
-    s_id(event, task_id)
-    s_cmd(event, command)
-    s_req(event, require)
-    s_want(event, want)
-    s_prio(event, priority)
-    s_max(event, max_attempts)
-    s_timeout(event, timeout_s)
-    s_key(event, idempotency_key)
-    s_by(event, submitted_by)
-    return event
+task_submitted = fast_constructor(TaskSubmitted)
+"""TaskSubmitted(task_id, command, require, want, priority, max_attempts, timeout_s,
+idempotency_key, submitted_by) for a bulk submit, which makes one per task."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,6 +36,9 @@ PURE_KICKOFF = {
 }
 ONLY_IN = {"orjson": {"kickoff/events/codec.py"}}
 IMPURE_BUILTINS = {"open", "print", "input", "exec", "eval", "compile", "__import__", "breakpoint"}
+# The payload encoders are generated from the events' field names, as dataclasses makes
+# __init__: source made of nothing but those names, run once at import.
+BUILTIN_ONLY_IN = {"exec": {"kickoff/events/codec.py"}}
 
 
 def pure_modules() -> list[Path]:
@@ -85,6 +88,7 @@ def violations(source: str, relative: str) -> list[str]:
             isinstance(node, ast.Call)
             and isinstance(node.func, ast.Name)
             and node.func.id in IMPURE_BUILTINS
+            and relative not in BUILTIN_ONLY_IN.get(node.func.id, set())
         ):
             bad.append(f"calls {node.func.id}() on line {node.lineno}")
     return bad
@@ -118,6 +122,7 @@ def test_the_pure_packages_are_all_checked() -> None:
         "def f():\n    import logging",
         "def f():\n    return open('x')",
         "x = __import__('os')",
+        "exec('import os')",
     ],
 )
 def test_the_checker_catches_impure_code(source: str) -> None:
