@@ -48,3 +48,5 @@ BODY_TIMEOUT_S = 10.0  # a body's grace, extended by one second per MIN_BODY_RAT
 MIN_BODY_RATE = 16 * 1024  # bytes/s
 MAX_CONNECTIONS = 10_000  # also at most the descriptor limit minus FD_RESERVE
 FD_RESERVE = 64  # descriptors kept for the database, its WAL, logs, the listening socket
+SUBSCRIBER_ROWS = 4096  # unread live rows kept per event-stream reader; past that it reads the log
+STREAM_KEEP_ALIVE_S = 15.0  # an idle event stream sends a comment this often

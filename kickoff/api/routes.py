@@ -341,41 +341,64 @@ def _sse(event: dict[str, Any]) -> bytes:
     )
 
 
-async def event_stream(request: Request) -> Response:
-    """Server-sent events: the backlog after `after` (if given), then live events."""
-    service = svc(request)
-    params = request.query_params
-    filters = _event_filters(request)
-    after = parse.query_int(params, "after", -1, low=-1, high=1 << 62)
+PAGE = 1000  # events per read of the log
 
-    async def stream() -> Any:
-        async with service.subscribe() as queue:
+
+def _stream_start(request: Request) -> int:
+    """`after`, else a reconnecting client's Last-Event-ID; -1: live events only."""
+    after = parse.query_int(request.query_params, "after", -1, low=-1, high=1 << 62)
+    last_id = request.headers.get("last-event-id")
+    if after < 0 and last_id:
+        after = parse.query_int(
+            {"Last-Event-ID": last_id}, "Last-Event-ID", -1, low=0, high=1 << 62
+        )
+    return after
+
+
+async def event_stream(request: Request) -> Response:
+    """Server-sent events: the log after `after` (or Last-Event-ID), then live events.
+
+    A reader that falls behind catches up from the log by seq (service/subscriptions.py),
+    so it misses nothing and the server keeps at most SUBSCRIBER_ROWS rows for it. The
+    stream ends when the client leaves or the server stops.
+    """
+    service = svc(request)
+    filters = _event_filters(request)
+    after = _stream_start(request)
+
+    async def stream() -> AsyncIterator[bytes]:
+        with service.subscribers.subscribe() as live:
             sent = service.last_seq if after < 0 else after
-            while after >= 0:  # backlog, in pages, up to what is live
-                page = await service.query(
-                    queries.list_events(
-                        after_seq=sent, limit=1000, **{k: v for k, v in filters.items()}
-                    )
-                )
-                for event in page:
-                    yield _sse(event)
-                    sent = event["seq"]
-                if len(page) < 1000:
-                    break
-            yield b": live\n\n"
+            behind = after >= 0
+            if not behind:
+                yield b": live\n\n"
             while True:
-                try:
-                    row = await asyncio.wait_for(queue.get(), 15.0)
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if row is None:
-                    return
-                if row.seq <= sent:
-                    continue
-                event = queries.event_json(row)  # a Row's first columns are EVENT_COLUMNS
-                if _matches(event, filters):
-                    yield _sse(event)
+                if behind or live.behind:  # read the log up to date, in pages
+                    live.resume()
+                    while True:
+                        query = queries.list_events(after_seq=sent, limit=PAGE, **filters)
+                        page = await service.query(query)
+                        for event in page:
+                            yield _sse(event)
+                            sent = event["seq"]
+                        if len(page) < PAGE:
+                            break
+                    if behind:
+                        yield b": live\n\n"
+                        behind = False
+                rows = live.take()
+                for row in rows:
+                    if row.seq > sent:
+                        event = queries.event_json(row)  # a Row's first columns are EVENT_COLUMNS
+                        if _matches(event, filters):
+                            yield _sse(event)
+                        sent = row.seq
+                if not rows and not live.behind:
+                    if live.ended:
+                        yield b": the server is stopping\n\n"
+                        return
+                    if not await live.wait(defaults.STREAM_KEEP_ALIVE_S):
+                        yield b": keep-alive\n\n"
 
     return StreamingResponse(
         stream(),
@@ -413,6 +436,9 @@ async def metrics(request: Request) -> Response:
         "# HELP kickoff_events_written_total Events written by this process.",
         "# TYPE kickoff_events_written_total counter",
         f"kickoff_events_written_total {records}",
+        "# HELP kickoff_event_streams Open event streams (GET /v1/events/stream).",
+        "# TYPE kickoff_event_streams gauge",
+        f"kickoff_event_streams {len(service.subscribers)}",
         "# HELP kickoff_replay_seconds Time the start-up replay took.",
         "# TYPE kickoff_replay_seconds gauge",
         f"kickoff_replay_seconds {service.replay_s:.6f}",

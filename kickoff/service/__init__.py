@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from kickoff.events.model import (
     WorkerTagsChanged,
 )
 from kickoff.projections import queries
+from kickoff.service.subscriptions import Subscribers
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State, apply
@@ -117,7 +118,7 @@ class Service:
         self._seq = 0
         self._tail_hash = b""  # the hash of the last row encoded (seq self._seq)
         self._parked: dict[int, _Parked] = {}  # by arrival: the longest waiting is served first
-        self._subscribers: set[asyncio.Queue[Row | None]] = set()
+        self.subscribers = Subscribers()
         self._expirer: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._recent_commands: OrderedDict[int, tuple[str, float | None]] = OrderedDict()
@@ -165,8 +166,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._expirer
         self._wake_claimers()
-        for queue in self._subscribers:
-            queue.put_nowait(None)
+        self.subscribers.end()
         if self._writer is not None:
             await self._writer.close()
         if self._reader is not None:
@@ -304,19 +304,7 @@ class Service:
 
     def _publish(self, rows: list[Row]) -> None:
         self._written_since_failure = True
-        for queue in self._subscribers:
-            for row in rows:
-                queue.put_nowait(row)
-
-    @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[Row | None]]:
-        """A queue that receives every row committed from now on (None at shutdown)."""
-        queue: asyncio.Queue[Row | None] = asyncio.Queue()
-        self._subscribers.add(queue)
-        try:
-            yield queue
-        finally:
-            self._subscribers.discard(queue)
+        self.subscribers.publish(rows)
 
     # -- commands --------------------------------------------------------------
 
