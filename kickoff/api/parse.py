@@ -1,13 +1,16 @@
 """Request bodies and query strings -> the service's request types. Small explicit
 functions, each raising InvalidInput (422) naming the field, MalformedRequest (400) for
-bodies that are not JSON, TooLarge (413) for limits on size."""
+bodies that are not JSON, TooLarge (413) for limits on size. Each kind of value has one
+rule (`integer_rule`, `string_rule`, ...); a task is checked field by field by the rules
+in TASK_RULES, the one path for a single submit and for every task of a bulk one."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Callable, Mapping
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
@@ -21,10 +24,6 @@ from kickoff.tags import check_tags, split_tags
 
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, invisible format marks, line breaks
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
-
-TASK_FIELDS = frozenset(
-    {"command", "require", "want", "priority", "max_attempts", "timeout_s", "idempotency_key"}
-)
 
 
 async def body(request: Request, *, limit: int = defaults.MAX_BODY_BYTES) -> Any:
@@ -65,44 +64,111 @@ def obj(
     return value
 
 
-def integer(value: Any, *, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{field}: expected an integer")
-    if not low <= value <= high:
-        raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
-    return value
+Rule = Callable[[Any, str], Any]
+"""A field's rule: (value, field name) -> the checked value, or raise naming the field.
+Each kind of value has one, made once per limit; the functions below call them."""
 
 
-def number(value: Any, *, field: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidInput(f"{field}: expected a number")
-    if not low <= value <= high:  # NaN and infinities too; an int too big for a float too
-        raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
-    return float(value)
+@cache
+def integer_rule(low: int, high: int) -> Rule:
+    def check(value: Any, field: str) -> int:
+        if type(value) is not int:  # JSON's true and false are not integers here
+            raise InvalidInput(f"{field}: expected an integer")
+        if not low <= value <= high:
+            raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
+        return value
+
+    return check
 
 
-def string(
-    value: Any, *, field: str, max_chars: int, allow_empty: bool = False, plain: bool = False
-) -> str:
-    """A string of at most max_chars; never with NUL; with `plain`, no hidden characters
-    at all (names and keys end up in terminals, where an escape sequence would act and a
-    bidi control such as U+202E would show the name reversed)."""
-    if not isinstance(value, str):
-        raise InvalidInput(f"{field}: expected a string")
-    if not value and not allow_empty:
-        raise InvalidInput(f"{field}: must not be empty")
-    if len(value) > max_chars:
-        raise TooLarge(f"{field}: {len(value)} characters, at most {max_chars} allowed")
-    if "\x00" in value:
-        raise InvalidInput(f"{field}: must not contain NUL characters")
-    if plain:
-        hidden = hidden_char(value)
-        if hidden is not None:
-            raise InvalidInput(
-                f"{field}: must not contain control or invisible format characters "
-                f"(found U+{ord(hidden):04X})"
-            )
-    return value
+@cache
+def number_rule(low: float, high: float, *, optional: bool = False) -> Rule:
+    """A number as a float; with `optional`, null too (as None)."""
+
+    def check(value: Any, field: str) -> float | None:
+        kind = type(value)
+        if kind is not float and kind is not int:
+            if value is None and optional:
+                return None
+            raise InvalidInput(f"{field}: expected a number")
+        if not low <= value <= high:  # NaN and infinities too; an int too big for a float too
+            raise InvalidInput(f"{field}: {value} is out of range {low}..{high}")
+        return float(value)
+
+    return check
+
+
+@cache
+def string_rule(
+    max_chars: int,
+    *,
+    allow_empty: bool = False,
+    plain: bool = False,
+    optional: bool = False,
+    in_bytes: bool = False,
+) -> Rule:
+    """A string of at most max_chars (with `in_bytes`, UTF-8 bytes); never with NUL; with
+    `plain`, no hidden characters at all (names and keys end up in terminals, where an
+    escape sequence would act and a bidi control such as U+202E would show the name
+    reversed); with `optional`, null too (as None)."""
+
+    def check(value: Any, field: str) -> str | None:
+        if type(value) is not str:
+            if value is None and optional:
+                return None
+            raise InvalidInput(f"{field}: expected a string")
+        if not value and not allow_empty:
+            raise InvalidInput(f"{field}: must not be empty")
+        if len(value) > max_chars:
+            raise TooLarge(f"{field}: {len(value)} characters, at most {max_chars} allowed")
+        if in_bytes and not value.isascii() and len(value.encode()) > max_chars:
+            raise TooLarge(f"{field}: over {max_chars} bytes")
+        if "\x00" in value:
+            raise InvalidInput(f"{field}: must not contain NUL characters")
+        if plain and not value.isprintable():  # the common case without a call
+            hidden = hidden_char(value)
+            if hidden is not None:
+                raise InvalidInput(
+                    f"{field}: must not contain control or invisible format characters "
+                    f"(found U+{ord(hidden):04X})"
+                )
+        return value
+
+    return check
+
+
+@cache
+def tags_rule(limit: int) -> Rule:
+    """A list of tags, or one string of tags separated by space, comma or semicolon."""
+
+    def check(value: Any, field: str) -> frozenset[str]:
+        if value is None:
+            return _NO_TAGS
+        if type(value) is str:
+            words: tuple[Any, ...] = (value,)
+        elif type(value) is list and len(value) <= limit * 4:
+            words = tuple(value)
+        elif type(value) is list:
+            raise InvalidInput(f"{field}: {len(value)} tags, at most {limit} allowed")
+        else:
+            raise InvalidInput(f"{field}: expected a list of tags")
+        try:
+            return _tag_set(words, limit)
+        except TypeError:  # a word that is not a string: unhashable, or refused by the splitter
+            raise InvalidInput(f"{field}: expected a list of tags") from None
+        except InvalidInput as exc:  # name the field this request used
+            raise InvalidInput(field + exc.message.removeprefix(_TAGS_FIELD)) from None
+
+    return check
+
+
+_NO_TAGS: frozenset[str] = frozenset()
+_TAGS_FIELD = "tags"
+
+
+@lru_cache(maxsize=4096)  # tasks of a batch mostly share their tags (the field is not in the key)
+def _tag_set(value: tuple[str, ...], limit: int) -> frozenset[str]:
+    return check_tags(split_tags(value), field=_TAGS_FIELD, limit=limit)
 
 
 def hidden_char(value: str) -> str | None:
@@ -115,104 +181,47 @@ def hidden_char(value: str) -> str | None:
     return next((c for c in value if category(c) in _HIDDEN), None)
 
 
+def integer(value: Any, *, field: str, low: int, high: int) -> int:
+    checked: int = integer_rule(low, high)(value, field)
+    return checked
+
+
+def number(value: Any, *, field: str, low: float, high: float) -> float:
+    checked: float = number_rule(low, high)(value, field)
+    return checked
+
+
+def string(
+    value: Any, *, field: str, max_chars: int, allow_empty: bool = False, plain: bool = False
+) -> str:
+    """See string_rule."""
+    checked: str = string_rule(max_chars, allow_empty=allow_empty, plain=plain)(value, field)
+    return checked
+
+
 def tags(value: Any, *, field: str, limit: int) -> frozenset[str]:
-    """A list of tags, or one string of tags separated by space, comma or semicolon."""
-    if value is None:
-        return frozenset()
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
-        raise InvalidInput(f"{field}: expected a list of tags")
-    if len(value) > limit * 4:
-        raise InvalidInput(f"{field}: {len(value)} tags, at most {limit} allowed")
-    try:
-        return _tag_set(tuple(value), limit)
-    except InvalidInput as exc:  # name the field this request used
-        raise InvalidInput(field + exc.message.removeprefix(_TAGS_FIELD)) from None
+    """See tags_rule."""
+    checked: frozenset[str] = tags_rule(limit)(value, field)
+    return checked
 
 
-_TAGS_FIELD = "tags"
+# -- tasks: one rule per field ---------------------------------------------------------
 
 
-@lru_cache(maxsize=4096)  # tasks of a batch mostly share their tags (the field is not in the key)
-def _tag_set(value: tuple[str, ...], limit: int) -> frozenset[str]:
-    return check_tags(split_tags(value), field=_TAGS_FIELD, limit=limit)
-
-
-def new_task(value: Any, *, field: str = "task") -> NewTask:
-    """One task object.
-
-    Raises:
-        InvalidInput, TooLarge: naming `field` (`tasks[7].require`, say).
-    """
-    task = _plain_task(value)
-    if task is not None:
-        return task
-    try:
-        return _new_task(value, _field_names("task"))
-    except KickoffError:
-        if field == "task":
-            raise
-        return _new_task(value, _field_names(field))  # fails again, naming the batch item
-
-
-def _plain_task(value: Any) -> NewTask | None:
-    """A valid task with an ASCII command, checked inline (a bulk submit parses thousands);
-    None sends any other value through `_new_task`, which takes the same valid tasks and
-    names what is wrong with the invalid ones (tests/unit/test_parse.py holds them equal)."""
-    if type(value) is not dict or not value.keys() <= TASK_FIELDS:
-        return None
-    get = value.get
-    command, priority = get("command"), get("priority", 0)
-    attempts = get("max_attempts", defaults.MAX_ATTEMPTS)
-    timeout, key = get("timeout_s"), get("idempotency_key")
-    if (
-        type(command) is not str
-        or not 0 < len(command) <= defaults.MAX_COMMAND_BYTES
-        or not command.isascii()  # then its length is its size in bytes
-        or "\x00" in command
-        or type(priority) is not int
-        or not defaults.MIN_PRIORITY <= priority <= defaults.MAX_PRIORITY
-        or type(attempts) is not int
-        or not 1 <= attempts <= defaults.MAX_ATTEMPTS_LIMIT
-    ):
-        return None
-    if timeout is not None:
-        if (
-            type(timeout) not in (int, float)
-            or not defaults.MIN_TIMEOUT_S <= timeout <= defaults.MAX_TIMEOUT_S
-        ):
-            return None  # NaN fails the comparison too
-        timeout = float(timeout)
-    if key is not None and (
-        type(key) is not str
-        or not 0 < len(key) <= defaults.MAX_IDEMPOTENCY_KEY_CHARS
-        or hidden_char(key) is not None
-    ):
-        return None
-    require, want = _plain_tags(get("require")), _plain_tags(get("want"))
-    if require is None or want is None:
-        return None
-    return make_task(command, require, want, priority, attempts, timeout, key)
-
-
-_NO_TAGS: frozenset[str] = frozenset()
-
-
-def _plain_tags(value: Any) -> frozenset[str] | None:
-    """A task's valid tags as `tags` reads them; None for anything else."""
-    if value is None:
-        return _NO_TAGS
-    if type(value) is str:
-        words: tuple[Any, ...] = (value,)
-    elif type(value) is list and len(value) <= defaults.MAX_TASK_TAGS * 4:
-        words = tuple(value)
-    else:
-        return None
-    try:  # a word that is not a string: unhashable, or refused by the splitter
-        return _tag_set(words, defaults.MAX_TASK_TAGS)
-    except (TypeError, KickoffError):
-        return None
+_task_tags = tags_rule(defaults.MAX_TASK_TAGS)
+TASK_RULES: dict[str, Rule] = {
+    "command": string_rule(defaults.MAX_COMMAND_BYTES, in_bytes=True),
+    "require": _task_tags,
+    "want": _task_tags,
+    "priority": integer_rule(defaults.MIN_PRIORITY, defaults.MAX_PRIORITY),
+    "max_attempts": integer_rule(1, defaults.MAX_ATTEMPTS_LIMIT),
+    "timeout_s": number_rule(defaults.MIN_TIMEOUT_S, defaults.MAX_TIMEOUT_S, optional=True),
+    "idempotency_key": string_rule(defaults.MAX_IDEMPOTENCY_KEY_CHARS, plain=True, optional=True),
+}
+TASK_FIELDS = frozenset(TASK_RULES)
+# A task's fields in NewTask's order with their defaults (a given field replaces its own);
+# tests/unit/test_parse.py holds the fields and the rules to the same names.
+_TASK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(NewTask)}
 
 
 @lru_cache(maxsize=64)
@@ -222,48 +231,30 @@ def _field_names(field: str) -> dict[str, str]:
 
 
 def _new_task(value: Any, names: dict[str, str]) -> NewTask:
-    field = names[""]
-    task = obj(value, field=field, allowed=TASK_FIELDS)
-    if "command" not in task:
-        raise InvalidInput(f"{field}.command: required")
-    command = string(task["command"], field=names["command"], max_chars=defaults.MAX_COMMAND_BYTES)
-    if len(command.encode()) > defaults.MAX_COMMAND_BYTES:
-        raise TooLarge(f"{field}.command: over {defaults.MAX_COMMAND_BYTES} bytes")
-    timeout = task.get("timeout_s")
-    key = task.get("idempotency_key")
-    return NewTask(
-        command=command,
-        require=tags(task.get("require"), field=names["require"], limit=defaults.MAX_TASK_TAGS),
-        want=tags(task.get("want"), field=names["want"], limit=defaults.MAX_TASK_TAGS),
-        priority=integer(
-            task.get("priority", 0),
-            field=names["priority"],
-            low=defaults.MIN_PRIORITY,
-            high=defaults.MAX_PRIORITY,
-        ),
-        max_attempts=integer(
-            task.get("max_attempts", defaults.MAX_ATTEMPTS),
-            field=names["max_attempts"],
-            low=1,
-            high=defaults.MAX_ATTEMPTS_LIMIT,
-        ),
-        timeout_s=None
-        if timeout is None
-        else number(
-            timeout,
-            field=names["timeout_s"],
-            low=defaults.MIN_TIMEOUT_S,
-            high=defaults.MAX_TIMEOUT_S,
-        ),
-        idempotency_key=None
-        if key is None
-        else string(
-            key,
-            field=names["idempotency_key"],
-            max_chars=defaults.MAX_IDEMPOTENCY_KEY_CHARS,
-            plain=True,
-        ),
-    )
+    """One task object, each given field checked by its rule (a bulk submit parses
+    thousands: every field absent costs nothing, and the NewTask is made positionally)."""
+    if type(value) is not dict:
+        raise InvalidInput(f"{names['']}: expected a JSON object")
+    if "command" not in value:
+        obj(value, field=names[""], allowed=TASK_FIELDS)  # unknown fields are named first
+        raise InvalidInput(f"{names['command']}: required")
+    checked, rules = _TASK_DEFAULTS.copy(), TASK_RULES
+    try:
+        for name, given in value.items():
+            checked[name] = rules[name](given, names[name])
+    except KeyError:  # a field without a rule
+        obj(value, field=names[""], allowed=TASK_FIELDS)  # raises, naming it
+        raise
+    return make_task(*checked.values())
+
+
+def new_task(value: Any, *, field: str = "task") -> NewTask:
+    """One task object.
+
+    Raises:
+        InvalidInput, TooLarge: naming `field` (`tasks[7].require`, say).
+    """
+    return _new_task(value, _field_names(field))
 
 
 def submission(value: Any) -> list[NewTask]:
@@ -277,10 +268,15 @@ def submission(value: Any) -> list[NewTask]:
         raise InvalidInput("tasks: expected a non-empty list")
     if len(items) > defaults.MAX_BATCH:
         raise TooLarge(f"tasks: {len(items)} in one request, at most {defaults.MAX_BATCH}")
-    tasks = []
-    for i, item in enumerate(items):
-        task = _plain_task(item)  # first: a field name per task costs a batch dearly
-        tasks.append(task if task is not None else new_task(item, field=f"tasks[{i}]"))
+    tasks: list[NewTask] = []
+    add, names = tasks.append, _field_names("task")
+    try:
+        for item in items:
+            add(_new_task(item, names))  # a name per task would cost a batch dearly
+    except KickoffError:
+        failed = len(tasks)
+        _new_task(items[failed], _field_names(f"tasks[{failed}]"))  # fails again, named
+        raise
     return tasks
 
 
