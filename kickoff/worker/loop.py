@@ -28,6 +28,7 @@ from kickoff.errors import Conflict, IllegalTransition, InvalidInput, KickoffErr
 from kickoff.tags import check_tags
 from kickoff.worker import _retry, logfiles, replies
 from kickoff.worker._retry import Backoff, Requester
+from kickoff.worker.ledger import Key, Ledger
 from kickoff.worker.outbox import Outbox, Report
 from kickoff.worker.process import Assignment, Job, Outcome, TaskEnv, seal_inherited_fds
 from kickoff.worker.replies import BadReply, Refused, Registration
@@ -83,12 +84,12 @@ class Worker:
         self.jobs: dict[int, Job] = {}
         self.file_tags: frozenset[str] = frozenset()
         self._lost_ids: set[str] = set()
+        self.ledger = Ledger()
         self.outbox = Outbox(
             self.report_step, gone=self._lost_ids.__contains__, settled=self._settled
         )
         self._tags_file = TagsFile(config.tags_file) if config.tags_file else None
         self._sent_tags: frozenset[str] = frozenset()
-        self._combined = True  # the server claims along with a report (complete-and-claim)
         self._env = TaskEnv(os.environ)
         self._log_files = logfiles.LogFiles(config.log_dir)
         self._change = asyncio.Event()
@@ -121,11 +122,17 @@ class Worker:
         self._change.set()
         self._change = asyncio.Event()
 
-    def _settled(self) -> None:
+    def _heard_of(self, key: Key, mark: int) -> bool:
+        """Whether this worker holds the attempt, or let go of it since it asked the
+        question `mark`: then an answer naming it is old news, never a task to start."""
+        return key[0] in self.jobs or key in self.outbox or self.ledger.ended_since(key, mark)
+
+    def _settled(self, key: Key) -> None:
         """A report left the outbox. While the report's own claim filled its slot again
         (a busy worker, task after task), no waiter has anything new to look at: the claim
         loop waits for a free slot, the end of a run for nothing left to do, and the
         burst mode for either."""
+        self.ledger.ended(key)
         if self.mode is not Mode.RUNNING or self.free_slots() > 0:
             self._changed()
 
@@ -296,6 +303,7 @@ class Worker:
         if reg is None or self.mode is not Mode.RUNNING:
             return
         wait_s = 0.0 if self.config.burst else self.config.claim_wait_s
+        mark = self.ledger.ask()
 
         async def claim_and_start() -> int:
             answer = await self._call(
@@ -306,7 +314,7 @@ class Worker:
                 timeout_s=wait_s + CLAIM_SLACK_S,
                 on_maybe_sent=self._reconcile_soon,
             )
-            return self._take(answer, reg, limit=free)  # the moment the answer is in
+            return self._take(answer, reg, limit=free, mark=mark)  # once the answer is in
 
         self._claim_request = asyncio.get_running_loop().create_task(claim_and_start())
         try:
@@ -321,6 +329,7 @@ class Worker:
             return
         finally:
             self._claim_request = None
+            self.ledger.answered(mark)
         if self.config.burst and not started:
             if self.busy():
                 await self._wait_change()
@@ -328,8 +337,9 @@ class Worker:
                 logger.info("burst: nothing left that this worker can run")
                 self._set_mode(Mode.DRAINING)
 
-    def _take(self, answer: Any, reg: Registration, *, limit: int) -> int:
-        """Start (or refuse) the tasks of a claim answer; returns how many it named."""
+    def _take(self, answer: Any, reg: Registration, *, limit: int, mark: int) -> int:
+        """Start (or refuse) the tasks of a claim answer to the question `mark`; returns
+        how many it named."""
         items, problems = replies.claimed(answer, limit=limit)
         for problem in problems:
             logger.warning("ignoring part of the claim answer: %s", problem)
@@ -337,7 +347,7 @@ class Worker:
             logger.warning("dropping %d task(s) claimed by a lost registration", len(items))
             return len(items)
         for item in items:
-            if item.task_id in self.jobs or (item.task_id, item.attempt) in self.outbox:
+            if self._heard_of((item.task_id, item.attempt), mark):
                 logger.warning("ignoring task=%d: it is already on this worker", item.task_id)
             elif isinstance(item, Refused):
                 self._refuse(item, reg)
@@ -404,6 +414,7 @@ class Worker:
             if self.jobs.get(job.task_id) is job:
                 del self.jobs[job.task_id]
         if job.abandoned:
+            self.ledger.ended(job.key)
             logger.info(
                 "dropped the report of task=%d attempt=%d: the server requeued it",
                 job.task_id,
@@ -436,14 +447,16 @@ class Worker:
             KickoffError: the server refused the report, or answered with an error.
         """
         reg = self.registration
+        # + the slot of this report; less than one while reports of attempts the server
+        # already ended are still out (their slots count as busy until acknowledged)
+        limit = self.free_slots() + 1
         claiming = (
-            self._combined
+            limit > 0
             and self.mode is Mode.RUNNING
             and reg is not None
             and reg.worker_id == report.worker_id
         )
         body = report.body()
-        limit = self.free_slots() + 1  # + the slot of this report
         if claiming:
             body["claim"] = {"max_tasks": limit, "wait_s": 0}
         path = f"/v1/tasks/{report.task_id}/complete"
@@ -456,6 +469,7 @@ class Worker:
             if claiming:
                 self._reconcile_soon()
 
+        mark = self.ledger.ask()
         try:
             answer = await self._call("POST", path, what=what, json=body, on_maybe_sent=maybe_sent)
         except Conflict as exc:
@@ -464,22 +478,12 @@ class Worker:
             # An earlier try reached the server and only its answer was lost: the report
             # counted then (or the attempt is over anyway). Delivered; nothing to retry.
             logger.info("the server already has the %s (%s)", what, exc.message)
-            return
-        except InvalidInput as exc:
-            if not claiming:
-                raise
-            logger.info("the server does not claim with reports (%s)", exc.message)
-            self._combined = False
-            await self._call("POST", path, what=what, json=report.body())
-            return
-        if not claiming or reg is None:
-            return
-        if isinstance(answer, dict) and "tasks" not in answer:
-            logger.info("the server does not claim with reports")
-            self._combined = False
-            return
-        self._after_claim_error(answer, reg, what)
-        self._take(answer, reg, limit=limit)
+        else:
+            if claiming and reg is not None:
+                self._after_claim_error(answer, reg, what)
+                self._take(answer, reg, limit=limit, mark=mark)
+        finally:
+            self.ledger.answered(mark)
 
     def _after_claim_error(self, answer: Any, reg: Registration, what: str) -> None:
         """The report counted but its claim failed: a lost worker registers again; any other
@@ -540,7 +544,14 @@ class Worker:
             "state": "running,cancelling",
             "limit": defaults.MAX_SLOTS,
         }
-        answer = await self._call("GET", "/v1/tasks", what="reconcile", params=params)
+        mark = self.ledger.ask()
+        try:
+            answer = await self._call("GET", "/v1/tasks", what="reconcile", params=params)
+            self._reconcile(answer, reg, mark)
+        finally:
+            self.ledger.answered(mark)
+
+    def _reconcile(self, answer: Any, reg: Registration, mark: int) -> None:
         for raw in replies.task_list(answer):
             try:
                 item = replies.assignment(raw, id_key="id")
@@ -548,7 +559,7 @@ class Worker:
                 continue
             if raw.get("worker") != reg.worker_id or reg is not self.registration:
                 continue
-            if item.task_id in self.jobs or (item.task_id, item.attempt) in self.outbox:
+            if self._heard_of((item.task_id, item.attempt), mark):
                 continue
             if isinstance(item, Refused):
                 self._refuse(item, reg)

@@ -54,8 +54,8 @@ class Outbox:
     """Reports waiting for the server's acknowledgement.
 
     `send` makes one attempt (retrying an unreachable server itself); `gone(worker_id)`
-    says the report's registration was lost, so nobody will take it; `settled()` is called
-    whenever a report leaves the outbox.
+    says the report's registration was lost, so nobody will take it; `settled(key)` is
+    called whenever a report leaves the outbox.
     """
 
     def __init__(
@@ -63,7 +63,7 @@ class Outbox:
         send: Callable[[Report], Awaitable[None]],
         *,
         gone: Callable[[str], bool],
-        settled: Callable[[], None],
+        settled: Callable[[tuple[int, int]], None],
     ) -> None:
         self.send = send
         self.gone = gone
@@ -93,7 +93,7 @@ class Outbox:
             logger.exception("dropped the report of task=%d attempt=%d", *report.key)
         finally:
             self.pending.pop(report.key, None)
-            self.settled()
+            self.settled(report.key)
 
     async def _until_settled(self, report: Report) -> None:
         backoff: Backoff | None = None  # made on the first failure, like the message

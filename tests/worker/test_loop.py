@@ -38,7 +38,6 @@ class FakeServer:
     deregistered: list[str] = field(default_factory=list)
     tag_sets: list[list[str]] = field(default_factory=list)
     claims: int = 0
-    combined: bool = True  # supports complete-and-claim
     assigned: list[dict[str, Any]] = field(default_factory=list)  # GET /v1/tasks answers this
     listed: list[dict[str, str]] = field(default_factory=list)
     combined_claims: int = 0
@@ -83,8 +82,6 @@ class FakeServer:
             return httpx.Response(200, json={"tasks": self.assigned})
         if parts[0] == "tasks" and parts[2] == "complete":
             then_claim = body.pop("claim", None)
-            if then_claim is not None and not self.combined:
-                return error(422, "invalid_input")
             if self.on_complete is not None:
                 answer = self.on_complete(int(parts[1]), body)
                 if answer is not None:
@@ -395,17 +392,14 @@ def test_signal_handlers_call_interrupt(tmp_path: Path, sig: int) -> None:
     assert drive(fake, tmp_path, scenario) == 0
 
 
-@pytest.mark.parametrize("combined", [True, False])
-def test_a_busy_worker_claims_with_each_report(tmp_path: Path, combined: bool) -> None:
-    fake = FakeServer(combined=combined)
+def test_a_busy_worker_claims_with_each_report(tmp_path: Path) -> None:
+    fake = FakeServer()
     fake.add(*(task(i, "true") for i in range(1, 6)))
     assert drive(fake, tmp_path, burst=True) == 0
     assert [t for t, _ in fake.completions] == [1, 2, 3, 4, 5]
-    if combined:  # one claim request, then every next task came with a report
-        assert fake.claims - fake.combined_claims == 2
-        assert fake.combined_claims == 5
-    else:
-        assert fake.combined_claims == 0
+    # one claim request, then every next task came with a report
+    assert fake.claims - fake.combined_claims == 2
+    assert fake.combined_claims == 5
 
 
 def test_a_claim_answer_lost_on_the_way_is_found_and_run(tmp_path: Path) -> None:
