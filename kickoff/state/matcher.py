@@ -44,6 +44,11 @@ def task_key(priority: int, task_id: int) -> int:
     return ((MAX_PRIORITY - priority) << ID_BITS) | task_id
 
 
+def view_key(key: int, rank: int) -> int:
+    """A view heap key: the shape key's priority, then the want-score rank, then its id."""
+    return (((key >> ID_BITS) << RANK_BITS | rank) << ID_BITS) | (key & ID_MASK)
+
+
 class Shape:
     """All pending tasks with one (require, want) pair."""
 
@@ -74,8 +79,7 @@ class _View:
 
     def offer(self, shape: Shape, key: int) -> None:
         """Make sure the view knows `shape` can offer a task as good as `key`."""
-        rank = self.ranks[shape.index]
-        composite = (((key >> ID_BITS) << RANK_BITS | rank) << ID_BITS) | (key & ID_MASK)
+        composite = view_key(key, self.ranks[shape.index])
         known = self.current.get(shape.index)
         if known is None or composite < known:
             self.current[shape.index] = composite
@@ -106,7 +110,7 @@ class Matcher:
 
     def push(self, shape: Shape, priority: int, task_id: int) -> None:
         """A task of `shape` became pending."""
-        key = ((MAX_PRIORITY - priority) << ID_BITS) | task_id  # task_key, inlined: hot
+        key = task_key(priority, task_id)
         heap = shape.heap
         heapq.heappush(heap, key)
         if heap[0] == key:  # the shape's best got better: tell the views
@@ -166,8 +170,7 @@ class Matcher:
                 heapq.heappop(heap)
                 del view.current[index]
                 continue
-            rank = view.ranks[index]
-            real = (((top >> ID_BITS) << RANK_BITS | rank) << ID_BITS) | (top & ID_MASK)
+            real = view_key(top, view.ranks[index])
             if real == composite:
                 return top & ID_MASK
             view.current[index] = real  # the shape's top got worse since: re-file it
