@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from kickoff.errors import KickoffError, Unavailable
@@ -67,6 +67,14 @@ async def storage_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up before its request body arrived: nothing to answer, no error."""
+    logger.debug(
+        "client hung up during %s %s; nothing done", request.method, request.url.path[:MAX_QUOTED]
+    )
+    return error_response(400, "malformed_request", "the request body did not arrive")
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unexpected error on %s %s", request.method, request.url.path[:MAX_QUOTED])
     return error_response(500, "internal", "internal server error (see the server log)")
@@ -79,6 +87,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     KickoffError: kickoff_error,
     HTTPException: http_error,
     sqlite3.Error: storage_error,
+    ClientDisconnect: client_gone,
     Exception: unexpected_error,
 }
 

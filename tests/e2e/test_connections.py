@@ -145,6 +145,31 @@ def test_idle_and_slow_connections_are_closed(server: ServerProcess) -> None:
     assert healthz(server) == 200
 
 
+def test_a_client_hanging_up_mid_body_is_not_an_error(make_server: MakeServer) -> None:
+    """Not "unexpected error", no traceback: the request simply did not happen (both the
+    routed path and the workers' direct one). --verbose: the server says it saw it."""
+    server = make_server("--verbose")
+    for n, path in enumerate(("/v1/tasks", "/v1/tasks/1/complete"), start=1):
+        with connect(server) as sock:
+            sock.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {server.token}\r\nContent-Length: 1000\r\n\r\n"
+                '{"command": "echo never'.encode()
+            )
+
+        def handled(n: int = n) -> bool:
+            out = server.output()
+            return out.count("client hung up during POST") + out.count("unexpected error") >= n
+
+        wait_until(handled, what=f"the server to handle hang-up {n}")
+    with server.client() as client:
+        assert client.get("/v1/stats")["pending"] == 0
+    assert server.stop() == 0
+    output = server.output()
+    assert "unexpected error" not in output and "Traceback" not in output, output
+    assert "Exception in ASGI application" not in output
+
+
 # -- more connections than descriptors ----------------------------------------------------
 
 FILES = 256  # the server's descriptor limit, soft and hard: it cannot raise it

@@ -109,6 +109,33 @@ def test_the_start_up_shows_the_worker_command_and_the_token_nowhere_else(
     assert server.token[:-1] not in server.output().replace(server.token, "")
 
 
+def test_the_banner_is_on_stdout_and_the_log_on_stderr_without_the_token(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """As docs/security.md says: stdout has the banner (with the token), stderr the log."""
+    port = free_port()
+    db = tmp_path / "k.db"
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [*kickoff_cmd(), "server", "--port", str(port), "--db", str(db), "--verbose"],
+            env=isolated_env,
+            stdout=stdout,
+            stderr=stderr,
+        )
+    try:
+        wait_until(lambda: "kickoff worker" in out.read_text(), timeout=20, what="the banner")
+        token = Path(f"{db}.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers) as http:
+            assert http.post("/v1/tasks", json={"command": "echo hi"}).status_code == 201
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+    assert f"--token {token}" in out.read_text()
+    assert "DEBUG" in err.read_text() and token not in err.read_text()
+
+
 def test_rotating_the_token_of_a_running_server(
     server: ServerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
