@@ -16,38 +16,12 @@ from pathlib import Path
 
 from kickoff.clock import to_text
 from kickoff.errors import DatabaseRefused, InvalidInput
-from kickoff.store.db import EVENTS_COLUMNS, SQLITE_MAGIC, connect
+from kickoff.store.db import SQLITE_MAGIC, connect
+from kickoff.store.schema import EVENTS_COLUMNS
 
 ARCHIVE_APPLICATION_ID = 0x4B415243  # "KARC": a kickoff archive, never a live database
 ARCHIVE_VERSION = 1
 CHUNK = 50_000
-
-COMPACTION_SCHEMA = """
-CREATE TABLE IF NOT EXISTS compactions (
-    id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    before_seq INTEGER NOT NULL,
-    first_seq INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    count INTEGER NOT NULL,
-    digest BLOB NOT NULL,
-    archive TEXT NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS compacted_runs (
-    first_seq INTEGER PRIMARY KEY,
-    last_seq INTEGER NOT NULL,
-    last_hash BLOB NOT NULL,
-    compaction_id INTEGER NOT NULL
-) STRICT;
-CREATE TRIGGER IF NOT EXISTS compactions_no_change BEFORE UPDATE ON compactions
-BEGIN SELECT RAISE(ABORT, 'kickoff: compaction records are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS compactions_no_delete BEFORE DELETE ON compactions
-BEGIN SELECT RAISE(ABORT, 'kickoff: compaction records are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS compacted_runs_no_change BEFORE UPDATE ON compacted_runs
-BEGIN SELECT RAISE(ABORT, 'kickoff: compaction records are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS compacted_runs_no_delete BEFORE DELETE ON compacted_runs
-BEGIN SELECT RAISE(ABORT, 'kickoff: compaction records are append-only'); END;
-"""
 
 ARCHIVE_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS arch.events {EVENTS_COLUMNS};
@@ -68,8 +42,6 @@ SELECT_CANDIDATES = (
     "SELECT seq FROM events WHERE type = 'WorkerHeartbeat' AND seq > ? AND seq < ? "
     "ORDER BY seq LIMIT ?"
 )
-SELECT_DELETE_TRIGGER = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?"
-DELETE_TRIGGER = "events_no_delete"
 COPY_TO_ARCHIVE = (
     "INSERT OR IGNORE INTO arch.events "
     "SELECT e.seq, e.at, e.type, e.version, e.task_id, e.worker_id, e.payload, e.hash "
@@ -216,7 +188,7 @@ def _copy(conn: sqlite3.Connection, chosen: list[int]) -> None:
 def _remove(
     conn: sqlite3.Connection, chosen: list[int], before: int, archive: Path, now: datetime
 ) -> None:
-    """In one transaction: check the archive copy, delete the rows, record the runs."""
+    """In one transaction: check the archive copy, record the runs, delete the rows."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute("DELETE FROM temp.chosen")
@@ -228,16 +200,6 @@ def _remove(
                 "match); nothing was removed"
             )
         hashes = dict(conn.execute(SELECT_CHOSEN_HASHES).fetchall())
-        trigger = conn.execute(SELECT_DELETE_TRIGGER, (DELETE_TRIGGER,)).fetchone()
-        if trigger is None:
-            raise DatabaseRefused("the log's delete trigger is missing; run `kickoff verify`")
-        for statement in _statements(COMPACTION_SCHEMA):
-            conn.execute(statement)
-        conn.execute(f"DROP TRIGGER {DELETE_TRIGGER}")
-        deleted = conn.execute(DELETE_CHOSEN).rowcount
-        conn.execute(trigger[0])
-        if deleted != len(chosen):
-            raise DatabaseRefused(f"removed {deleted} rows instead of {len(chosen)}; rolled back")
         ordered = [bytes(hashes[s]) for s in chosen]
         (compaction_id,) = conn.execute(
             INSERT_COMPACTION,
@@ -255,6 +217,10 @@ def _remove(
             INSERT_RUN,
             [(first, last, bytes(hashes[last]), compaction_id) for first, last in runs(chosen)],
         )
+        # the log's DELETE trigger lets through exactly the heartbeats these runs cover
+        deleted = conn.execute(DELETE_CHOSEN).rowcount
+        if deleted != len(chosen):
+            raise DatabaseRefused(f"removed {deleted} rows instead of {len(chosen)}; rolled back")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -21,17 +21,13 @@ from kickoff.events import codec
 from kickoff.projections import queries
 from kickoff.state.fold import State, apply
 from kickoff.state.task_state import LIVE_STATES, TaskState
-from kickoff.store.log import Recorded, Row
+from kickoff.store.log import Recorded, Row, read_verified
 
 JSONObj = dict[str, Any]
 SELECT_TAIL = "SELECT seq, at FROM events ORDER BY seq DESC LIMIT 1"
 SELECT_AT_OR_BEFORE_SEQ = "SELECT seq, at FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1"
 SELECT_LAST_BEFORE_TIME = "SELECT max(seq) FROM events WHERE at <= ?"
 SELECT_AT = "SELECT at FROM events WHERE seq = ?"
-SELECT_ROWS = (
-    "SELECT seq, at, type, version, task_id, worker_id, payload FROM events "
-    "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
-)
 CHUNK = 20_000
 SELECT_SUBMITTED = "SELECT seq, at FROM events WHERE task_id = ? AND type = 'TaskSubmitted'"
 
@@ -116,26 +112,33 @@ class View:
 
 
 def _needed(conn: sqlite3.Connection, until_seq: int) -> Iterator[tuple[Row, bool]]:
-    """Log rows up to a seq, each with whether it matters for the end result.
+    """Log rows up to a seq, each checked against the hash chain, with whether it matters
+    for the end result.
 
     A heartbeat only moves its worker's last_seen, so one followed (in the same chunk) by
     a later heartbeat of the same worker changes neither the final State nor any final
-    projection row: it is read but not decoded, folded or projected.
+    projection row: it is read and verified but not decoded, folded or projected.
+
+    Raises:
+        DatabaseRefused: a row that does not verify (nothing after it is trusted).
     """
-    after = 0
-    while True:
-        chunk = conn.execute(SELECT_ROWS, (after, until_seq, CHUNK)).fetchall()
-        later: set[str] = set()
-        keep = [True] * len(chunk)
-        for i in range(len(chunk) - 1, -1, -1):
-            if chunk[i][2] == "WorkerHeartbeat":
-                keep[i] = chunk[i][5] not in later
-                later.add(chunk[i][5])
-        for r, needed in zip(chunk, keep, strict=True):
-            yield Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], b""), needed
-        if len(chunk) < CHUNK:
-            return
-        after = chunk[-1][0]
+    chunk: list[Row] = []
+    for row in read_verified(conn, until_seq=until_seq):
+        chunk.append(row)
+        if len(chunk) >= CHUNK:
+            yield from _marked(chunk)
+            chunk = []
+    yield from _marked(chunk)
+
+
+def _marked(chunk: list[Row]) -> Iterator[tuple[Row, bool]]:
+    later: set[str | None] = set()
+    keep = [True] * len(chunk)
+    for i in range(len(chunk) - 1, -1, -1):
+        if chunk[i].type == "WorkerHeartbeat":
+            keep[i] = chunk[i].worker_id not in later
+            later.add(chunk[i].worker_id)
+    yield from zip(chunk, keep, strict=True)
 
 
 def build(conn: sqlite3.Connection, point: Point) -> View:

@@ -21,6 +21,7 @@ from kickoff.audit.fresh import Builder
 from kickoff.errors import DatabaseRefused
 from kickoff.events.model import task_id_of, worker_id_of
 from kickoff.state.fold import State, apply
+from kickoff.store import schema
 from kickoff.store.db import connect
 from kickoff.store.log import GENESIS, Recorded, Row, read_rows
 
@@ -39,7 +40,6 @@ COMPARED = (
     ("task_counts", "state"),
     ("projection_state", "name"),
 )
-TRIGGERS = ("events_no_update", "events_no_delete")
 MAX_PROBLEMS = 50  # per check; the rest are counted
 ARCHIVE_ROWS = (
     "SELECT seq, at, type, version, task_id, worker_id, payload, hash FROM events "
@@ -113,45 +113,46 @@ def _order(p: Problem) -> tuple[int, int]:
 
 
 class _Archives:
-    """The archive files a compaction wrote, opened read-only on demand."""
+    """The archive files compactions wrote (or --archive names), opened read-only on demand."""
 
     def __init__(
         self, records: Sequence[compact.Record], extra: Sequence[Path], log_id: bytes | None
     ) -> None:
         self.records = {r.id: r for r in records}
         self.extra, self.log_id = list(extra), log_id
-        self.open: dict[int, sqlite3.Connection | None] = {}
+        self.open: dict[Path, sqlite3.Connection | None] = {}
 
-    def conn(self, compaction_id: int) -> sqlite3.Connection | None:
-        if compaction_id not in self.open:
-            record = self.records.get(compaction_id)
-            paths = [*self.extra, *([Path(record.archive)] if record else [])]
-            found = None
-            for path in paths:
-                found = compact.open_archive(path, self.log_id)
-                if found is not None:
-                    break
-            self.open[compaction_id] = found
-        return self.open[compaction_id]
+    def conn(self, path: Path) -> sqlite3.Connection | None:
+        if path not in self.open:
+            self.open[path] = compact.open_archive(path, self.log_id)
+        return self.open[path]
 
     def rows(self, run: compact.Run) -> list[Row] | None:
-        """The run's rows from its archive, or None when they cannot all be read."""
-        conn = self.conn(run.compaction_id)
-        if conn is None:
-            return None
-        try:
-            found = conn.execute(ARCHIVE_ROWS, (run.first_seq, run.last_seq)).fetchall()
-        except sqlite3.Error:
-            return None
-        rows = [Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7])) for r in found]
-        if [r.seq for r in rows] != list(range(run.first_seq, run.last_seq + 1)):
-            return None
-        return rows
+        """The run's rows from the first archive that holds them all (the one its
+        compaction recorded, then those given), or None."""
+        record = self.records.get(run.compaction_id)
+        for path in [*([Path(record.archive)] if record else []), *self.extra]:
+            conn = self.conn(path)
+            rows = None if conn is None else _archived(conn, run)
+            if rows is not None:
+                return rows
+        return None
 
     def close(self) -> None:
         for conn in self.open.values():
             if conn is not None:
                 conn.close()
+
+
+def _archived(conn: sqlite3.Connection, run: compact.Run) -> list[Row] | None:
+    try:
+        found = conn.execute(ARCHIVE_ROWS, (run.first_seq, run.last_seq)).fetchall()
+    except sqlite3.Error:
+        return None
+    rows = [Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7])) for r in found]
+    if [r.seq for r in rows] != list(range(run.first_seq, run.last_seq + 1)):
+        return None
+    return rows
 
 
 class _Scan:
@@ -323,21 +324,32 @@ def _check_integrity(conn: sqlite3.Connection, report: Report) -> None:
     if found != ["ok"]:
         for message in found:
             report.add("integrity", None, f"integrity_check: {message}")
-    triggers = {
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'events'"
-        )
-    }
-    for name in TRIGGERS:
-        if name not in triggers:
-            report.add(
-                "integrity",
-                None,
-                f"trigger {name} is missing: the log no longer refuses "
-                f"{name.rsplit('_', 1)[1].upper()}",
-            )
+    _check_triggers(conn, report)
     report.ran.add("integrity")
+
+
+def _check_triggers(conn: sqlite3.Connection, report: Report) -> None:
+    """The log's triggers are there, exactly as the schema writes them."""
+    found = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < schema.SCHEMA_VERSION:  # never opened by a server since: as it was written
+        expected = dict.fromkeys(schema.V1_TRIGGERS, "")
+        report.notes.append(
+            f"schema version {version}: a kickoff server upgrades it to "
+            f"{schema.SCHEMA_VERSION} when it opens it"
+        )
+    else:
+        expected = schema.TRIGGERS
+    for name, sql in expected.items():
+        if name not in found:
+            report.add("integrity", None, f"trigger {name} is missing: {_guards(name)}")
+        elif sql and not schema.same_sql(found[name], sql):
+            report.add("integrity", None, f"trigger {name} was changed: {_guards(name)}")
+
+
+def _guards(trigger: str) -> str:
+    table, verb = trigger.rsplit("_no_", 1)
+    return f"the {table} table no longer refuses every {verb.upper()} it must"
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:

@@ -76,15 +76,6 @@ def get_task(task_id: int) -> Query:
     )
 
 
-def command_of(task_id: int) -> Query:
-    """(command, timeout_s) of a task: what a claim hands the worker."""
-    return Query(
-        "SELECT command, timeout_s FROM tasks WHERE id = ?",
-        (task_id,),
-        lambda rows: (rows[0][0], rows[0][1]),
-    )
-
-
 def list_tasks(
     *,
     states: Sequence[str] = (),

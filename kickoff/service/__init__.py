@@ -24,7 +24,7 @@ import aiosqlite
 
 from kickoff import defaults
 from kickoff.clock import Clock, utc_now
-from kickoff.errors import KickoffError, NotFound, Unavailable
+from kickoff.errors import DatabaseRefused, KickoffError, NotFound, Unavailable
 from kickoff.events.model import (
     Event,
     TaskCancelled,
@@ -41,6 +41,7 @@ from kickoff.service.subscriptions import Subscribers
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State, apply
+from kickoff.store import log
 from kickoff.store.database import Database
 from kickoff.store.log import Encoded, Recorded, Row, encode
 from kickoff.store.writer import GroupWriter
@@ -142,7 +143,7 @@ class Service:
             self.state = await asyncio.to_thread(self._db.replay)
             self.replayed = self.state.last_seq
         else:
-            self.state, self.replayed = await asyncio.to_thread(self._db.load)
+            self.state, self.replayed = await asyncio.to_thread(self._db.load, checked=True)
         self.replay_s = time.perf_counter() - started
         self._seq, self._tail_hash = self._db.tail()
         assert self._seq == self.state.last_seq
@@ -375,7 +376,7 @@ class Service:
             # woken to look again
         if futures:
             await asyncio.gather(*futures)
-        return [await self._claimed(e.task_id, e.attempt) for e in claimed]
+        return await self._handed(claimed)
 
     async def _park(
         self,
@@ -401,12 +402,32 @@ class Service:
         # hung up or the wait timed out in the same instant (a lease covers the rest).
         return parked.handed.result() if parked.handed.done() else None
 
-    async def _claimed(self, task_id: int, attempt: int) -> Claimed:
+    async def _handed(self, claimed: list[TaskClaimed]) -> list[Claimed]:
+        """What the worker is told to run, for its committed claims."""
+        handed = []
+        for event in claimed:
+            task = await self._claimed(event.task_id, event.attempt)
+            if task is not None:
+                handed.append(task)
+        return handed
+
+    async def _claimed(self, task_id: int, attempt: int) -> Claimed | None:
+        """The claimed task with its command: submitted to this process, or read from the
+        log and checked against the hash chain. A submission that does not verify is
+        never handed out: the attempt fails instead (None)."""
         known = self._recent_commands.pop(task_id, None)
         if known is not None:
             return Claimed(task_id, attempt, known[0], known[1])
-        command, timeout_s = await self._fetch(queries.command_of(task_id))
-        return Claimed(task_id, attempt, command, timeout_s)
+        try:
+            submitted = await self._fetch(
+                queries.Query(log.SELECT_SUBMISSION, (task_id,), log.submission)
+            )
+        except DatabaseRefused as exc:
+            logger.error("damaged submission of task=%d: %s", task_id, exc.message)
+            reason = f"its submission in the log is damaged: {exc.message}"
+            await self._commit(decide.fail_unreadable(self.state, task_id, attempt, reason=reason))
+            return None
+        return Claimed(task_id, attempt, submitted.command, submitted.timeout_s)
 
     async def heartbeat(self, worker_id: str, running: list[tuple[int, int]]) -> list[int]:
         """Record that the worker lives; returns the task ids it must stop."""
@@ -446,7 +467,7 @@ class Service:
             if isinstance(error, Unavailable):
                 raise error
             return [], error
-        return [await self._claimed(e.task_id, e.attempt) for e in claimed], None
+        return await self._handed(claimed), None
 
     async def cancel(self, task_id: int, *, requested_by: str | None = None) -> None:
         await self._commit(decide.cancel(self.state, task_id, requested_by=requested_by))

@@ -306,3 +306,12 @@ def stop_worker(state: State, worker_id: str) -> list[ev.Event]:
         events.extend(_requeue_or_fail(state.tasks[task_id], reason="worker_stopped"))
     events.append(ev.WorkerStopped(worker_id=worker_id))
     return events
+
+
+def fail_unreadable(state: State, task_id: int, attempt: int, *, reason: str) -> list[ev.Event]:
+    """A claimed task whose submission in the log does not verify ends as failed: its
+    command is never handed to a worker. Nothing if that attempt has ended meanwhile."""
+    task = state.tasks.get(task_id)
+    if task is None or task.attempt != attempt or task.state is TaskState.PENDING:
+        return []
+    return [ev.TaskFailed(task_id=task_id, attempt=attempt, reason=reason)]

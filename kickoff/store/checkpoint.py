@@ -16,7 +16,7 @@ from kickoff.errors import DatabaseRefused
 from kickoff.state.fold import State, Task, Worker, apply, request_hash, worker_number
 from kickoff.state.matcher import Shape, task_key
 from kickoff.state.task_state import LIVE_STATES, TaskState
-from kickoff.store.log import read_log
+from kickoff.store.log import read_verified
 
 _LIVE = ", ".join(f"'{s}'" for s in LIVE_STATES)
 LIVE_TASKS = (
@@ -34,10 +34,15 @@ COUNTS = "SELECT state, n FROM task_counts"
 LAST_SEQ = "SELECT min(last_seq) FROM projection_state"
 
 
+def checkpoint_seq(conn: sqlite3.Connection) -> int:
+    """The seq the projections stand at."""
+    return int(conn.execute(LAST_SEQ).fetchone()[0] or 0)
+
+
 def load_projections(conn: sqlite3.Connection) -> State:
     """The State the projections hold, as of their last seq."""
     state = State()
-    state.last_seq = conn.execute(LAST_SEQ).fetchone()[0] or 0
+    state.last_seq = checkpoint_seq(conn)
     for worker_id, name, tags, slots, last_seen in conn.execute(LIVE_WORKERS):
         state.workers[worker_id] = Worker(
             worker_id, name, frozenset(orjson.loads(tags)), slots, from_text(last_seen)
@@ -84,15 +89,18 @@ def _tags(text: str) -> frozenset[str]:
 def load_state(conn: sqlite3.Connection) -> tuple[State, int]:
     """The live State: projections plus the log's tail; returns (state, tail events folded).
 
+    Every tail row is checked against the hash chain as it is read.
+
     Raises:
-        DatabaseRefused: the projections or the tail cannot be read or folded.
+        DatabaseRefused: the projections or the tail cannot be read, verified or folded.
     """
     collecting = gc.isenabled()
     gc.disable()  # a million new long-lived records: the collector would rescan them all
     try:
         state = load_projections(conn)
         tail = 0
-        for rec in read_log(conn, state.last_seq):
+        for row in read_verified(conn, state.last_seq):
+            rec = row.decode()
             apply(state, rec.event, seq=rec.seq, at=rec.at)
             tail += 1
     except (sqlite3.DatabaseError, KeyError, ValueError) as exc:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.projections.project import project
 from kickoff.state.fold import State, apply
-from kickoff.store.checkpoint import load_state
+from kickoff.state.task_state import LIVE_STATES
+from kickoff.store import checks
+from kickoff.store.checkpoint import checkpoint_seq, load_state
 from kickoff.store.db import connect, explain
-from kickoff.store.log import Encoded, Log, Recorded, Row, read_log
+from kickoff.store.log import Encoded, Log, Recorded, Row, read_verified
+
+T = TypeVar("T")
 
 
 class Database:
@@ -78,26 +86,96 @@ class Database:
             raise Unavailable(f"cannot read the log in {self.path}: {explain(exc)}") from exc
         return self.log.last_seq, self.log.last_hash
 
-    def load(self) -> tuple[State, int]:
+    def load(self, *, checked: bool = False) -> tuple[State, int]:
         """The live state from the projections' checkpoint plus the log's tail.
 
-        Returns (state, number of tail events folded).
+        Returns (state, number of tail events folded). `checked`: first make sure the
+        file is whole (SQLite's quick_check) and the checkpoint agrees with the log (see
+        store/checks.py); both run on their own connections while the state loads.
+
+        Raises:
+            DatabaseRefused: the database is damaged, or the checkpoint disagrees with it.
         """
-        return load_state(self.conn)
+        if not checked:
+            return load_state(self.conn)
+        memory = str(self.path) == ":memory:"
+        seq = checkpoint_seq(self.conn)
+        with ThreadPoolExecutor(2, thread_name_prefix="kickoff-check") as pool:
+            whole = pool.submit(self._checked, checks.quick_check, memory)
+            agrees = pool.submit(self._checked, lambda c: checks.against_log(c, seq), memory)
+            try:
+                loaded: tuple[State, int] | None = load_state(self.conn)
+                failure: DatabaseRefused | None = None
+            except DatabaseRefused as exc:
+                loaded, failure = None, exc
+            damage, finding = whole.result(), agrees.result()
+        if damage is None and isinstance(finding, str):
+            damage = finding  # the comparison could not even read it
+        if isinstance(damage, str):
+            raise DatabaseRefused(
+                f"{self.path} is damaged (SQLite quick_check: {damage}); run `kickoff verify "
+                f"--db {self.path}` and restore it from a backup"
+            )
+        if isinstance(finding, checks.Finding):
+            raise DatabaseRefused(self._disagreement(finding))
+        if failure is not None:
+            raise DatabaseRefused(f"{self.path}: {failure.message}") from failure
+        assert loaded is not None
+        _check_counts(self.path, loaded[0])
+        return loaded
+
+    def _checked(self, check: Callable[[sqlite3.Connection], T], memory: bool) -> T | str:
+        """Run a check on its own read-only connection (a memory database: on this one);
+        a database it cannot even read is damaged, and says so."""
+        try:
+            if memory:
+                return check(self.conn)
+            conn = checks.read_only(self.path)
+            try:
+                return check(conn)
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            return explain(exc)
+
+    def _disagreement(self, finding: checks.Finding) -> str:
+        path = self.path
+        if finding.log_damaged:
+            fix = f"run `kickoff verify --db {path}` and restore it from a backup"
+        else:
+            fix = (
+                f"if `kickoff verify --db {path}` finds the log sound, "
+                f"`kickoff projections rebuild --db {path}` repairs the projections"
+            )
+        return f"{path} is damaged: the checkpoint disagrees with the log: {finding.message}; {fix}"
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _check_counts(path: Path, state: State) -> None:
+    """task_counts, which start-up takes as the count of each live state, counts the live
+    tasks it loaded."""
+    loaded = Counter(task.state for task in state.tasks.values())
+    for name in LIVE_STATES:
+        if state.counts[name] != loaded[name]:
+            raise DatabaseRefused(
+                f"{path} is damaged: task_counts says {state.counts[name]} {name} but "
+                f"`tasks` holds {loaded[name]}; `kickoff projections rebuild --db {path}` "
+                "repairs the projections"
+            )
 
 
 def replay(conn: sqlite3.Connection, *, until_seq: int | None = None) -> State:
     """Fold the log (up to `until_seq`) into a fresh State.
 
     Raises:
-        DatabaseRefused: an event that does not decode or does not fold.
+        DatabaseRefused: an event that does not verify, decode or fold.
     """
     state = State()
     try:
-        for rec in read_log(conn, until_seq=until_seq):
+        for row in read_verified(conn, until_seq=until_seq):
+            rec = row.decode()
             try:
                 apply(state, rec.event, seq=rec.seq, at=rec.at)
             except (KeyError, ValueError) as exc:

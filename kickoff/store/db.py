@@ -8,6 +8,7 @@ damaged file) is refused with a DatabaseRefused that says what to do.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -15,36 +16,13 @@ from urllib.parse import quote
 
 from kickoff.errors import DatabaseRefused
 from kickoff.projections.schema import PROJECTION_SCHEMA
+from kickoff.store import schema
+from kickoff.store.schema import SCHEMA_VERSION
+
+logger = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x4B49434B  # "KICK"
-SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
-
-EVENTS_COLUMNS = """(
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    type TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    task_id INTEGER,
-    worker_id TEXT,
-    payload TEXT NOT NULL,
-    hash BLOB NOT NULL
-) STRICT"""  # the log's columns; a compaction archive has the same
-
-LOG_SCHEMA = f"""
-CREATE TABLE events {EVENTS_COLUMNS};
-CREATE INDEX events_task ON events(task_id) WHERE task_id IS NOT NULL;
-CREATE INDEX events_worker ON events(worker_id) WHERE worker_id IS NOT NULL;
-CREATE INDEX events_at ON events(at);
-CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-BEGIN SELECT RAISE(ABORT, 'kickoff: the event log is append-only (UPDATE refused)'); END;
-CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-BEGIN SELECT RAISE(ABORT, 'kickoff: the event log is append-only (DELETE refused)'); END;
-CREATE TRIGGER events_no_replace BEFORE INSERT ON events
-WHEN EXISTS (SELECT 1 FROM events WHERE seq = NEW.seq)
-BEGIN SELECT RAISE(ABORT, 'kickoff: the event log is append-only (REPLACE refused)'); END;
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
-"""
 
 
 def default_db_path() -> Path:
@@ -189,15 +167,40 @@ def _check_writable(conn: sqlite3.Connection) -> None:
 
 
 def _create(conn: sqlite3.Connection) -> None:
-    with conn:
-        conn.executescript(
-            "BEGIN;"
-            + LOG_SCHEMA
-            + PROJECTION_SCHEMA
-            + f"PRAGMA application_id = {APPLICATION_ID};"
-            + f"PRAGMA user_version = {SCHEMA_VERSION};"
-            + "COMMIT;"
-        )
+    conn.execute("BEGIN")
+    try:
+        for sql in schema.statements():
+            conn.execute(sql)
+        _script(conn, PROJECTION_SCHEMA)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring an older kickoff database up to this schema version, in one transaction."""
+    version = _pragma_int(conn, "user_version")
+    if version >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        schema.migrate(conn, version)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    logger.info("upgraded %s from schema version %d to %d", path, version, SCHEMA_VERSION)
 
 
 def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -239,6 +242,7 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             _create(conn)
         elif not readonly:
             _check_writable(conn)
+            _migrate(conn, path)
         if not memory:
             _check_size(conn, path)
     except BaseException as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused
 from kickoff.events import codec
+from kickoff.events import model as ev
 from kickoff.events.model import HAS_TASK_ID, HAS_WORKER_ID, Event
 
 GENESIS = bytes(32)
@@ -29,6 +30,20 @@ MAX_ROWS_PER_INSERT = 512
 # (no value of a text, integer or real column equals a blob); hashes go in as bytearrays.
 NULL = bytearray()
 SELECT_TAIL = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
+SELECT_HASH = "SELECT hash FROM events WHERE seq = ?"
+SELECT_RUN_BEFORE = (  # the compacted run a seq falls in, if any (see hash_at)
+    "SELECT first_seq, last_seq, last_hash FROM compacted_runs WHERE first_seq <= ? "
+    "ORDER BY first_seq DESC LIMIT 1"
+)
+HAS_RUNS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'compacted_runs'"
+SELECT_RUNS = "SELECT first_seq, last_seq, last_hash FROM compacted_runs ORDER BY first_seq"
+SELECT_SUBMISSION = (  # a task's TaskSubmitted row, and the hash it chains to
+    "SELECT s.seq, s.at, s.type, s.version, s.task_id, s.worker_id, s.payload, s.hash, "
+    "coalesce((SELECT p.hash FROM events p WHERE p.seq = s.seq - 1), "
+    "(SELECT r.last_hash FROM compacted_runs r WHERE r.first_seq <= s.seq - 1 "
+    "AND r.last_seq = s.seq - 1 ORDER BY r.first_seq DESC LIMIT 1)) "
+    "FROM events s WHERE s.task_id = ? AND s.type = 'TaskSubmitted'"
+)
 SELECT_FROM = (
     "SELECT seq, at, type, version, task_id, worker_id, payload, hash FROM events "
     "WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"
@@ -263,3 +278,89 @@ def read_log(
     """Decoded events with seq > after_seq (and <= until_seq), in order."""
     for row in read_rows(conn, after_seq, until_seq=until_seq):
         yield row.decode()
+
+
+def broken(seq: int, why: str = "its hash does not match its contents and the row before") -> str:
+    """How a row that does not verify is reported."""
+    return f"the log does not verify at seq {seq} ({why}); run `kickoff verify`"
+
+
+def compacted_runs(conn: sqlite3.Connection) -> dict[int, tuple[int, bytes]]:
+    """Archived seqs: first seq of each run -> (its last seq, the last row's hash)."""
+    if conn.execute(HAS_RUNS).fetchone() is None:  # a v1 database never compacted
+        return {}
+    return {first: (last, bytes(h)) for first, last, h in conn.execute(SELECT_RUNS)}
+
+
+def hash_at(conn: sqlite3.Connection, seq: int) -> bytes | None:
+    """The hash the row after `seq` chains to: row `seq`'s, or the recorded last hash of
+    the compacted run that ends at `seq`; GENESIS for 0; None if neither is there."""
+    if seq == 0:
+        return GENESIS
+    row = conn.execute(SELECT_HASH, (seq,)).fetchone()
+    if row is not None:
+        return bytes(row[0])
+    if conn.execute(HAS_RUNS).fetchone() is None:
+        return None
+    run = conn.execute(SELECT_RUN_BEFORE, (seq,)).fetchone()
+    return bytes(run[2]) if run is not None and run[1] == seq else None
+
+
+def verified(
+    rows: Iterable[Row], prev: bytes, after_seq: int, runs: dict[int, tuple[int, bytes]]
+) -> Iterator[Row]:
+    """The rows, each checked to chain to the one before (starting after `after_seq`,
+    hashed `prev`), across compacted runs.
+
+    Raises:
+        DatabaseRefused: a row that does not verify, or a seq missing from the log.
+    """
+    expect = after_seq + 1
+    for row in rows:
+        while row.seq > expect:  # archived seqs: chain over their run
+            run = runs.get(expect)
+            if run is None or run[0] >= row.seq:
+                raise DatabaseRefused(broken(expect, "the row is missing from the log"))
+            expect, prev = run[0] + 1, run[1]
+        if row.seq < expect or row.expected_hash(prev) != row.hash:
+            raise DatabaseRefused(broken(row.seq))
+        prev, expect = row.hash, row.seq + 1
+        yield row
+
+
+def read_verified(
+    conn: sqlite3.Connection, after_seq: int = 0, *, until_seq: int | None = None
+) -> Iterator[Row]:
+    """Rows with seq > after_seq (and <= until_seq), in order, each checked against the
+    chain (the row `after_seq` itself is trusted: check it with `verify_row`).
+
+    Raises:
+        DatabaseRefused: a row that does not verify, or the row it follows is missing.
+    """
+    prev = hash_at(conn, after_seq)
+    if prev is None:
+        raise DatabaseRefused(broken(after_seq, "the row is missing from the log"))
+    runs = compacted_runs(conn)
+    yield from verified(read_rows(conn, after_seq, until_seq=until_seq), prev, after_seq, runs)
+
+
+def submission(rows: Sequence[Sequence[Any]]) -> ev.TaskSubmitted:
+    """A task's submission from its SELECT_SUBMISSION row, checked against the chain.
+
+    Raises:
+        DatabaseRefused: no such row, or it does not verify (its command is not to be
+            trusted: never hand it to a worker).
+    """
+    if len(rows) != 1:
+        raise DatabaseRefused(f"the log holds {len(rows)} submissions of this task")
+    r = rows[0]
+    row = Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]))
+    prev = GENESIS if row.seq == 1 else (bytes(r[8]) if r[8] is not None else None)
+    if prev is None:
+        raise DatabaseRefused(broken(row.seq - 1, "the row is missing from the log"))
+    if row.expected_hash(prev) != row.hash:
+        raise DatabaseRefused(broken(row.seq))
+    event = row.decode().event
+    if not isinstance(event, ev.TaskSubmitted) or event.task_id != row.task_id:
+        raise DatabaseRefused(broken(row.seq, "its payload does not match its row"))
+    return event

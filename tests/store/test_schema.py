@@ -1,0 +1,191 @@
+"""The schema version and its migrations: a version 1 database (tests/data, written by
+kickoff before version 2) is upgraded when a writer opens it, and reads the same before
+and after; readers leave it as it is; the log's triggers are exactly the schema's."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kickoff.audit import compact
+from kickoff.audit.verify import verify
+from kickoff.events import model as ev
+from kickoff.store.database import Database, replay
+from kickoff.store.db import connect
+from kickoff.store.log import Recorded
+from kickoff.store.schema import SCHEMA_VERSION, TRIGGERS, same_sql
+
+DATA = Path(__file__).parent.parent / "data"
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def copied(tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    shutil.copy(DATA / name, path)
+    archive = DATA / name.replace(".db", ".archive.db")
+    if archive.exists():
+        shutil.copy(archive, tmp_path / archive.name)
+    return path
+
+
+def user_version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def triggers(path: Path) -> dict[str, str]:
+    conn = sqlite3.connect(path)
+    try:
+        return dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+    finally:
+        conn.close()
+
+
+def snapshot(path: Path) -> tuple[object, list[tuple[object, ...]], list[tuple[object, ...]]]:
+    conn = connect(path, readonly=True)
+    try:
+        events = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+        tasks = conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+        return replay(conn).snapshot(), events, tasks
+    finally:
+        conn.close()
+
+
+def test_a_new_database_has_exactly_the_schemas_triggers(tmp_path: Path) -> None:
+    Database(tmp_path / "new.db").close()
+    found = triggers(tmp_path / "new.db")
+    assert set(found) == set(TRIGGERS)
+    assert all(same_sql(found[name], sql) for name, sql in TRIGGERS.items())
+    assert user_version(tmp_path / "new.db") == SCHEMA_VERSION == 2
+
+
+@pytest.mark.parametrize("name", ["v1.db", "v1-compacted.db"])
+def test_a_version_1_database_is_upgraded_by_a_writer(tmp_path: Path, name: str) -> None:
+    path = copied(tmp_path, name)
+    before = snapshot(path)
+    assert user_version(path) == 1  # a reader left it alone
+    Database(path).close()
+    assert user_version(path) == 2
+    found = triggers(path)
+    assert set(found) == set(TRIGGERS)
+    assert all(same_sql(found[n], sql) for n, sql in TRIGGERS.items())
+    assert snapshot(path) == before  # every row and the folded state, unchanged
+    archives = [tmp_path / "v1-compacted.archive.db"] if "compacted" in name else []
+    report = verify(path, archives=archives)
+    assert report.ok, report.problems
+    Database(path).close()  # a second open does nothing more
+    assert user_version(path) == 2
+
+
+def test_verify_reads_a_version_1_database_as_it_was_written(tmp_path: Path) -> None:
+    path = copied(tmp_path, "v1.db")
+    report = verify(path)
+    assert report.ok, report.problems
+    assert any("schema version 1" in note for note in report.notes)
+    assert user_version(path) == 1
+
+
+def trigger_rows(path: Path) -> list[tuple[object, ...]]:
+    """Triggers with their place in sqlite_master: a dropped and recreated one moves."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT rowid, name, sql FROM sqlite_master WHERE type = 'trigger' ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def more_heartbeats(path: Path, count: int) -> None:
+    """Heartbeats of the scenario's last live worker, appended by a writer."""
+    db = Database(path)
+    try:
+        state, _ = db.load()
+        worker = sorted(state.workers)[-1]
+        seq = state.last_seq
+        db.write(
+            [
+                Recorded(seq + i, NOW, ev.WorkerHeartbeat(worker_id=worker))
+                for i in range(1, count + 1)
+            ]
+        )
+    finally:
+        db.close()
+
+
+def test_a_compaction_removes_rows_without_dropping_a_trigger(tmp_path: Path) -> None:
+    path = copied(tmp_path, "v1.db")
+    Database(path).close()
+    before, rows = snapshot(path)[0], trigger_rows(path)
+    result = compact.compact(path, before=10**9, archive=tmp_path / "a.db", now=NOW)
+    assert result.archived > 0
+    assert trigger_rows(path) == rows
+    assert snapshot(path)[0] == before
+    assert verify(path).ok
+
+
+def test_an_upgraded_compacted_database_compacts_again(tmp_path: Path) -> None:
+    path = copied(tmp_path, "v1-compacted.db")
+    more_heartbeats(path, 6)
+    result = compact.compact(path, before=10**9, archive=tmp_path / "second.db", now=NOW)
+    assert result.archived == 6  # the old last row and 5 of the 6 new: the new last stays
+    report = verify(path, archives=[tmp_path / "v1-compacted.archive.db"])
+    assert report.ok, report.problems
+    assert report.archive_checked == report.archived
+
+
+def test_the_log_refuses_deletes_but_of_archived_heartbeats(tmp_path: Path) -> None:
+    path = copied(tmp_path, "v1.db")
+    conn = connect(path)
+    beat = conn.execute("SELECT min(seq) FROM events WHERE type = 'WorkerHeartbeat'").fetchone()[0]
+    other = conn.execute("SELECT min(seq) FROM events WHERE type != 'WorkerHeartbeat'").fetchone()[
+        0
+    ]
+    for seq in (beat, other):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE events SET at = at WHERE seq = ?", (beat,))
+    conn.execute("BEGIN")
+    conn.execute(
+        "INSERT INTO compactions (at, before_seq, first_seq, last_seq, count, digest, archive) "
+        "VALUES ('x', 0, ?, ?, 2, x'00', 'nowhere')",
+        (beat, other),
+    )
+    conn.execute(
+        "INSERT INTO compacted_runs (first_seq, last_seq, last_hash, compaction_id) "
+        "VALUES (?, ?, x'00', 1)",
+        (min(beat, other), max(beat, other)),
+    )
+    conn.execute("DELETE FROM events WHERE seq = ?", (beat,))  # covered, a heartbeat: allowed
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM events WHERE seq = ?", (other,))  # covered, but no heartbeat
+    for table in ("compactions", "compacted_runs"):
+        for change in (f"DELETE FROM {table}", f"UPDATE {table} SET last_seq = 0"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                conn.execute(change)
+    conn.execute("ROLLBACK")
+    conn.close()
+
+
+def test_verify_names_a_changed_trigger(tmp_path: Path) -> None:
+    path = copied(tmp_path, "v1.db")
+    Database(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TRIGGER events_no_delete")
+    conn.execute(
+        "CREATE TRIGGER events_no_delete BEFORE DELETE ON events WHEN 0 BEGIN SELECT 1; END"
+    )
+    conn.close()
+    report = verify(path)
+    assert [p.message for p in report.problems if p.check == "integrity"] == [
+        "trigger events_no_delete was changed: the events table no longer refuses every "
+        "DELETE it must"
+    ]
