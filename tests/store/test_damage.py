@@ -6,6 +6,7 @@ submitted; `replay` fails when the chain does not verify.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import ServerProcess, WorkerProcess, free_port, kickoff_cmd, wait_until
 
+LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO) ")  # the server's log
 TASKS = 3000
 VICTIM = 1501  # its command is `echo MARKER-001500`
 
@@ -112,7 +114,7 @@ def start(server: ServerProcess) -> subprocess.CompletedProcess[str]:
 def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
     assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not LOG_RECORD.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
