@@ -138,3 +138,28 @@ def test_the_readmes_refused_examples_are_refused(
     assert f"kickoff {typed}" in " ".join(README.read_text().split())
     assert run(shlex.split(typed)) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+TYPE_NAME = re.compile(r"<[a-z][a-z \[\],|]*>|\{[A-Z.]+\}|x>=|<=x")
+
+
+@pytest.mark.parametrize("path", [(), *COMMANDS], ids=lambda p: _id(p) or "kickoff")
+def test_help_speaks_in_words_not_types(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`TAG`, `N`, `SECONDS`, `PATH`, `ID...`: never `<list[str]>`, `<int range>`, `{ID}`."""
+    assert run([*path, "--help"]) == 0
+    shown = capsys.readouterr().out
+    found = TYPE_NAME.findall(shown)
+    assert not found, f"kickoff {_id(path)} --help shows {found}:\n{shown}"
+
+
+@pytest.mark.parametrize("args", [["--version"], ["version"], ["-version"]])
+def test_the_version(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    import kickoff
+
+    assert run(args) == 0
+    assert capsys.readouterr().out == f"kickoff {kickoff.__version__}\n"
+    assert version("kickoff") == kickoff.__version__  # pyproject reads it from there

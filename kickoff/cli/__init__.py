@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from kickoff.cli import _common, _syntax
+from kickoff.cli import _help, _screen, _syntax
 from kickoff.errors import KickoffError
 
 app = typer.Typer(
@@ -31,7 +31,8 @@ app = typer.Typer(
         "\b\n"
         "  kickoff new --require cpu -- ls -la\n\n"
         "Exit codes: 0 ok, 1 failed, 2 usage, 3 server unreachable, 4 not found, "
-        "5 not authorized. `kickoff COMMAND --help` shows a command's options."
+        "5 not authorized. `kickoff COMMAND --help` shows a command's options; "
+        "`kickoff --version` the version."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -41,10 +42,18 @@ app = typer.Typer(
 
 
 def _register_all() -> None:
-    from kickoff.cli import client_cmds, log_cmds, server_cmds, token_cmd, worker_cmd
+    from kickoff.cli import (
+        client_cmds,
+        log_cmds,
+        server_cmds,
+        token_cmd,
+        version_cmd,
+        worker_cmd,
+    )
 
-    for module in (client_cmds, server_cmds, worker_cmd, log_cmds, token_cmd):
+    for module in (client_cmds, server_cmds, worker_cmd, log_cmds, token_cmd, version_cmd):
         module.register(app)
+    _help.use_words(app)
 
 
 _register_all()
@@ -68,6 +77,8 @@ def run(args: list[str]) -> int:
     Expected errors print one `error: ...` line on stderr and never a traceback
     (KICKOFF_DEBUG=1 shows it).
     """
+    if args in (["--version"], ["-version"]):
+        args = ["version"]
     command = typer.main.get_command(app)
     try:
         args = _syntax.translate(args) or ["--help"]
@@ -75,18 +86,18 @@ def run(args: list[str]) -> int:
     except KickoffError as exc:
         if os.environ.get("KICKOFF_DEBUG"):
             raise
-        _common.error(exc.message)
+        _screen.error(exc.message)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        _common.error("interrupted")
+        _screen.error("interrupted")
         return 130
     except typer.TyperException as exc:  # click's usage errors (typer vendors click): exit 2
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its subcommand
-            _common.err_console.print(exc.format_message(), markup=False, highlight=False)
+            _screen.err.write(exc.format_message() + "\n")
         else:
-            _common.error(exc.format_message().rstrip(".") + _usage_hint(exc))
+            _screen.error(exc.format_message().rstrip(".") + _usage_hint(exc))
         return exc.exit_code
     except BrokenPipeError:
         _quiet_broken_pipe()

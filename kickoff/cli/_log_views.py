@@ -1,7 +1,7 @@
 """How the log commands look: a task's story, event lines, a replayed state, verify's report.
 
-On a terminal: rich, coloured, aligned, relative times. Piped: plain tab-separated lines
-and ISO times, so `cut`, `awk` and `grep` work. `--json` never comes through here.
+On a terminal (`_screen`): coloured, aligned, relative times. Piped: plain tab-separated
+lines and ISO times, so `cut`, `awk` and `grep` work. `--json` never comes through here.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
-
 from kickoff.audit import history as hist
 from kickoff.audit import pointintime
 from kickoff.audit import verify as verifying
-from kickoff.cli import _output as out
-from kickoff.cli._common import console
-from kickoff.cli._views import task_fields
+from kickoff.cli import _format as fmt
+from kickoff.cli._screen import fields, heading, lines, out, table
+from kickoff.cli._task_views import task_fields
+from kickoff.cli._text import Cell, Styled, assemble, join, one_line, styled
 
 EventJSON = dict[str, Any]
 
@@ -48,7 +47,7 @@ KIND_STYLES = {"heartbeats": "dim", "claimed": "cyan", "submitted": "yellow"}
 
 
 def _step_time(at: datetime, first: datetime | None, *, same_day: bool) -> str:
-    if not out.is_terminal():
+    if not out.is_terminal:
         return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     fmt = "%H:%M:%S.%f" if same_day else "%m-%d %H:%M:%S.%f"
     return at.astimezone(UTC).strftime(fmt)[:-3]
@@ -58,27 +57,27 @@ def _elapsed(at: datetime, first: datetime | None) -> str:
     if first is None:
         return "-"
     seconds = (at - first).total_seconds()
-    if not out.is_terminal():
+    if not out.is_terminal:
         return f"{seconds:.3f}"
     return "+" + hist.duration(max(seconds, 0.0))
 
 
-def _step_cell(step: hist.Step) -> Text:
+def _step_cell(step: hist.Step) -> Styled:
     style = OUTCOME_STYLES.get(step.outcome or "") or KIND_STYLES.get(step.kind, "")
-    return Text(out.one_line(step.text), style=style)
+    return styled(step.text, style)
 
 
 def _story_header(story: hist.Story, task_id: int, now: datetime, *, replayed: bool) -> None:
-    parts: list[str | Text] = [Text(f"task {task_id}", style="bold"), out.state(story.state)]
+    parts: list[Cell] = [styled(f"task {task_id}", "bold"), fmt.state(story.state)]
     if story.command is not None:
-        parts.append(out.one_line(story.command, 200))
-    out.heading(Text(" · ").join(Text(p) if isinstance(p, str) else p for p in parts))
+        parts.append(one_line(story.command, 200))
+    heading(join(" · ", parts))
     facts = []
     if story.submitted_at is not None:
         at = story.submitted_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         iso = story.submitted_at.isoformat()
-        when = before(iso, now) if replayed else out.ago(iso, now)
-        facts.append(f"submitted {at}" + (f" ({when})" if out.is_terminal() else ""))
+        when = before(iso, now) if replayed else fmt.ago(iso, now)
+        facts.append(f"submitted {at}" + (f" ({when})" if out.is_terminal else ""))
     if story.waited_s is not None:
         facts.append(f"waited {hist.duration(story.waited_s)}")
     if story.took_s is not None:
@@ -87,8 +86,8 @@ def _story_header(story: hist.Story, task_id: int, now: datetime, *, replayed: b
         of = f" of {story.max_attempts}" if story.max_attempts else ""
         facts.append(f"{story.attempts} attempt{'s' if story.attempts != 1 else ''}{of}")
     if facts:
-        out.heading(Text(" · ".join(facts), style="dim"))
-    out.heading("")
+        heading(styled(" · ".join(facts), "dim"))
+    heading("")
 
 
 def print_story(story: hist.Story, task_id: int, *, now: datetime, replayed: bool = False) -> None:
@@ -96,7 +95,7 @@ def print_story(story: hist.Story, task_id: int, *, now: datetime, replayed: boo
     _story_header(story, task_id, now, replayed=replayed)
     first = story.submitted_at or (story.steps[0].at if story.steps else None)
     days = {s.at.astimezone(UTC).date() for s in story.steps}
-    rows: Iterator[list[out.Cell]] = (
+    rows: Iterator[list[Cell]] = (
         [
             _step_time(s.at, first, same_day=len(days) <= 1),
             _elapsed(s.at, first),
@@ -105,69 +104,64 @@ def print_story(story: hist.Story, task_id: int, *, now: datetime, replayed: boo
         ]
         for s in story.steps
     )
-    out.table(["TIME (UTC)", "ELAPSED", "SEQ", "WHAT HAPPENED"], rows, right=("ELAPSED", "SEQ"))
+    table(["TIME (UTC)", "ELAPSED", "SEQ", "WHAT HAPPENED"], rows, right=("ELAPSED", "SEQ"))
     tails = [s for s in story.steps if s.output_tail]
     if tails:
         attempt = f"attempt {tails[-1].attempt}, " if tails[-1].attempt else ""
-        out.heading("")
-        out.heading(f"output ({attempt}last 4 KiB):")
-        out.plain(tails[-1].output_tail)
+        heading("")
+        heading(f"output ({attempt}last 4 KiB):")
+        lines(tails[-1].output_tail)
 
 
 def _event_time(ts: str) -> str:
-    if not out.is_terminal():
+    if not out.is_terminal:
         return ts
     return hist.parse_ts(ts).strftime("%m-%d %H:%M:%S.%f")[:-3]
 
 
 def _details(event: EventJSON) -> str:
     data = event.get("data") or {}
-    return out.summary(data, skip=("task_id", "worker_id", "output_tail"), limit=120)
+    return fmt.summary(data, skip=("task_id", "worker_id", "output_tail"), limit=120)
 
 
 def print_event_line(event: EventJSON) -> None:
-    """One event, one line: aligned and coloured on a terminal, tab-separated when piped."""
+    """One event, one line: aligned, coloured and cut at the screen's edge on a terminal;
+    tab-separated when piped."""
     task = event.get("task_id")
-    worker = out.one_line(str(event.get("worker_id") or "-"))
-    if not out.is_terminal():
-        cells = [
-            str(event["seq"]),
-            event["ts"],
-            event["type"],
-            "-" if task is None else str(task),
-            worker,
-            _details(event),
-        ]
-        console.file.write("\t".join(out.one_line(c) for c in cells) + "\n")
-        console.file.flush()
+    worker = str(event.get("worker_id") or "-")
+    if not out.is_terminal:
+        cells = [str(event["seq"]), event["ts"], event["type"], "-" if task is None else str(task)]
+        out.write("\t".join(one_line(c) for c in [*cells, worker, _details(event)]) + "\n")
+        out.flush()
         return
     style = TYPE_STYLES.get(event["type"], "")
     data = event.get("data") or {}
     if event["type"] == "TaskCompleted" and (data.get("exit_code") or data.get("timed_out")):
         style = "red"
-    line = Text.assemble(
+    line = assemble(
         (f"{event['seq']:>8}", "bold"),
         "  ",
         (_event_time(event["ts"]), "dim"),
         "  ",
-        (f"{out.one_line(str(event['type'])):<19}", style),
+        (f"{one_line(str(event['type'])):<19}", style),
         "  ",
         f"{'' if task is None else task:>7}",
         "  ",
-        f"{worker:<6}",
+        f"{one_line(worker):<6}",
         "  ",
         _details(event),
     )
-    console.print(out.as_text(line), no_wrap=True, overflow="ellipsis", soft_wrap=False)
+    out.line(line, cut_at_edge=True)
+    out.flush()
 
 
 def print_header() -> None:
-    if out.is_terminal():
-        console.print(
-            Text(
+    if out.is_terminal:
+        out.line(
+            styled(
                 f"{'SEQ':>8}  {'TIME (UTC)':<18}  {'TYPE':<19}  {'TASK':>7}  {'WORKER':<6}  "
                 "DETAILS",
-                style="bold",
+                "bold",
             )
         )
 
@@ -176,13 +170,13 @@ def before(text: str | None, point_at: datetime) -> str:
     """A time relative to the replayed point: `12s before`; ISO when piped."""
     if text is None:
         return "-"
-    if not out.is_terminal():
+    if not out.is_terminal:
         return text
     seconds = (point_at - hist.parse_ts(text)).total_seconds()
     return (
         "at that moment"
         if abs(seconds) < 1
-        else (f"{out.span(seconds)} before" if seconds > 0 else f"{out.span(-seconds)} after")
+        else (f"{fmt.span(seconds)} before" if seconds > 0 else f"{fmt.span(-seconds)} after")
     )
 
 
@@ -193,14 +187,14 @@ def print_view(view: pointintime.View, *, limit: int, path: Path) -> None:
     if not point.seq:
         where = "before the first event"
     tail = f"; {later:,} later events not applied" if later else " (the end of the log)"
-    out.heading(Text.assemble(("replay: ", "bold"), (f"the state {where}", "bold"), tail))
-    out.heading(Text(f"read-only replay of {path}", style="dim"))
-    out.heading("")
+    heading(assemble(("replay: ", "bold"), (f"the state {where}", "bold"), tail))
+    heading(styled(f"read-only replay of {path}", "dim"))
+    heading("")
     stats = view.stats()
     w = stats["workers"]
-    out.fields(
+    fields(
         [
-            ("tasks", out.counts_line(stats)),
+            ("tasks", fmt.counts_line(stats)),
             (
                 "workers",
                 f"{w['alive']} alive · {w['busy']} busy · "
@@ -210,36 +204,36 @@ def print_view(view: pointintime.View, *, limit: int, path: Path) -> None:
     )
     tasks = view.live_tasks(limit=limit + 1)
     if tasks:
-        out.heading("")
+        heading("")
         rows = (
             [
                 str(t["id"]),
-                out.state(t["state"]),
+                fmt.state(t["state"]),
                 str(t["priority"]),
                 f"{t['attempt']}/{t['max_attempts']}",
                 t.get("worker") or "-",
                 before(t["started_at"] or t["submitted_at"], at),
-                out.one_line(t["command"], 80),
+                one_line(t["command"], 80),
             ]
             for t in tasks[:limit]
         )
-        out.table(
+        table(
             ["ID", "STATE", "PRI", "ATTEMPT", "WORKER", "SINCE", "COMMAND"],
             rows,
             right=("ID", "PRI"),
         )
         if len(tasks) > limit:
-            out.heading(Text("(more live tasks: --limit N shows more)", style="dim"))
+            heading(styled("(more live tasks: --limit N shows more)", "dim"))
     workers = view.workers()
     if workers:
-        out.heading("")
-        out.table(
+        heading("")
+        table(
             ["WORKER", "NAME", "TAGS", "SLOTS", "RUNNING", "LAST SEEN"],
             (
                 [
                     wk["id"],
                     wk["name"],
-                    out.tags(wk["tags"]),
+                    fmt.tags(wk["tags"]),
                     str(wk["slots"]),
                     str(wk["running"]),
                     before(wk["last_seen"], at),
@@ -252,23 +246,18 @@ def print_view(view: pointintime.View, *, limit: int, path: Path) -> None:
 
 def print_task_then(view: pointintime.View, task: EventJSON, events: list[EventJSON]) -> None:
     at = hist.parse_ts(view.point.at) if view.point.at else _now()
-    out.heading(
-        Text(
-            f"replay: task {task['id']} as it was after seq {view.point.seq:,} ({view.point.at})",
-            style="bold",
-        )
-    )
-    out.heading("")
+    heading(f"replay: task {task['id']} as it was after seq {view.point.seq:,} ({view.point.at})")
+    heading("")
     rows = task_fields(task, lambda text: before(text, at))
     if task.get("reason"):
         rows.append(("reason", str(task["reason"])))
-    out.fields(rows)
-    out.heading("")
+    fields(rows)
+    heading("")
     print_story(hist.story(events), int(task["id"]), now=at, replayed=True)
 
 
 def print_report(report: verifying.Report) -> None:
-    out.heading(Text(f"verify {report.path} (read-only)", style="bold"))
+    heading(styled(f"verify {report.path} (read-only)", "bold"))
     by_check: dict[str, list[verifying.Problem]] = {}
     for problem in sorted(report.problems, key=lambda p: (p.seq is None, p.seq or 0)):
         by_check.setdefault(problem.check, []).append(problem)
@@ -285,27 +274,25 @@ def print_report(report: verifying.Report) -> None:
             "failed": ("  FAILED", "bold red"),
             "skipped": ("  -     ", "dim"),
         }[status]
-        out.heading(Text.assemble(mark, "  ", (f"{name:<12}", "bold"), what))
+        heading(assemble(mark, "  ", (f"{name:<12}", "bold"), what))
         for problem in by_check.get(name, []):
-            out.heading(Text(f"            {out.one_line(problem.message)}", style="red"))
+            heading(styled(f"            {one_line(problem.message)}", "red"))
         if report.suppressed.get(name):
-            out.heading(Text(f"            ... and {report.suppressed[name]} more", style="red"))
+            heading(styled(f"            ... and {report.suppressed[name]} more", "red"))
     for note in report.notes:
-        out.heading(Text(f"note: {out.one_line(note)}", style="yellow"))
+        heading(styled(f"note: {one_line(note)}", "yellow"))
     archived = (
         f"; {report.archived:,} archived heartbeats ({report.archive_checked:,} read "
         "back from the archive)"
         if report.archived
         else ""
     )
-    out.heading(f"{report.events:,} events, last seq {report.last_seq:,}{archived}")
+    heading(f"{report.events:,} events, last seq {report.last_seq:,}{archived}")
     if report.ok:
-        out.heading(Text("all good", style="bold green"))
+        heading(styled("all good", "bold green"))
     else:
         first = report.first_bad_seq
-        out.heading(
-            Text("verify failed" + (f": first bad seq {first}" if first else ""), style="bold red")
-        )
+        heading(styled("verify failed" + (f": first bad seq {first}" if first else ""), "bold red"))
 
 
 def _now() -> datetime:

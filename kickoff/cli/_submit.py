@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from kickoff import defaults
-from kickoff.cli._common import err_console, print_json
+from kickoff.cli import _progress
+from kickoff.cli._screen import err, out, print_json
 from kickoff.client import Client
 from kickoff.errors import InvalidInput, KickoffError
 
@@ -36,7 +35,7 @@ def read_lines(source: str) -> Iterator[tuple[int, str]]:
         InvalidInput: the file cannot be read.
     """
     if source == "-" and sys.stdin.isatty():
-        err_console.print("reading commands from stdin, one per line; end with Ctrl-D")
+        err.line("reading commands from stdin, one per line; end with Ctrl-D")
     try:
         text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -86,17 +85,7 @@ def submit(api: Client, tasks: list[Task]) -> list[int]:
             first, and the message says so.
     """
     ids: list[int] = []
-    progress = Progress(
-        TextColumn("submitting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not (err_console.is_terminal and len(tasks) >= PROGRESS_AT),
-    )
-    with progress:
-        bar = progress.add_task("submit", total=len(tasks))
+    with _progress.bar("submitting", len(tasks), show=len(tasks) >= PROGRESS_AT) as update:
         for batch in batches(tasks):
             body = batch[0] if len(tasks) == 1 else {"tasks": batch}
             try:
@@ -106,7 +95,7 @@ def submit(api: Client, tasks: list[Task]) -> list[int]:
                     print_ids(ids, as_json=False)
                     exc.message += f" ({len(ids)} tasks submitted before this; their ids are above)"
                 raise
-            progress.update(bar, advance=len(batch))
+            update(advance=len(batch))
     return ids
 
 
@@ -115,5 +104,5 @@ def print_ids(ids: list[int], *, as_json: bool) -> None:
     if as_json:
         print_json(ids)
     else:
-        sys.stdout.write("".join(f"{i}\n" for i in ids))
-        sys.stdout.flush()
+        out.write("".join(f"{i}\n" for i in ids))
+        out.flush()

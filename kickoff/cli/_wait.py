@@ -8,26 +8,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-
 from kickoff import defaults
-from kickoff.cli import _output
-from kickoff.cli._common import err_console
+from kickoff.cli import _progress
+from kickoff.cli._format import FINAL, STATES
 from kickoff.client import Client
 from kickoff.errors import KickoffError, NotFound
 
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
 FIRST_DELAY_S = 0.02
 MAX_DELAY_S = 1.0
 
@@ -63,25 +52,7 @@ def fetch(client: Client, ids: Iterable[int]) -> dict[int, Task]:
 
 def _describe(tasks: Iterable[Task]) -> str:
     by_state = Counter(task["state"] for task in tasks)
-    return " · ".join(f"{by_state[s]} {s}" for s in _output.STATES if by_state[s])
-
-
-@contextmanager
-def _progress(show: bool, total: int) -> Iterator[Any]:
-    if not show:
-        yield None
-        return
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}", style="progress.description", markup=False),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
-    with progress:
-        yield progress, progress.add_task("waiting", total=total)
+    return " · ".join(f"{by_state[s]} {s}" for s in STATES if by_state[s])
 
 
 def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) -> dict[int, Task]:
@@ -95,13 +66,11 @@ def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) 
     done: dict[int, Task] = {}
     latest: dict[int, Task] = {}
     delay = FIRST_DELAY_S
-    with _progress(err_console.is_terminal, len(set(ids))) as bar:
+    with _progress.bar("waiting", len(set(ids)), show=True, spinner=True) as update:
         while True:
             latest.update(fetch(client, set(ids) - set(done)))
             done.update((i, t) for i, t in latest.items() if t["state"] in FINAL)
-            if bar is not None:
-                progress, task = bar
-                progress.update(task, completed=len(done), description=_describe(latest.values()))
+            update(completed=len(done), description=_describe(latest.values()))
             if len(done) == len(latest):
                 return done
             now = time.monotonic()

@@ -1,7 +1,7 @@
 """The client commands: new, status (list), info, cancel, wait, stats, workers, tags.
 
 Each is a thin layer over one or two HTTP calls (docs/api.md); `--json` prints the server's
-answer as it is (docs/cli.md documents the fields); `_views` draws the human form.
+answer as it is (docs/cli.md documents the fields); `_task_views` draws the human form.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from urllib.parse import quote
 import typer
 
 from kickoff import defaults
-from kickoff.cli import _output, _submit, _views, _wait
-from kickoff.cli._common import JsonOpt, ServerOpt, TokenOpt, client, print_json
-from kickoff.errors import ERRORS_BY_CODE, InvalidInput, KickoffError
+from kickoff.cli import _format, _submit, _wait
+from kickoff.cli import _task_views as views
+from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
+from kickoff.cli._screen import print_json
+from kickoff.client import Client
+from kickoff.errors import ERRORS_BY_CODE, IllegalTransition, InvalidInput, KickoffError, NotFound
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.tags import check_tags, split_tags
 
@@ -28,10 +31,10 @@ def _tags(values: TagsOpt, field: str, limit: int = defaults.MAX_TASK_TAGS) -> l
 
 def _states(values: list[str] | None, everything: bool) -> list[str]:
     states = split_tags(values or ())
-    unknown = sorted(set(states) - set(_output.STATES) - {"all"})
+    unknown = sorted(set(states) - set(_format.STATES) - {"all"})
     if unknown:
         raise InvalidInput(
-            f"--state: unknown {', '.join(unknown)}; one of {', '.join(_output.STATES)}, all"
+            f"--state: unknown {', '.join(unknown)}; one of {', '.join(_format.STATES)}, all"
         )
     if everything or "all" in states:
         return ["all"]
@@ -52,7 +55,7 @@ def new(
         typer.Option(
             "--require",
             metavar="TAG",
-            help="Tag the worker must have (repeat, or cpu,gpu).",
+            help="Tag the worker must have (--require cpu gpu, or cpu,gpu).",
             show_default=False,
         ),
     ] = None,
@@ -61,14 +64,14 @@ def new(
         typer.Option(
             "--want",
             metavar="TAG",
-            help="Tag the worker should preferably have.",
+            help="Tag the worker should preferably have (--want gpu fast).",
             show_default=False,
         ),
     ] = None,
     priority: Annotated[
         int,
         typer.Option(
-            metavar="P",
+            metavar="N",
             min=defaults.MIN_PRIORITY,
             max=defaults.MAX_PRIORITY,
             help="Higher runs first.",
@@ -86,10 +89,10 @@ def new(
     timeout: Annotated[
         float | None,
         typer.Option(
-            metavar="S",
+            metavar="SECONDS",
             min=defaults.MIN_TIMEOUT_S,
             max=defaults.MAX_TIMEOUT_S,
-            help="Kill and fail it after S seconds.",
+            help="Kill and fail it after SECONDS.",
             show_default=False,
         ),
     ] = None,
@@ -156,7 +159,7 @@ def new(
         if not wait:
             return
         final = _wait.wait_for(api, ids)
-    _views.unfinished([final[i] for i in ids], summary=False)
+    views.unfinished([final[i] for i in ids], summary=False)
     if command:
         raise typer.Exit(_wait.exit_code(final[ids[0]]))
     if any(task["state"] != "succeeded" for task in final.values()):
@@ -204,7 +207,7 @@ def status(
     if as_json:
         print_json(page)
     else:
-        _views.status(page, states)
+        views.status(page, states)
 
 
 def info(
@@ -227,7 +230,7 @@ def info(
     if as_json:
         print_json({**task, "events": events})
     else:
-        _views.info(task, events)
+        views.info(task, events)
 
 
 def cancel(
@@ -247,14 +250,18 @@ def cancel(
       kickoff cancel 42 43 44
     """
     results: list[dict[str, Any]] = []
+    finished: dict[int, str] = {}
     with client(server, token) as api:
         for start in range(0, len(ids), defaults.MAX_BATCH):
             chunk = ids[start : start + defaults.MAX_BATCH]
             results.extend(api.post("/v1/tasks/cancel", {"ids": chunk})["results"])
+        late = [r["id"] for r in results if r.get("error", {}).get("code") == "illegal_transition"]
+        if late and not as_json:
+            finished = {i: task["state"] for i, task in _wait.fetch(api, late).items()}
     if as_json:
         print_json(results)
     else:
-        _views.cancelled(results)
+        views.cancelled(results, finished)
     failures = [r for r in results if "error" in r]
     if failures:
         first = ERRORS_BY_CODE.get(failures[0]["error"]["code"], KickoffError)
@@ -268,7 +275,7 @@ def wait(
     timeout: Annotated[
         float | None,
         typer.Option(
-            metavar="S", min=0, help="Give up after S seconds (exit 1).", show_default=False
+            metavar="SECONDS", min=0, help="Give up after SECONDS (exit 1).", show_default=False
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -289,7 +296,7 @@ def wait(
     if as_json:
         print_json(tasks)
     else:
-        _views.unfinished(tasks, summary=True)
+        views.unfinished(tasks, summary=True)
     if any(task["state"] != "succeeded" for task in tasks):
         raise typer.Exit(1)
 
@@ -306,7 +313,7 @@ def stats(as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = 
     if as_json:
         print_json(data)
     else:
-        _views.stats(data)
+        views.stats(data)
 
 
 def workers(
@@ -326,7 +333,7 @@ def workers(
     if as_json:
         print_json(found)
     else:
-        _views.workers(found, everything=all_)
+        views.workers(found, everything=all_)
 
 
 def tags(
@@ -372,11 +379,35 @@ def tags(
             found = api.get(f"/v1/workers/{quote(worker, safe='')}")
             result = {"worker_id": found["id"], "tags": found["tags"]}
         else:
-            result = api.post(f"/v1/workers/{quote(worker, safe='')}/tags", body)
+            result = _change_tags(api, worker, body)
     if as_json:
         print_json(result)
     else:
-        _views.tags(worker, result)
+        views.tags(worker, result)
+
+
+def _change_tags(api: Client, worker: str, body: dict[str, Any]) -> Any:
+    """POST the change; a worker that is not alive is named with its state.
+
+    Raises:
+        IllegalTransition: the worker is stopped or lost (its tags are read-only).
+        NotFound: no worker ever had that name or id.
+    """
+    path = f"/v1/workers/{quote(worker, safe='')}"
+    try:
+        return api.post(f"{path}/tags", body)
+    except (NotFound, IllegalTransition) as exc:
+        try:
+            found = api.get(path)
+        except NotFound:
+            raise exc from None
+        if found["state"] == "alive":
+            raise
+        raise IllegalTransition(
+            f"worker {found['name']} ({found['id']}) is {found['state']}: only a live worker's "
+            "tags can change (they apply from its next claim); `kickoff workers --all` lists "
+            "them all"
+        ) from None
 
 
 LIST_HELP = """List pending and running tasks, with counts (an alias of status).

@@ -11,6 +11,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,24 +19,17 @@ from urllib.parse import quote
 
 import orjson
 import typer
-from rich.text import Text
 
 from kickoff import defaults
 from kickoff.audit import compact as compaction
 from kickoff.audit import history as hist
 from kickoff.audit import pointintime, points
 from kickoff.audit import verify as verifying
+from kickoff.cli import _format as fmt
 from kickoff.cli import _log_views as views
-from kickoff.cli import _output as out
-from kickoff.cli._common import (
-    JsonOpt,
-    ServerOpt,
-    TokenOpt,
-    client,
-    err_console,
-    print_json,
-    print_json_line,
-)
+from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
+from kickoff.cli._screen import err, fields, heading, print_json, print_json_line
+from kickoff.cli._text import assemble, styled
 from kickoff.client import Client
 from kickoff.errors import DatabaseRefused, InvalidInput, NotFound, ServerUnreachable
 from kickoff.events.model import EVENT_TYPES
@@ -49,6 +43,7 @@ DbOpt = Annotated[
     Path | None,
     typer.Option(
         "--db",
+        metavar="PATH",
         envvar="KICKOFF_DB",
         show_default=False,
         help="Database file (default: $KICKOFF_DB, else the XDG data dir).",
@@ -94,24 +89,62 @@ def history(
 # ------------------------------------------------------------------------------ events
 
 
+# Outcome names: the events that end a task so. A command that exits non-zero (or times
+# out) is a TaskCompleted with its exit code; TaskFailed is a task that ran out of attempts.
+OUTCOMES = {"failed": ("TaskCompleted", "TaskFailed"), "succeeded": ("TaskCompleted",)}
+
+
+def outcome(event: EventJSON) -> str | None:
+    """`succeeded` or `failed` for an event that ends a task so; None for any other."""
+    if event["type"] == "TaskFailed":
+        return "failed"
+    if event["type"] != "TaskCompleted":
+        return None
+    data = event.get("data") or {}
+    return "succeeded" if data.get("exit_code") == 0 and not data.get("timed_out") else "failed"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What `--type` asks for: event types the server filters on, and outcomes kept here."""
+
+    types: frozenset[str] = frozenset()
+    outcomes: frozenset[str] = frozenset()
+
+    def server_types(self) -> list[str]:
+        wanted = set(self.types).union(*(OUTCOMES[name] for name in self.outcomes))
+        return sorted(wanted)
+
+    def keep(self, event: EventJSON) -> bool:
+        return not self.outcomes or event["type"] in self.types or outcome(event) in self.outcomes
+
+
 def _event_type(name: str) -> str:
-    """An event type by its exact name, or case-insensitively, or without `Task`/`Worker`."""
+    """An event type by its exact name, or case-insensitively, or without `Task`/`Worker`.
+
+    Raises:
+        InvalidInput: no such type (the message lists them, and the outcome names).
+    """
     if name in EVENT_TYPES:
         return name
     folded = {t.lower(): t for t in EVENT_TYPES}
     for key in (name.lower(), f"task{name.lower()}", f"worker{name.lower()}"):
         if key in folded:
             return folded[key]
-    raise InvalidInput(f"unknown event type {name!r}; one of: {', '.join(EVENT_TYPES)}")
+    raise InvalidInput(
+        f"unknown event type {name!r}; one of: {', '.join(EVENT_TYPES)} (or without "
+        "Task/Worker: submitted, lost, ...), or an outcome: failed (a task that failed: "
+        "non-zero exit, timeout, attempts used up), succeeded"
+    )
 
 
-def _types(values: Sequence[str] | None) -> list[str]:
-    names: list[str] = []
-    for value in values or ():
-        names.extend(
-            _event_type(v.strip()) for v in value.replace(";", ",").split(",") if v.strip()
-        )
-    return names
+def _selection(values: Sequence[str] | None) -> Selection:
+    names = [
+        v.strip() for value in values or () for v in value.replace(";", ",").split(",") if v.strip()
+    ]
+    outcomes = {name.lower() for name in names if name.lower() in OUTCOMES}
+    types = {_event_type(name) for name in names if name.lower() not in OUTCOMES}
+    return Selection(frozenset(types), frozenset(outcomes))
 
 
 def _with_header(emit: Callable[[EventJSON], None]) -> Callable[[EventJSON], None]:
@@ -133,13 +166,13 @@ def _filters(
     *,
     since: str | None,
     until: str | None,
-    types: list[str],
+    selection: Selection,
     task: int | None,
     worker: str | None,
 ) -> dict[str, Any]:
     """Query parameters for /v1/events(/stream) from the command's options."""
     now = _now()
-    params: dict[str, Any] = {"type": types or None, "task": task}
+    params: dict[str, Any] = {"type": selection.server_types() or None, "task": task}
     if since is not None:
         point = points.parse_point(since, now=now)
         if isinstance(point, int):
@@ -167,19 +200,25 @@ def _worker_id(api: Client, key: str) -> str:
     return str(found["id"])
 
 
-def _pages(api: Client, params: dict[str, Any], limit: int | None) -> Iterator[EventJSON]:
-    """Events matching the filters, a page at a time, up to `limit`."""
+def _pages(
+    api: Client, params: dict[str, Any], limit: int | None, keep: Callable[[EventJSON], bool]
+) -> Iterator[EventJSON]:
+    """Events matching the filters (and `keep`), a page at a time, up to `limit`."""
     after, left = int(params.get("after", 0)), limit
-    while left is None or left > 0:
+    while True:
         size = PAGE if left is None else min(left, PAGE)
         page: list[EventJSON] = api.get("/v1/events", **{**params, "after": after, "limit": size})[
             "events"
         ]
-        yield from page
+        for event in filter(keep, page):
+            yield event
+            if left is not None:
+                left -= 1
+                if left == 0:
+                    return
         if len(page) < size:
             return
         after = page[-1]["seq"]
-        left = None if left is None else left - len(page)
 
 
 def _sse_events(lines: Iterator[str]) -> Iterator[EventJSON]:
@@ -208,7 +247,12 @@ def _last_seq(api: Client) -> int:
 
 
 def _follow(
-    api: Client, params: dict[str, Any], *, emit: Callable[[EventJSON], None], limit: int | None
+    api: Client,
+    params: dict[str, Any],
+    *,
+    emit: Callable[[EventJSON], None],
+    limit: int | None,
+    keep: Callable[[EventJSON], bool],
 ) -> None:
     """Print events as they are recorded until Ctrl-C (or --until / --limit).
 
@@ -227,8 +271,10 @@ def _follow(
                 away = False
                 if _past(event, params):
                     return
-                emit(event)
                 stream["after"] = event["seq"]
+                if not keep(event):
+                    continue
+                emit(event)
                 shown += 1
                 if limit is not None and shown >= limit:
                     return
@@ -236,7 +282,7 @@ def _follow(
         except ServerUnreachable:
             note = "the server is unreachable"
         if not away:
-            err_console.print(Text(f"({note}; reconnecting…)", style="dim"))
+            err.line(styled(f"({note}; reconnecting…)", "dim"))
             away = True
         time.sleep(RECONNECT_S)
 
@@ -267,8 +313,12 @@ def events(
         list[str] | None,
         typer.Option(
             "--type",
-            metavar="T",
-            help="Only this event type (repeatable, or a comma list; TaskCompleted or completed).",
+            metavar="TYPE",
+            help=(
+                "Only this event type (repeatable, or a comma list; TaskCompleted or "
+                "completed), or outcome: failed (non-zero exit, timeout, attempts used up), "
+                "succeeded."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -282,14 +332,14 @@ def events(
         str | None,
         typer.Option(
             "--worker",
-            metavar="W",
+            metavar="WORKER",
             help="Only events about this worker (id or name).",
             show_default=False,
         ),
     ] = None,
     limit: Annotated[
         int | None,
-        typer.Option("--limit", min=1, help="At most this many events.", show_default=False),
+        typer.Option("--limit", metavar="N", min=1, help="At most N events.", show_default=False),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON event per line (jq-friendly).")
@@ -304,19 +354,20 @@ def events(
     \b
       kickoff events --since 10m --type completed
       kickoff events --task 42
-      kickoff events --follow --json | jq -c 'select(.type == "TaskFailed")'
+      kickoff events --follow --type failed --json | jq --unbuffered .task_id
     """
     emit = print_json_line if as_json else _with_header(views.print_event_line)
+    selection = _selection(event_type)  # refuses an unknown name before any request
     with client(server, token) as api:
         params = _filters(
-            api, since=since, until=until, types=_types(event_type), task=task, worker=worker
+            api, since=since, until=until, selection=selection, task=task, worker=worker
         )
         if not follow:
-            for event in _pages(api, params, limit):
+            for event in _pages(api, params, limit, selection.keep):
                 emit(event)
             return
         with contextlib.suppress(KeyboardInterrupt):
-            _follow(api, params, emit=emit, limit=limit)
+            _follow(api, params, emit=emit, limit=limit, keep=selection.keep)
 
 
 # ------------------------------------------------------------------------------ replay
@@ -352,7 +403,9 @@ def replay(
             show_default=False,
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Live tasks to list.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="Live tasks to list.")
+    ] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the state as it was at a point in the log (offline, read-only).
@@ -393,12 +446,9 @@ def _show_replay(
     as_json: bool,
 ) -> None:
     for problem in view.disagreements:
-        err_console.print(
-            Text(
-                out.one_line(
-                    f"warning: fold and projections disagree: {problem}; run `kickoff verify`"
-                ),
-                style="yellow",
+        err.line(
+            styled(
+                f"warning: fold and projections disagree: {problem}; run `kickoff verify`", "yellow"
             )
         )
     head = {
@@ -528,10 +578,10 @@ def compact(
         )
         return
     if not result.archived:
-        out.heading(f"nothing to compact before seq {result.before_seq:,}")
+        heading(f"nothing to compact before seq {result.before_seq:,}")
         return
-    out.heading(
-        Text.assemble(
+    heading(
+        assemble(
             ("archived ", "bold"),
             (f"{result.archived:,}", "bold"),
             " heartbeats ",
@@ -539,7 +589,7 @@ def compact(
             f"to {result.archive}; kept each worker's latest ({result.kept:,})",
         )
     )
-    out.heading(Text(f"check with: kickoff verify --db {path}", style="dim"))
+    heading(styled(f"check with: kickoff verify --db {path}", "dim"))
 
 
 # ------------------------------------------------------------------------- projections
@@ -590,8 +640,8 @@ def rebuild(
         if lock is not None:
             os.close(lock)
     took = time.perf_counter() - began
-    out.heading(f"rebuilt tasks, workers and task_counts from {count:,} events in {took:.2f}s")
-    out.fields([("tasks", out.counts_line(counts))])
+    heading(f"rebuilt tasks, workers and task_counts from {count:,} events in {took:.2f}s")
+    fields([("tasks", fmt.counts_line(counts))])
 
 
 def register(app: typer.Typer) -> None:

@@ -15,12 +15,17 @@ import typer
 from kickoff import defaults
 from kickoff.store.db import default_db_path
 
-HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0 for all).")]
-PortOpt = Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on.")]
+HostOpt = Annotated[
+    str, typer.Option("--host", metavar="HOST", help="Address to listen on (0.0.0.0 for all).")
+]
+PortOpt = Annotated[
+    int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")
+]
 DbOpt = Annotated[
     Path | None,
     typer.Option(
         "--db",
+        metavar="PATH",
         envvar="KICKOFF_DB",
         help="Database file (default: XDG data dir).",
         show_default=False,
@@ -30,6 +35,7 @@ TimeoutOpt = Annotated[
     float,
     typer.Option(
         "--heartbeat-timeout",
+        metavar="SECONDS",
         min=defaults.MIN_HEARTBEAT_TIMEOUT_S,
         help="Seconds before a silent worker is lost.",
     ),
@@ -72,11 +78,12 @@ def server(
 
 def up(
     have: Annotated[
-        list[str] | None, typer.Option("--have", help="Tags of the local worker (repeatable).")
+        list[str] | None,
+        typer.Option("--have", metavar="TAG", help="Tags of the local worker (repeatable)."),
     ] = None,
-    slots: Annotated[int, typer.Option("--slots", min=1, help="Tasks the worker runs at once.")] = (
-        os.cpu_count() or 1
-    ),
+    slots: Annotated[
+        int, typer.Option("--slots", metavar="N", min=1, help="Tasks the worker runs at once.")
+    ] = (os.cpu_count() or 1),
     host: HostOpt = defaults.HOST,
     port: PortOpt = defaults.PORT,
     db: DbOpt = None,

@@ -6,6 +6,7 @@ a running server picks a rotated token up within a second.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -13,7 +14,8 @@ from typing import Annotated
 import typer
 
 from kickoff import auth
-from kickoff.cli import _common
+from kickoff.cli._screen import err
+from kickoff.client import resolve_token
 from kickoff.errors import NotFound
 from kickoff.store.db import default_db_path
 
@@ -23,6 +25,7 @@ def token(
         Path | None,
         typer.Option(
             "--db",
+            metavar="PATH",
             envvar="KICKOFF_DB",
             help="The server's database (default: XDG data dir); its token sits beside it.",
             show_default=False,
@@ -32,7 +35,12 @@ def token(
         str | None,
         typer.Option(
             "--server",
-            help="Show the token this account remembers for HOST[:PORT] instead.",
+            metavar="HOST[:PORT]",
+            help=(
+                "Show the token a client here uses for HOST[:PORT] instead (default "
+                "$KICKOFF_SERVER, when set and --db is not): $KICKOFF_TOKEN, else the one "
+                "this account remembers."
+            ),
             show_default=False,
         ),
     ] = None,
@@ -50,22 +58,24 @@ def token(
 
     Example: kickoff token --rotate
     """
+    if server is not None and db is None and rotate:
+        raise typer.BadParameter("--rotate works on a database (--db), not on --server")
+    if server is None and db is None and not rotate:
+        server = os.environ.get("KICKOFF_SERVER") or None  # as every client command does
     if server is not None and db is None:
-        if rotate:
-            raise typer.BadParameter("--rotate works on a database (--db), not on --server")
         address = auth.normalize_server(server)
-        found = auth.find_token(address)
+        found = resolve_token(address, None)
         if found is None:
-            raise NotFound(f"no token remembered for {address} in {auth.config_path()}")
+            raise NotFound(
+                f"no token for {address}: none remembered in {auth.config_path()} and "
+                "$KICKOFF_TOKEN is not set"
+            )
         sys.stdout.write(found + "\n")
         return
     db_path = db or default_db_path()
     if rotate:
         sys.stdout.write(auth.rotate(db_path) + "\n")
-        _common.err_console.print(
-            "new token written; workers and clients elsewhere need it (KICKOFF_TOKEN=...)",
-            highlight=False,
-        )
+        err.line("new token written; workers and clients elsewhere need it (KICKOFF_TOKEN=...)")
         return
     found = auth.read_token_file(auth.token_path(db_path))
     if found is None:

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from kickoff import defaults
-from kickoff.cli._common import ServerOpt, TokenOpt
+from kickoff.cli._options import ServerOpt, TokenOpt
 from kickoff.tags import check_tags, split_tags
 from kickoff.worker.logfiles import KEEP_LOGS
 

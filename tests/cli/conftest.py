@@ -67,9 +67,10 @@ def ko(cli: Cli, server: ServerProcess) -> Cli:
 
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make stdout and stderr look like a 120-column terminal to rich."""
-    from kickoff.cli import _common
+    """Make stdout and stderr look like a 120-column terminal (without colors)."""
+    from kickoff.cli import _screen
 
-    for con in (_common.console, _common.err_console):
-        monkeypatch.setattr(con, "_force_terminal", True)
-        monkeypatch.setattr(con, "_width", 120)
+    monkeypatch.setenv("NO_COLOR", "1")
+    for stream in (_screen.out, _screen.err):
+        monkeypatch.setattr(stream, "terminal", True)
+        monkeypatch.setattr(stream, "columns", 120)

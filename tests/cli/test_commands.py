@@ -313,3 +313,65 @@ def test_on_a_terminal_tables_are_aligned_with_ages(ko: Cli) -> None:
     info = ko("info", "1")
     assert "submitted" in info.out
     assert "ago)" in info.out or "just now)" in info.out
+
+
+def test_cancelling_a_finished_task_names_it_once_with_its_state(ko: Cli) -> None:
+    task_id = new(ko, "true")
+    assert ko("cancel", str(task_id)).code == 0
+    again = ko("cancel", str(task_id))
+    assert (again.code, again.out) == (1, "")
+    assert again.err == f"error: task {task_id} has already finished (cancelled)\n"
+    missing = ko("cancel", "99")
+    assert (missing.code, missing.err) == (4, "error: no task 99\n")
+
+
+def test_tags_of_a_stopped_worker_say_it_is_stopped(ko: Cli, server: ServerProcess) -> None:
+    with server.client() as client:
+        worker_id = client.post("/v1/workers", {"name": "cpu1", "tags": ["cpu"], "slots": 1})[
+            "worker_id"
+        ]
+        client.request("DELETE", f"/v1/workers/{worker_id}")
+    assert ko("tags", "cpu1").out == "cpu\n"  # still readable
+    for key in ("cpu1", worker_id):
+        result = ko("tags", key, "--add", "x")
+        assert (result.code, result.out) == (1, ""), result
+        assert result.err.startswith(f"error: worker cpu1 ({worker_id}) is stopped: ")
+    assert ko("tags", "nobody", "--add", "x").code == 4
+
+
+def test_stats_rate_is_over_the_time_the_log_covers(ko: Cli) -> None:
+    ids = [new(ko, "true") for _ in range(5)]
+    assert ko("cancel", *map(str, ids)).code == 0  # five tasks finished just now
+    data = as_json(ko("stats", "--json"))
+    throughput = data["throughput"]
+    assert throughput["finished_last_minute"] == 5
+    assert 1 <= throughput["window_s"] < 60  # the server started seconds ago
+    assert throughput["per_second"] == round(5 / throughput["window_s"], 3)
+    shown = ko("stats").out
+    assert f"5 finished in the last {throughput['window_s']:.0f}s, since the log began" in shown
+
+
+@pytest.mark.parametrize("columns", [160, 60])
+def test_status_on_a_terminal_cuts_the_command_never_the_other_columns(
+    ko: Cli, monkeypatch: pytest.MonkeyPatch, columns: int
+) -> None:
+    from kickoff.cli import _screen
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setattr(_screen.out, "terminal", True)
+    monkeypatch.setattr(_screen.out, "columns", columns)
+    new(ko, "-require", "cpu", "-want", "gpu", "--", "sh", "-c", "x" * 300)
+    new(ko, "echo", "hi")
+    lines = ko("status").out.splitlines()
+    header = next(line for line in lines if line.startswith("ID"))
+    assert header.split() == ["ID", "STATE", "PRI", "AGE", "WORKER", "REQUIRE", "WANT", "COMMAND"]
+    rows = lines[lines.index(header) + 2 :]
+    assert len(rows) == 2 and set(lines[lines.index(header) + 1]) == {"─"}
+    assert rows[0].split()[:7] == ["1", "pending", "0", "just", "now", "-", "cpu"]
+    assert rows[0].endswith("x…") and rows[1].endswith("echo hi")
+    assert rows[0].index("cpu") == header.index("REQUIRE")
+    assert len({row.index("pending") for row in rows} | {header.index("STATE")}) == 1
+    if columns == 160:
+        assert max(len(line) for line in lines) == 160  # the command fills the rest
+    else:  # narrower than the fixed columns: the command keeps a few cells
+        assert rows[0].split()[-2:] == ["-c", "xxxxx…"]

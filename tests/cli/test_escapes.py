@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from kickoff.cli import _log_views, _output, _views
+from kickoff.cli import _log_views, _text
+from kickoff.cli import _task_views as _views
 from tests.cli.conftest import Cli
 from tests.conftest import ServerProcess
 
@@ -52,12 +53,13 @@ def drive(server: ServerProcess) -> tuple[int, str]:
 @pytest.fixture(params=["terminal", "piped"])
 def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "terminal":
-        from kickoff.cli import _common
+        from kickoff.cli import _screen
 
-        for con in (_common.console, _common.err_console):
-            monkeypatch.setattr(con, "_force_terminal", True)
-            monkeypatch.setattr(con, "_width", 250)  # wide enough that nothing is cut
-            monkeypatch.setattr(con, "_color_system", con._detect_color_system())
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        monkeypatch.setenv("TERM", "xterm-256color")  # colors on
+        for stream in (_screen.out, _screen.err):
+            monkeypatch.setattr(stream, "terminal", True)
+            monkeypatch.setattr(stream, "columns", 250)  # wide enough that nothing is cut
     return str(request.param)
 
 
@@ -194,7 +196,7 @@ EVENT = {
         lambda: _views.status({"tasks": [task()], "counts": {"failed": 1}}, ["all"]),
         lambda: _views.unfinished([task()], summary=True),
         lambda: _views.tags(EVIL, {"tags": ["cpu", EVIL]}),
-        lambda: _views.cancelled([{"id": 7, "state": EVIL}]),
+        lambda: _views.cancelled([{"id": 7, "state": EVIL}], {}),
         lambda: _log_views.print_event_line(EVENT),
     ],
     ids=["workers", "info", "status", "wait", "tags", "cancel", "events"],
@@ -210,6 +212,6 @@ def test_views_escape_names_and_ids_too(
 
 
 def test_one_line_and_block() -> None:
-    assert _output.one_line("a\tb\nc\x1b[1m\x9b\x7f") == "a\\tb\\nc\\x1b[1m\\x9b\\x7f"
-    assert _output.block("a\r\n\tb\x1b]0;t\x07\rc\n") == "a\n\tb\\x1b]0;t\\x07\\rc\n"
-    assert _output.block("é ü 日本 ok") == "é ü 日本 ok"  # printable text is untouched
+    assert _text.one_line("a\tb\nc\x1b[1m\x9b\x7f") == "a\\tb\\nc\\x1b[1m\\x9b\\x7f"
+    assert _text.block("a\r\n\tb\x1b]0;t\x07\rc\n") == "a\n\tb\\x1b]0;t\\x07\\rc\n"
+    assert _text.block("é ü 日本 ok") == "é ü 日本 ok"  # printable text is untouched

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kickoff.cli import _output, _wait
+from kickoff.cli import _format, _text, _wait
 from kickoff.cli._submit import command_string as _command_string
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -32,11 +32,11 @@ def iso(delta_s: float) -> str:
     ],
 )
 def test_ago(seconds: float, text: str) -> None:
-    assert _output.ago(iso(seconds), NOW) == text
+    assert _format.ago(iso(seconds), NOW) == text
 
 
 def test_ago_without_a_time() -> None:
-    assert _output.ago(None, NOW) == "-"
+    assert _format.ago(None, NOW) == "-"
 
 
 @pytest.mark.parametrize(
@@ -44,17 +44,17 @@ def test_ago_without_a_time() -> None:
     [(None, "-"), (0.123, "0.12s"), (12.34, "12.3s"), (245, "4m05s"), (7380, "2h03m")],
 )
 def test_duration(seconds: float | None, text: str) -> None:
-    assert _output.duration(seconds) == text
+    assert _format.duration(seconds) == text
 
 
 def test_one_line_escapes_control_characters() -> None:
-    assert _output.one_line("a\tb\nc") == "a\\tb\\nc"
-    assert _output.one_line("abcdef", 4) == "abc…"
+    assert _text.one_line("a\tb\nc") == "a\\tb\\nc"
+    assert _text.one_line("abcdef", 4) == "abc…"
 
 
 def test_summary_of_an_event_payload() -> None:
     data = {"task_id": 3, "attempt": 1, "exit_code": 0, "tags": ["a", "b"], "reason": None}
-    assert _output.summary(data, skip=("task_id",)) == "attempt=1 exit_code=0 tags=a b"
+    assert _format.summary(data, skip=("task_id",)) == "attempt=1 exit_code=0 tags=a b"
 
 
 @pytest.mark.parametrize(

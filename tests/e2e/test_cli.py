@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import queue
+import shlex
+import shutil
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ServerProcess, WorkerProcess, free_port, kickoff_cmd, wait_until
@@ -212,3 +221,105 @@ def test_a_tasks_escape_sequences_never_reach_the_operator(
     assert "\\x1b]0;pwned\\x07\\x1b[2J[bold]done[/bold]" in ok(kickoff("info", str(task_id)))
     task = data(kickoff("info", str(task_id), "--json"))
     assert task["output_tail"] == "\x1b]0;pwned\x07\x1b[2J[bold]done[/bold]\n"  # exact
+
+
+def test_token_honours_kickoff_server(server: ServerProcess, kickoff: Kickoff) -> None:
+    """`curl -H "Authorization: Bearer $(kickoff token)"` against $KICKOFF_SERVER."""
+    env = {k: v for k, v in server.env.items() if k != "KICKOFF_TOKEN"}
+    shown = ok(kickoff("token", env=env)).strip()
+    assert shown == server.token
+    answer = httpx.get(f"{server.url}/v1/stats", headers={"Authorization": f"Bearer {shown}"})
+    assert answer.status_code == 200
+    # with no server named, the local database's token, as before
+    alone = {k: v for k, v in env.items() if k != "KICKOFF_SERVER"}
+    assert ok(kickoff("token", "--db", str(server.db_path), env=alone)).strip() == server.token
+
+
+def test_wait_says_a_task_timed_out(kickoff: Kickoff, start_worker: StartWorker) -> None:
+    start_worker()
+    task_id = submit(kickoff, "--timeout", "0.5", "--", "sleep", "30")
+    waited = kickoff("wait", str(task_id))
+    assert waited.returncode == 1
+    assert f"error: task {task_id} timed out after 0.5s (killed)" in waited.stderr
+    assert "exit code" not in waited.stderr
+
+
+def _readme_line(starting: str) -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = [line for line in text.splitlines() if line.startswith(starting)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the README's example pipes into jq")
+def test_the_readmes_failure_alert_fires_for_a_non_zero_exit(
+    server: ServerProcess, kickoff: Kickoff, start_worker: StartWorker
+) -> None:
+    """The README's line, word for word (only `kickoff` is this checkout's)."""
+    example = _readme_line("kickoff events --follow --type failed --json | jq")
+    command = example.replace("kickoff ", shlex.join(kickoff_cmd()) + " ", 1)
+    start_worker()
+    with subprocess.Popen(
+        ["bash", "-c", command],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as follow:
+        lines: queue.Queue[str] = queue.Queue()
+        assert follow.stdout is not None
+        threading.Thread(target=lambda: [lines.put(x) for x in follow.stdout], daemon=True).start()
+        try:
+            bad: list[int] = []
+            first = None
+            for _ in range(60):  # until the follower is streaming (it starts at the log's end)
+                bad.append(int(ok(kickoff("new", "--", "sh", "-c", "exit 3"))))
+                with contextlib.suppress(queue.Empty):
+                    first = json.loads(lines.get(timeout=0.5))
+                    break
+            assert first is not None and first["task_id"] in bad and first["exit_code"] == 3
+            ok(kickoff("new", "--wait", "--", "true"))  # succeeded: never shown
+            timed = submit(kickoff, "--timeout", "0.3", "--", "sleep", "30")
+            while (shown := json.loads(lines.get(timeout=30)))["task_id"] in bad:
+                pass
+            assert shown["task_id"] == timed  # the timeout, and nothing in between
+        finally:
+            os.killpg(follow.pid, signal.SIGTERM)
+
+
+def test_events_type_refuses_an_unknown_name_listing_the_known(kickoff: Kickoff) -> None:
+    result = kickoff("events", "--type", "failure")
+    assert result.returncode == 2
+    assert "unknown event type 'failure'; one of: ServerStarted, TaskSubmitted" in result.stderr
+    assert "an outcome: failed" in result.stderr
+
+
+def test_events_type_failed_lists_every_failure(
+    kickoff: Kickoff, start_worker: StartWorker
+) -> None:
+    start_worker()
+    good = submit(kickoff, "--wait", "--", "true")
+    bad = int(kickoff("new", "--wait", "--", "sh", "-c", "exit 3").stdout)
+    lines = ok(kickoff("events", "--type", "failed", "--json")).splitlines()
+    assert [(e["type"], e["task_id"]) for e in map(json.loads, lines)] == [("TaskCompleted", bad)]
+    shown = ok(kickoff("events", "--type", "succeeded", "--json", "--limit", "1"))
+    assert json.loads(shown)["task_id"] == good
+
+
+def test_piped_status_prints_its_counts_before_the_rows(
+    server: ServerProcess, kickoff: Kickoff
+) -> None:
+    """`kickoff status > file 2>&1`: counts, header, rows, then the paging hint, in order."""
+    ok(kickoff("new", "--from", "-", input="true\n" * 600))
+    merged = subprocess.run(
+        [*kickoff_cmd(), "status", "--limit", "500"],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert merged[0] == "600 pending"
+    assert merged[1].split("\t")[:2] == ["ID", "STATE"]
+    assert [int(line.split("\t")[0]) for line in merged[2:502]] == list(range(1, 501))
+    assert merged[502:] == ["more: add --after 500"]

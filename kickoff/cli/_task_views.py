@@ -1,22 +1,21 @@
 """The human form of each client command's answer (`--json` prints the answer itself).
 
-Built on `_output`: rich on a terminal, plain and tab-separated when piped.
+Built of `_format`'s words, shown by `_screen`: aligned and colored on a terminal, plain
+and tab-separated when piped.
 """
 
 from __future__ import annotations
 
-import sys
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.text import Text
-
 from kickoff import defaults
-from kickoff.cli import _output as out
-from kickoff.cli._common import console, err_console, error
-from kickoff.cli._wait import FINAL
+from kickoff.cli import _format as fmt
+from kickoff.cli._screen import err, error, fields, heading, lines, out, table
+from kickoff.cli._text import Cell, assemble, one_line, styled
 
 Task = dict[str, Any]
 RECENT_EVENTS = 10
@@ -28,16 +27,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _when(text: str | None, now: datetime) -> str:
+    return fmt.when(text, now, relative=out.is_terminal)
+
+
 def why(task: Task) -> str:
-    """`task 7 failed (exit code 3); see kickoff info 7`."""
+    """`task 7 failed (exit code 3); see kickoff info 7`; `task 8 timed out after 2s`."""
+    ended = task["state"]
     detail = ""
-    if task.get("exit_code") is not None and task["state"] == "failed":
+    if task.get("timed_out"):
+        limit = task.get("timeout_s")
+        ended = "timed out" + ("" if limit is None else f" after {limit:g}s")
+        detail = " (killed)"
+    elif task.get("exit_code") is not None and task["state"] == "failed":
         detail = f" (exit code {task['exit_code']})"
     elif task.get("reason"):
         detail = f" ({task['reason']})"
-    return out.one_line(
-        f"task {task['id']} {task['state']}{detail}; see `kickoff info {task['id']}`"
-    )
+    return one_line(f"task {task['id']} {ended}{detail}; see `kickoff info {task['id']}`")
 
 
 def unfinished(tasks: list[Task], *, summary: bool) -> None:
@@ -47,21 +53,21 @@ def unfinished(tasks: list[Task], *, summary: bool) -> None:
         error(why(task))
     if len(bad) > SHOWN_FAILURES:
         error(f"... and {len(bad) - SHOWN_FAILURES} more tasks did not succeed")
-    if summary and (len(tasks) > 1 or bad):
+    if summary and len(tasks) > 1:
         counts = Counter(task["state"] for task in tasks)
-        err_console.print(Text.assemble(f"{len(tasks)} tasks: ", out.counts_line(counts)))
+        err.line(assemble(f"{len(tasks)} tasks: ", fmt.counts_line(counts)))
 
 
 # ------------------------------------------------------------------------------- status
 
 
-def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator[list[out.Cell]]:
+def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator[list[Cell]]:
     for task in tasks:
-        row: list[out.Cell] = [
+        row: list[Cell] = [
             str(task["id"]),
-            out.state(task["state"]),
+            fmt.state(task["state"]),
             str(task["priority"]),
-            out.when(task["submitted_at"], now),
+            _when(task["submitted_at"], now),
             str(task.get("worker_name") or task.get("worker") or "-"),
             ",".join(task["require"]) or "-",
             ",".join(task["want"]) or "-",
@@ -72,33 +78,28 @@ def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator
 
 
 def status(page: dict[str, Any], states: list[str]) -> None:
-    """Counts, then the table, then the next-page hint. Piped: rows on stdout, rest stderr."""
+    """The counts, the table, the next-page hint. Piped: the rows alone on stdout, the
+    counts before them and the hint after them on stderr (stdout flushed first, so a
+    reader of both sees them in that order)."""
     tasks: list[Task] = page["tasks"]
-    counts = out.counts_line(page["counts"])
-    terminal = out.is_terminal()
-    notes = console if terminal else err_console
+    notes = out if out.is_terminal else err
     if not any(page["counts"].values()):
-        notes.print(Text("no tasks", style="dim"))
+        notes.line(styled("no tasks", "dim"))
         return
-    if terminal:
-        console.print(counts)
+    notes.line(fmt.counts_line(page["counts"]))
     if not tasks:
-        if not terminal:
-            err_console.print(counts)
         which = "tasks" if states == ["all"] else "/".join(states) + " tasks"
-        notes.print(Text(f"no {which}", style="dim"))
+        notes.line(styled(f"no {which}", "dim"))
         return
-    with_exit = states == ["all"] or any(task["state"] in FINAL for task in tasks)
-    headers = ["ID", "STATE", "PRI", "AGE" if terminal else "SUBMITTED", "WORKER", "REQUIRE"]
-    headers += ["WANT", *(["EXIT"] if with_exit else []), "COMMAND"]
-    if terminal:
-        console.print()
-    rows = _task_rows(tasks, _now(), with_exit=with_exit)
-    out.table(headers, rows, right=("ID", "PRI", "EXIT"))
-    if not terminal:
-        err_console.print(counts)
+    with_exit = states == ["all"] or any(task["state"] in fmt.FINAL for task in tasks)
+    headers = ["ID", "STATE", "PRI", "AGE" if out.is_terminal else "SUBMITTED", "WORKER"]
+    headers += ["REQUIRE", "WANT", *(["EXIT"] if with_exit else []), "COMMAND"]
+    if out.is_terminal:
+        out.line()
+    table(headers, _task_rows(tasks, _now(), with_exit=with_exit), right=("ID", "PRI", "EXIT"))
     if page.get("next_after") is not None:
-        notes.print(Text(f"more: add --after {page['next_after']}", style="dim"))
+        out.flush()
+        notes.line(styled(f"more: add --after {page['next_after']}", "dim"))
 
 
 # --------------------------------------------------------------------------------- info
@@ -107,20 +108,20 @@ def status(page: dict[str, Any], states: list[str]) -> None:
 def _at(text: str | None, now: datetime) -> str:
     if text is None:
         return "-"
-    return f"{text}  ({out.ago(text, now)})" if out.is_terminal() else text
+    return f"{text}  ({fmt.ago(text, now)})" if out.is_terminal else text
 
 
-def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str, out.Cell]]:
+def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str, Cell]]:
     """The fields `info` shows first, with times told by `when` (now, or a replay point)."""
     worker = task.get("worker") or "-"
     name = task.get("worker_name")
     if name and name != worker:
         worker = f"{name} ({worker})"
     return [
-        ("state", out.state(task["state"])),
+        ("state", fmt.state(task["state"])),
         ("command", task["command"]),
-        ("require", out.tags(task["require"])),
-        ("want", out.tags(task["want"])),
+        ("require", fmt.tags(task["require"])),
+        ("want", fmt.tags(task["want"])),
         ("priority", str(task["priority"])),
         ("attempt", f"{task['attempt']} of {task['max_attempts']}"),
         ("worker", worker),
@@ -131,9 +132,9 @@ def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str
     ]
 
 
-def _info_fields(task: Task, now: datetime) -> list[tuple[str, out.Cell]]:
+def _info_fields(task: Task, now: datetime) -> list[tuple[str, Cell]]:
     rows = task_fields(task, lambda text: _at(text, now))
-    rows.append(("duration", out.duration(task.get("duration_s"))))
+    rows.append(("duration", fmt.duration(task.get("duration_s"))))
     optional = (
         ("reason", task.get("reason")),
         ("timeout", None if task.get("timeout_s") is None else f"{task['timeout_s']:g}s"),
@@ -148,18 +149,18 @@ def _info_fields(task: Task, now: datetime) -> list[tuple[str, out.Cell]]:
 def info(task: Task, events: list[dict[str, Any]]) -> None:
     """The task's fields, its output tail verbatim, and its last few events."""
     now = _now()
-    out.heading(Text(f"task {task['id']}", style="bold"))
-    out.fields(_info_fields(task, now))
+    heading(f"task {task['id']}")
+    fields(_info_fields(task, now))
     if task.get("output_tail"):
-        out.heading("")
-        out.heading(f"output (last {defaults.OUTPUT_TAIL_BYTES // 1024} KiB):")
-        out.plain(task["output_tail"])
+        heading("")
+        heading(f"output (last {defaults.OUTPUT_TAIL_BYTES // 1024} KiB):")
+        lines(task["output_tail"])
     if not events:
         return
     shown = events[-RECENT_EVENTS:]
     earlier = len(events) - len(shown)
-    out.heading("")
-    out.heading(
+    heading("")
+    heading(
         "recent events"
         + (f" ({earlier} earlier: kickoff history {task['id']})" if earlier else "")
         + ":"
@@ -167,36 +168,42 @@ def info(task: Task, events: list[dict[str, Any]]) -> None:
     rows = (
         [
             str(e["seq"]),
-            out.when(e["ts"], now),
+            _when(e["ts"], now),
             e["type"],
             e.get("worker_id") or "-",
-            out.summary(e.get("data") or {}, skip=EVENT_NOISE),
+            fmt.summary(e.get("data") or {}, skip=EVENT_NOISE),
         ]
         for e in shown
     )
-    out.table(["SEQ", "TIME", "TYPE", "WORKER", "DETAILS"], rows, right=("SEQ",))
+    table(["SEQ", "TIME", "TYPE", "WORKER", "DETAILS"], rows, right=("SEQ",))
 
 
 # ------------------------------------------------------------------- cancel, stats, ...
 
 
-def cancelled(results: list[dict[str, Any]]) -> None:
-    """`42 cancelled` per task on stdout; `error: task 43: ...` on stderr."""
+def cancelled(results: list[dict[str, Any]], finished: dict[int, str]) -> None:
+    """`42 cancelled` per task on stdout; `error: task 43 has already finished (succeeded)`
+    on stderr, naming each task once (`finished`: the state of those that had)."""
     for result in results:
         if "error" in result:
-            error(out.one_line(f"task {result['id']}: {result['error']['message']}"))
+            task_id, message = result["id"], result["error"]["message"]
+            if task_id in finished:
+                message = f"task {task_id} has already finished ({finished[task_id]})"
+            elif not re.search(rf"\btask {task_id}\b", message):
+                message = f"task {task_id}: {message}"
+            error(message)
             continue
         note = " (its worker is stopping it)" if result["state"] == "cancelling" else ""
-        console.print(Text.assemble(str(result["id"]), " ", out.state(result["state"]), note))
+        out.line(assemble(str(result["id"]), " ", fmt.state(result["state"]), note))
 
 
 def stats(data: dict[str, Any]) -> None:
-    counts = {state: int(data.get(state, 0)) for state in out.STATES}
+    counts = {state: int(data.get(state, 0)) for state in fmt.STATES}
     workers = data.get("workers") or {}
     throughput = data.get("throughput") or {}
     total = sum(counts.values())
-    rows: list[tuple[str, out.Cell]] = [
-        ("tasks", Text.assemble(out.counts_line(counts), f"  ({total:,} in all)" if total else "")),
+    rows: list[tuple[str, Cell]] = [
+        ("tasks", assemble(fmt.counts_line(counts), f"  ({total:,} in all)" if total else "")),
         (
             "workers",
             f"{workers.get('alive', 0)} alive, {workers.get('busy', 0)} busy, "
@@ -204,41 +211,40 @@ def stats(data: dict[str, Any]) -> None:
         ),
     ]
     if "finished_last_minute" in throughput:
-        rate = f"{throughput['finished_last_minute']:,} finished in the last minute"
+        window = float(throughput.get("window_s", 60))
+        over = "the last minute" if window >= 60 else f"the last {window:.0f}s, since the log began"
+        rate = f"{throughput['finished_last_minute']:,} finished in {over}"
         rows.append(("throughput", f"{rate} ({throughput.get('per_second', 0):g}/s)"))
     if "last_seq" in data:
         rows.append(("log", f"{data['last_seq']:,} events"))
-    out.fields(rows)
+    fields(rows)
 
 
 def workers(found: list[dict[str, Any]], *, everything: bool) -> None:
     if not found:
         hint = "" if everything else " alive; start one with `kickoff worker`"
-        (console if out.is_terminal() else err_console).print(
-            Text("no workers" + hint, style="dim")
-        )
+        (out if out.is_terminal else err).line(styled("no workers" + hint, "dim"))
         return
     now = _now()
     rows = (
         [
             w["name"],
-            out.state(w["state"]),
+            fmt.state(w["state"]),
             f"{w['running']}/{w['slots']}",
             ",".join(w["tags"]) or "-",
-            out.when(w["last_seen"], now),
+            _when(w["last_seen"], now),
             w.get("host") or "-",
             w["id"],
         ]
         for w in found
     )
     headers = ["NAME", "STATE", "RUNNING", "TAGS", "LAST SEEN", "HOST", "ID"]
-    out.table(headers, rows, right=("RUNNING",))
+    table(headers, rows, right=("RUNNING",))
 
 
 def tags(worker: str, result: dict[str, Any]) -> None:
     """`box1  cpu gpu` on a terminal; the tags alone, space-separated, when piped."""
-    if out.is_terminal():
-        shown = out.one_line(out.tags(result["tags"]))
-        console.print(Text.assemble((out.one_line(worker), "bold"), "  ", shown))
+    if out.is_terminal:
+        out.line(assemble((worker, "bold"), "  ", fmt.tags(result["tags"])))
     else:
-        sys.stdout.write(out.one_line(" ".join(result["tags"])) + "\n")
+        out.line(" ".join(result["tags"]))

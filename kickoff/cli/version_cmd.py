@@ -1,0 +1,24 @@
+"""`kickoff version` (and `kickoff --version`): print the version."""
+
+from __future__ import annotations
+
+import typer
+
+from kickoff import __version__
+from kickoff.cli._screen import out
+
+
+def line() -> str:
+    return f"kickoff {__version__}"
+
+
+def version() -> None:
+    """Print kickoff's version (also: kickoff --version).
+
+    Example: kickoff version
+    """
+    out.line(line())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("version")(version)
