@@ -7,8 +7,10 @@ from itertools import combinations
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
-from kickoff.defaults import MAX_PRIORITY, MIN_PRIORITY
+from kickoff.defaults import MAX_PRIORITY, MAX_TASK_ID, MIN_PRIORITY
+from kickoff.state import matcher
 from kickoff.state.task_state import TaskState
 from tests.unit._sim import TAGS, Sim, operations, random_operations
 
@@ -220,3 +222,27 @@ def test_views_of_tag_sets_no_worker_has_are_dropped() -> None:
         assert claim(sim, w) is not None
     live_tag_sets = {worker.tags for worker in sim.state.workers.values()}
     assert len(sim.state.matcher._views) <= len(live_tag_sets)
+
+
+# -- key packing -------------------------------------------------------------------------
+
+priorities = st.integers(MIN_PRIORITY, MAX_PRIORITY)
+task_ids = st.integers(1, MAX_TASK_ID)
+ranks = st.integers(0, (1 << matcher.RANK_BITS) - 1)
+
+
+@given(priorities, task_ids, ranks, priorities, task_ids, ranks)
+def test_keys_order_by_priority_then_rank_then_age(
+    p1: int, id1: int, r1: int, p2: int, id2: int, r2: int
+) -> None:
+    """Smaller is better: higher priority, then (in a view) the better want score, then the
+    older task; and the id comes back out of either key."""
+    k1, k2 = matcher.task_key(p1, id1), matcher.task_key(p2, id2)
+    assert (k1 < k2) == ((-p1, id1) < (-p2, id2))
+    v1, v2 = matcher.view_key(k1, r1), matcher.view_key(k2, r2)
+    assert (v1 < v2) == ((-p1, r1, id1) < (-p2, r2, id2))
+    assert k1 & matcher.ID_MASK == v1 & matcher.ID_MASK == id1
+
+
+def test_every_want_score_has_a_rank_that_fits() -> None:
+    assert max(matcher._score_ranks().values()) < 1 << matcher.RANK_BITS
