@@ -47,6 +47,7 @@ HEAD_TIMEOUT_S = 10.0  # from the first byte of a request head to its end
 BODY_TIMEOUT_S = 10.0  # a body's grace, extended by one second per MIN_BODY_RATE bytes
 MIN_BODY_RATE = 16 * 1024  # bytes/s
 MAX_CONNECTIONS = 10_000  # also at most the descriptor limit minus FD_RESERVE
+LISTEN_BACKLOG = 2048  # connections the kernel queues before the server accepts them
 FD_RESERVE = 64  # descriptors kept for the database, its WAL, logs, the listening socket
 SUBSCRIBER_ROWS = 4096  # unread live rows kept per event-stream reader; past that it reads the log
 STREAM_KEEP_ALIVE_S = 15.0  # an idle event stream sends a comment this often

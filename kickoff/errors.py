@@ -96,6 +96,14 @@ class ServerUnreachable(KickoffError):
     exit_code = 3
 
 
+class CannotListen(KickoffError):
+    """Server side: the port is in use, or the address cannot be listened on."""
+
+    code = "cannot_listen"
+    http_status = 500
+    exit_code = 6
+
+
 class DatabaseRefused(KickoffError):
     """Not a kickoff database, a newer schema, a broken chain, or unreadable storage."""
 
@@ -118,6 +126,7 @@ ERRORS_BY_CODE: dict[str, type[KickoffError]] = {
         TooLarge,
         Unavailable,
         ServerUnreachable,
+        CannotListen,
         DatabaseRefused,
     )
 }

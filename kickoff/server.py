@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -18,7 +19,7 @@ import uvicorn
 from kickoff import auth, defaults
 from kickoff.api.app import create_app
 from kickoff.api.protocol import protocol_class
-from kickoff.errors import KickoffError
+from kickoff.errors import CannotListen, KickoffError
 from kickoff.service import Service
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.db import lock_exclusive
@@ -62,12 +63,53 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()  # a graceful stop is a normal exit, not a re-raise
 
 
-def worker_hint(host: str, port: int, token: str) -> str:
-    """The ready-to-paste command that starts a worker on another machine."""
-    shown = (
-        host if host not in ("0.0.0.0", "::", "127.0.0.1", "localhost") else socket.gethostname()
-    )
-    return f"kickoff worker --server {shown}:{port} --token {token} --have TAGS"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EVERYWHERE = ("0.0.0.0", "::", "")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket: taken first, before any file is touched, so a server
+    that cannot start changes nothing (not the token of the one already on that port).
+
+    Raises:
+        CannotListen: the port is in use, or the address cannot be listened on.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(defaults.LISTEN_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CannotListen(
+                f"cannot listen on {host}:{port}: the port is in use (another kickoff "
+                f"server? `kickoff stats --server {host}:{port}` asks it); stop it or pass "
+                "another --port"
+            ) from None
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def worker_lines(host: str, port: int, token: str) -> list[str]:
+    """How to start workers, as the server listens: on the network, a ready-to-paste
+    command; on loopback only, that nothing else can reach it, and the way through."""
+    name = socket.gethostname()
+    if host in LOOPBACK:
+        return [
+            f"listening on {host} only (loopback): no other machine can reach it; "
+            "--host 0.0.0.0 listens on the network (see docs/security.md)",
+            f"start a worker elsewhere, through an SSH tunnel: ssh -fN -L {port}:{host}:{port} "
+            f"{name} && kickoff worker --server 127.0.0.1:{port} --token {token} --have TAGS",
+            "(a worker on this machine needs no --token)",
+        ]
+    shown = name if host in EVERYWHERE else host
+    return [
+        f"start a worker elsewhere: kickoff worker --server {shown}:{port} --token {token} "
+        "--have TAGS",
+        "(a worker on this machine needs no --token)",
+    ]
 
 
 def startup_lines(service: Service, host: str, port: int, token: str) -> list[str]:
@@ -78,8 +120,7 @@ def startup_lines(service: Service, host: str, port: int, token: str) -> list[st
         f"database: {service.db_path}",
         f"replayed {service.replayed} events in {service.replay_s:.3f}s; tasks: {live}; "
         f"{len(service.state.workers)} workers known",
-        f"start a worker elsewhere: {worker_hint(host, port, token)}",
-        "(a worker on this machine needs no --token)",
+        *worker_lines(host, port, token),
     ]
 
 
@@ -96,61 +137,70 @@ def serve(
 ) -> None:
     """Run a server until SIGINT/SIGTERM.
 
+    In this order, so that a server that cannot start changes as little as possible: the
+    port, the database lock, the token file, the database, then the client config.
+
     Raises:
-        DatabaseRefused: the database cannot be used (reported before listening).
+        CannotListen: the port is in use (nothing was touched).
+        DatabaseRefused: the database cannot be used (reported before serving).
     """
-    lock = lock_exclusive(db_path)  # held until this process ends
-    token = auth.load_or_create_token(db_path, rotate=rotate_token)
+    sock = listen(host, port)
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    try:
+        lock = lock_exclusive(db_path)  # held until this process ends
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        token = auth.load_or_create_token(db_path, rotate=rotate_token)
+        service = Service(db_path, heartbeat_timeout_s=heartbeat_timeout_s)
+        app = create_app(
+            service, token=token, token_file=auth.token_path(db_path), manage_service=False
+        )
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            loop="uvloop" if _has_uvloop() else "asyncio",
+            http=protocol_class(connection_limit()),
+            ws="none",
+            timeout_keep_alive=defaults.KEEP_ALIVE_S,
+            timeout_graceful_shutdown=defaults.SHUTDOWN_GRACE_S,
+            access_log=False,
+            proxy_headers=False,  # X-Forwarded-For is not to be trusted by default; a layer
+        )
+        server = _Server(config, service, drain)
+
+        async def main() -> None:
+            await service.start()
+            try:
+                _remember(token, host, port)
+                tune_runtime()
+                # the socket listens already: connections wait for the loop, after the banner
+                for line in startup_lines(service, host, port, token):
+                    announce(line)
+                serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+                while not server.started and not serving.done():
+                    await asyncio.sleep(0.005)
+                if server.started and on_ready is not None:
+                    on_ready(service, token)
+                await serving
+            finally:
+                await service.stop()
+
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main())
+    finally:
+        sock.close()
+        os.close(lock)
+
+
+def _remember(token: str, host: str, port: int) -> None:
+    """Record the token for local clients, once the server is sure to start."""
     try:
         auth.remember_token(port, token, host=host)
     except KickoffError as exc:  # local clients will need --token; not a reason to stop
         logger.warning("%s; local clients need --token or KICKOFF_TOKEN", exc.message)
-    service = Service(db_path, heartbeat_timeout_s=heartbeat_timeout_s)
-    app = create_app(
-        service, token=token, token_file=auth.token_path(db_path), manage_service=False
-    )
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        lifespan="off",
-        loop="uvloop" if _has_uvloop() else "asyncio",
-        http=protocol_class(connection_limit()),
-        ws="none",
-        timeout_keep_alive=defaults.KEEP_ALIVE_S,
-        timeout_graceful_shutdown=defaults.SHUTDOWN_GRACE_S,
-        access_log=False,
-        proxy_headers=False,  # X-Forwarded-For is not to be trusted by default, and costs a layer
-    )
-    server = _Server(config, service, drain)
-
-    async def main() -> None:
-        await service.start()
-        tune_runtime()
-        try:
-            serving = asyncio.get_running_loop().create_task(server.serve())
-            while not server.started and not serving.done():
-                await asyncio.sleep(0.005)
-            if server.started:
-                for line in startup_lines(service, host, port, token):
-                    announce(line)
-                if on_ready is not None:
-                    on_ready(service, token)
-            try:
-                await serving
-            except SystemExit:
-                raise KickoffError(f"cannot listen on {host}:{port} (in use?)") from None
-            if not server.started:
-                raise KickoffError(f"cannot listen on {host}:{port} (in use?)")
-        finally:
-            await service.stop()
-
-    try:
-        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
-            runner.run(main())
-    finally:
-        os.close(lock)
 
 
 def open_files_limit() -> int:

@@ -155,10 +155,12 @@ class Service:
         self._expirer = asyncio.get_running_loop().create_task(self._expire_loop())
 
     def begin_shutdown(self) -> None:
-        """Release long-poll claims now; safe to call from a signal handler."""
+        """Release long-poll claims and end event streams now, so the server's graceful
+        stop does not wait for them; safe to call from a signal handler."""
         self.shutting_down = True
         if self.loop is not None and not self.loop.is_closed():
             self.loop.call_soon_threadsafe(self._wake_claimers)
+            self.loop.call_soon_threadsafe(self.subscribers.end)
 
     async def stop(self) -> None:
         """Finish in-flight commits and close everything."""

@@ -114,13 +114,14 @@ REAL_TRIGGERS: dict[type[KickoffError], tuple[Callable[[Api], Any], int]] = {
     errors.Unavailable: (unavailable, 503),
 }
 # Raised elsewhere than in a request: by the client (ServerUnreachable), at start-up
-# (DatabaseRefused), or only as a base class (KickoffError, Conflict). They still get the
-# same shape if they ever reach the handler: see the test below.
+# (DatabaseRefused, CannotListen), or only as a base class (KickoffError, Conflict). They
+# still get the same shape if they ever reach the handler: see the test below.
 NOT_FROM_A_REQUEST = {
     errors.KickoffError,
     errors.Conflict,
     errors.ServerUnreachable,
     errors.DatabaseRefused,
+    errors.CannotListen,
 }
 
 

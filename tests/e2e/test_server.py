@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import sqlite3
 import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
 from kickoff.errors import KickoffError
 from tests.conftest import ServerProcess, kickoff_cmd
+from tests.e2e.test_log_cmds import Follower, submit_until_seen
 
 
 def test_startup_lines_and_graceful_stop(server: ServerProcess) -> None:
@@ -203,3 +206,70 @@ def test_a_response_leaves_in_one_piece(server: ServerProcess) -> None:
                 if line.lower().startswith(b"content-length:")
             )
             assert head.startswith(b"HTTP/1.1 200") and len(body) == length, first
+
+
+def test_a_second_server_on_a_port_in_use_changes_nothing(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """One `error:` line, exit 6; no file made, the running server's token still the one
+    its local clients find."""
+    config = Path(server.base_env["XDG_CONFIG_HOME"]) / "kickoff" / "tokens.json"
+    remembered = config.read_bytes()
+    other = tmp_path / "other"
+    result = subprocess.run(
+        [*kickoff_cmd(), "server", "--port", str(server.port), "--db", str(other / "other.db")],
+        env=server.base_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 6, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert f"{server.port}" in lines[0] and "in use" in lines[0]
+    assert not other.exists()
+    assert config.read_bytes() == remembered
+    local = {k: v for k, v in server.env.items() if k != "KICKOFF_TOKEN"}
+    stats = subprocess.run(
+        [*kickoff_cmd(), "stats"], env=local, capture_output=True, text=True, timeout=60
+    )
+    assert stats.returncode == 0, stats.stderr
+
+
+def test_ctrl_c_with_a_follower_connected_stops_at_once_and_restarts(
+    server: ServerProcess,
+) -> None:
+    """The stream ends at once (not after the graceful-stop grace, with a CancelledError
+    traceback); the port is free for an immediate restart, which the follower rejoins."""
+    follower = Follower(server, "--type", "TaskSubmitted")
+    try:
+        submit_until_seen(server, follower, "before")
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGINT)
+        assert server.proc.wait(timeout=15) == 0
+        output = server.output()
+        for sign in ("Traceback", "CancelledError", "graceful shutdown exceeded"):
+            assert sign not in output, output
+        server.start()
+        submit_until_seen(server, follower, "after")
+    finally:
+        code, err = follower.interrupt()
+    assert code == 0 and "Traceback" not in err, err
+
+
+def test_the_banner_says_loopback_only_and_shows_a_way_in(server: ServerProcess) -> None:
+    out = server.output()
+    assert "listening on 127.0.0.1 only (loopback)" in out and "--host 0.0.0.0" in out
+    assert f"--server {socket.gethostname()}:{server.port}" not in out
+    assert f"ssh -fN -L {server.port}:127.0.0.1:{server.port} " in out
+    assert f"kickoff worker --server 127.0.0.1:{server.port} --token {server.token}" in out
+
+
+def test_the_banner_on_the_network_shows_this_machines_name(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    server = make_server("--host", "0.0.0.0")
+    out = server.output()
+    assert "loopback" not in out
+    shown = f"kickoff worker --server {socket.gethostname()}:{server.port} --token {server.token}"
+    assert shown in out
