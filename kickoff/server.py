@@ -154,6 +154,7 @@ def serve(
     try:
         token = auth.load_or_create_token(db_path, rotate=rotate_token)
         service = Service(db_path, heartbeat_timeout_s=heartbeat_timeout_s)
+        files, connections = connection_limit()
         app = create_app(
             service, token=token, token_file=auth.token_path(db_path), manage_service=False
         )
@@ -162,7 +163,7 @@ def serve(
             log_level="warning",
             lifespan="off",
             loop="uvloop" if _has_uvloop() else "asyncio",
-            http=protocol_class(connection_limit()),
+            http=protocol_class(connections),
             ws="none",
             timeout_keep_alive=defaults.KEEP_ALIVE_S,
             timeout_graceful_shutdown=defaults.SHUTDOWN_GRACE_S,
@@ -175,6 +176,7 @@ def serve(
             await service.start()
             try:
                 _remember(token, host, port)
+                logger.info("at most %d connections (descriptor limit %d)", connections, files)
                 tune_runtime()
                 # the socket listens already: connections wait for the loop, after the banner
                 for line in startup_lines(service, host, port, token):
@@ -220,13 +222,12 @@ def open_files_limit() -> int:
     return wanted
 
 
-def connection_limit() -> int:
-    """MAX_CONNECTIONS, or fewer: FD_RESERVE (a quarter of a small limit) below the limit
-    on open descriptors, raised first."""
+def connection_limit() -> tuple[int, int]:
+    """The limit on open descriptors (raised first), and the connection limit: at most
+    MAX_CONNECTIONS, FD_RESERVE (a quarter of a small limit) below the first."""
     files = open_files_limit()
     limit = max(1, min(defaults.MAX_CONNECTIONS, files - min(defaults.FD_RESERVE, files // 4)))
-    logger.info("at most %d connections (descriptor limit %d)", limit, files)
-    return limit
+    return files, limit
 
 
 def tune_runtime() -> None:
