@@ -97,6 +97,10 @@ def up(
 
     _logging(False)
     worker: list[subprocess.Popen[bytes]] = []
+    # The worker watches the read end; this process holds the write end until it ends, by
+    # whatever death: then the worker stops at once and its tasks die with it.
+    lifeline_r, lifeline_w = os.pipe()
+    unused = [lifeline_r]  # the read end, until the worker has it
 
     def start_worker(_service: object, token: str) -> None:
         args = [
@@ -108,13 +112,18 @@ def up(
             f"127.0.0.1:{port}",
             "--slots",
             str(slots),
+            "--exit-with-fd",
+            str(lifeline_r),
         ]
         for tag in have or []:
             args += ["--have", tag]
         env = {**os.environ, "KICKOFF_TOKEN": token}
         # Its own session: a Ctrl-C in the terminal reaches `up` alone, which passes on
         # exactly one SIGINT per Ctrl-C (two would mean "kill the running tasks").
-        worker.append(subprocess.Popen(args, env=env, start_new_session=True))
+        worker.append(
+            subprocess.Popen(args, env=env, start_new_session=True, pass_fds=(lifeline_r,))
+        )
+        os.close(unused.pop())
 
     def stop_worker(sig: int) -> None:
         """The first Ctrl-C: the worker drains and deregisters while the server still runs."""
@@ -140,6 +149,8 @@ def up(
                     proc.wait(timeout=defaults.CANCEL_GRACE_S + 5)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+        for fd in [lifeline_w, *unused]:
+            os.close(fd)
 
 
 def register(app: typer.Typer) -> None:

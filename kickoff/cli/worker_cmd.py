@@ -76,6 +76,14 @@ KeepLogsOpt = Annotated[
         help="Task log files to keep in the log directory, newest first (0 keeps all).",
     ),
 ]
+ExitWithFdOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--exit-with-fd",
+        hidden=True,  # for `kickoff up`: stop (and kill the tasks) once this pipe closes
+        help="Stop at once when this inherited pipe reaches end of file.",
+    ),
+]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log debugging detail.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings and errors.")]
 
@@ -111,6 +119,7 @@ def worker(
     burst: BurstOpt = False,
     grace: GraceOpt = defaults.CANCEL_GRACE_S,
     keep_logs: KeepLogsOpt = KEEP_LOGS,
+    exit_with_fd: ExitWithFdOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -134,6 +143,7 @@ def worker(
         grace_s=grace,
         keep_logs=keep_logs,
         host=socket.gethostname()[: defaults.MAX_NAME_CHARS],
+        exit_with_fd=exit_with_fd,
     )
     _logging(verbose, quiet)
     raise typer.Exit(code=run(config, server=server, token=token))

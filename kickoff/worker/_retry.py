@@ -59,7 +59,17 @@ def surely_not_sent(exc: KickoffError) -> bool:
     return isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout)
 
 
-def _short(message: str) -> str:
+def refused(exc: BaseException) -> bool:
+    """True when the connection was refused: nothing listens at the server's address."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def short(message: str) -> str:
     return message.split(";")[0]  # drop the "start one with ..." advice meant for the CLI
 
 
@@ -74,9 +84,11 @@ async def call(
     params: dict[str, Any] | None = None,
     timeout_s: float | None = None,
     on_maybe_sent: Callable[[], None] | None = None,
+    on_send: Callable[[], None] | None = None,
 ) -> Any:
     """The answer. `on_maybe_sent()` is called when a try failed after it may have reached
-    the server (its effect, say a claim, may have happened with the answer lost).
+    the server (its effect, say a claim, may have happened with the answer lost);
+    `on_send()` before every try but the first.
 
     Raises:
         KickoffError: any error answer other than unreachable/unavailable.
@@ -105,9 +117,11 @@ async def call(
             quiet = now - warned_at < WARN_EVERY_S
             warned_at = warned_at if quiet else now
             (logger.debug if quiet else logger.warning)(
-                "%s failed: %s; retrying in %.2fs", what, _short(exc.message), delay
+                "%s failed: %s; retrying in %.2fs", what, short(exc.message), delay
             )
             await asyncio.sleep(delay)
+            if on_send is not None:
+                on_send()
             continue
         if failures:
             logger.info("%s went through after %d retries", what, failures)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -24,15 +25,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from kickoff import defaults
-from kickoff.errors import Conflict, IllegalTransition, InvalidInput, KickoffError, NotFound
+from kickoff.errors import (
+    Conflict,
+    IllegalTransition,
+    InvalidInput,
+    KickoffError,
+    NotFound,
+    ServerUnreachable,
+    Unavailable,
+)
 from kickoff.tags import check_tags
 from kickoff.worker import _retry, logfiles, replies
 from kickoff.worker._retry import Backoff, Requester
+from kickoff.worker.lease import Lease, boottime
 from kickoff.worker.ledger import Key, Ledger
 from kickoff.worker.outbox import Outbox, Report
 from kickoff.worker.process import Assignment, Job, Outcome, TaskEnv, seal_inherited_fds
 from kickoff.worker.replies import BadReply, Refused, Registration
 from kickoff.worker.tagsfile import TagsFile
+from kickoff.worker.warden import Warden
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +82,8 @@ class WorkerConfig:
     claim_wait_s: float = CLAIM_WAIT_S
     host: str | None = None
     keep_logs: int = logfiles.KEEP_LOGS  # task log files kept in log_dir; 0 keeps them all
+    warden: bool = True  # a warden process stops the tasks if this worker dies or freezes
+    exit_with_fd: int | None = None  # end of file on it: who started the worker is gone
 
 
 class Worker:
@@ -90,7 +103,15 @@ class Worker:
         )
         self._tags_file = TagsFile(config.tags_file) if config.tags_file else None
         self._sent_tags: frozenset[str] = frozenset()
-        self._env = TaskEnv(os.environ)
+        self._run_id = secrets.token_hex(16)
+        self._env = TaskEnv(os.environ, run=self._run_id)
+        self.warden = Warden(self._run_id, grace_s=config.grace_s) if config.warden else None
+        self.lease: Lease | None = None  # the current registration's
+        self._lease_timer: asyncio.TimerHandle | None = None
+        self._new_registration = asyncio.Event()
+        self._reconciling: asyncio.Task[None] | None = None
+        self._unreachable_since: float | None = None  # heartbeats failing since (boottime)
+        self._stopped: set[Key] = set()  # attempts killed because this worker is stopping
         self._log_files = logfiles.LogFiles(config.log_dir)
         self._change = asyncio.Event()
         self._register_lock = asyncio.Lock()
@@ -152,10 +173,11 @@ class Worker:
     def _deadline_passed(self) -> bool:
         return self._abort_deadline is not None and time.monotonic() >= self._abort_deadline
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = (self._loop or asyncio.get_running_loop()).create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _call(
         self,
@@ -167,6 +189,7 @@ class Worker:
         params: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         on_maybe_sent: Callable[[], None] | None = None,
+        on_send: Callable[[], None] | None = None,
     ) -> Any:
         """One request, retried while the server is away (see `_retry.call`).
 
@@ -188,6 +211,7 @@ class Worker:
             params=params,
             timeout_s=timeout_s,
             on_maybe_sent=on_maybe_sent,
+            on_send=on_send,
         )
 
     def _reconcile_soon(self) -> None:
@@ -209,12 +233,20 @@ class Worker:
             "slots": self.config.slots,
             "host": self.config.host,
         }
-        answer = await self._call("POST", "/v1/workers", what="register", json=body)
+        sent = [boottime()]
+        answer = await self._call(
+            "POST",
+            "/v1/workers",
+            what="register",
+            json=body,
+            on_send=lambda: sent.append(boottime()),
+        )
         try:
             reg = replies.registration(answer)
         except BadReply as exc:
             raise BadReply(f"the server's answer to the registration is unusable: {exc}") from None
         self._sent_tags = tags
+        self.lease = Lease(reg.heartbeat_timeout_s, sent[-1], grace_s=self.config.grace_s)
         logger.info(
             "registered worker=%s name=%s tags=%s slots=%d heartbeat=%.2fs",
             reg.worker_id,
@@ -229,30 +261,79 @@ class Worker:
         """The current registration; registers again after a loss (never once stopping)."""
         async with self._register_lock:
             if self.registration is None and self.mode is Mode.RUNNING:
-                self.registration = await self.register()
+                self.registration = reg = await self.register()
+                self._leased(reg)
+                self._new_registration.set()
                 self._changed()
             return self.registration
 
-    def _lost(self, reg: Registration, what: str, exc: KickoffError) -> None:
-        """The server no longer knows this registration: its tasks were requeued elsewhere."""
+    def _lost(
+        self, reg: Registration, what: str, why: str, *, grace_s: float | None = None
+    ) -> None:
+        """The server no longer knows this registration, or its lease ran out: its tasks
+        are (or will be) requeued elsewhere."""
         if self.registration is not reg:
             return
         self.registration = None
         self._lost_ids.add(reg.worker_id)
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
         doomed = [job for job in self.jobs.values() if job.worker_id == reg.worker_id]
         logger.warning(
             "%s: the server lost worker=%s (%s); killing its %d task(s)%s",
             what,
             reg.worker_id,
-            exc.message,
+            why,
             len(doomed),
             " and registering again" if self.mode is Mode.RUNNING else "",
         )
         for job in doomed:
             job.abandoned = True
-            job.stop(cancelled=True)
+            job.stop(cancelled=True, grace_s=grace_s)
         self._interrupt_claim()
         self._changed()
+
+    # -- the lease --------------------------------------------------------------
+
+    def _leased(self, reg: Registration) -> None:
+        """The lease of `reg` was renewed (or made): pass it on to the warden and set the
+        timer that stops the tasks if it runs out first."""
+        lease = self.lease
+        if lease is None or reg is not self.registration:
+            return
+        if self.warden is not None:
+            running = [job.key for job in self.jobs.values() if job.worker_id == reg.worker_id]
+            self.warden.lease(lease.deadline, running)
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
+        loop = self._loop or asyncio.get_running_loop()
+        delay = max(0.0, lease.stop_at - boottime())
+        self._lease_timer = loop.call_later(delay, self._check_lease)
+
+    def _check_lease(self) -> bool:
+        """Stop the tasks of a registration whose lease ran out (the worker could not
+        reach the server, or was frozen): by its deadline, the server may count the worker
+        lost and hand the tasks to another. True if it had run out."""
+        reg, lease = self.registration, self.lease
+        if reg is None or lease is None:
+            return False
+        left = lease.stop_at - boottime()
+        if left > 0:
+            loop = self._loop or asyncio.get_running_loop()
+            self._lease_timer = loop.call_later(left, self._check_lease)
+            return False
+        silent = boottime() - lease.renewed_at
+        why = f"lease ran out: no word from the server for {silent:.1f}s"
+        if self.warden is not None:  # by its deadline it finishes off what left their groups
+            doomed = [job.key for job in self.jobs.values() if job.worker_id == reg.worker_id]
+            self.warden.lease(lease.deadline, doomed)
+        self._lost(reg, "lease", why, grace_s=lease.stop_grace_s)
+        return True
+
+    def _renew(self, reg: Registration, sent_at: float) -> None:
+        if reg is self.registration and self.lease is not None:
+            self.lease.renew(sent_at)
+            self._leased(reg)
 
     async def _deregister(self) -> None:
         reg = self.registration
@@ -325,7 +406,7 @@ class Worker:
                 raise
             return  # interrupted: stopping, or the registration was lost
         except LOST as exc:
-            self._lost(reg, "claim", exc)
+            self._lost(reg, "claim", exc.message)
             return
         finally:
             self._claim_request = None
@@ -413,6 +494,7 @@ class Worker:
         finally:
             if self.jobs.get(job.task_id) is job:
                 del self.jobs[job.task_id]
+        self._check_lease()  # woken past the lease: the warden killed it, it did not fail
         if job.abandoned:
             self.ledger.ended(job.key)
             logger.info(
@@ -492,7 +574,7 @@ class Worker:
         if error is None:
             return
         if isinstance(error, LOST):
-            self._lost(reg, f"claim with the {what}", error)
+            self._lost(reg, f"claim with the {what}", error.message)
         else:
             logger.warning("the claim with the %s failed: %s", what, error.message)
 
@@ -500,19 +582,28 @@ class Worker:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            started = time.monotonic()
+            reg = await self._registered()
+            lease = self.lease
+            if reg is None or lease is None:  # stopping while lost: nothing to renew
+                await self._wait_change()
+                continue
+            self._new_registration.clear()
+            delay = lease.renewed_at + reg.heartbeat_interval_s - boottime()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):  # a new registration beats anew
+                    await asyncio.wait_for(self._new_registration.wait(), delay)
+                if reg is not self.registration:
+                    continue
             try:
                 await self.heartbeat_step()
             except Exception:
                 logger.exception("heartbeat failed")
-            reg = self.registration
-            interval = reg.heartbeat_interval_s if reg else defaults.HEARTBEAT_INTERVAL_S
-            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
 
     async def heartbeat_step(self) -> None:
-        """Report every running task in one request; stop the tasks the answer names."""
+        """Report every running task in one request, once (the next beat is the retry);
+        renew the lease; stop the tasks the answer names."""
         reg = await self._registered()
-        if reg is None:
+        if reg is None or self._check_lease():
             return
         running = [
             [job.task_id, job.attempt]
@@ -520,11 +611,22 @@ class Worker:
             if job.worker_id == reg.worker_id and not job.abandoned
         ]
         path = f"/v1/workers/{reg.worker_id}/heartbeat"
+        sent = boottime()
         try:
-            answer = await self._call("POST", path, what="heartbeat", json={"running": running})
+            answer = await self.client.request(
+                "POST", path, json={"running": running}, timeout=reg.heartbeat_interval_s
+            )
         except LOST as exc:
-            self._lost(reg, "heartbeat", exc)
+            self._lost(reg, "heartbeat", exc.message)
             return
+        except (ServerUnreachable, Unavailable) as exc:
+            self._unreachable(reg, exc, sent)
+            return
+        except KickoffError as exc:
+            logger.error("heartbeat refused: %s", exc.message)
+            return
+        self._reachable(reg)
+        self._renew(reg, sent)
         for task_id in replies.cancel_ids(answer):
             job = self.jobs.get(task_id)
             if job is None or job.worker_id != reg.worker_id:
@@ -534,7 +636,36 @@ class Worker:
             job.stop(cancelled=True)
         if self._reconcile_at is not None and time.monotonic() >= self._reconcile_at:
             self._reconcile_at = None
+            if self._reconciling is None or self._reconciling.done():
+                # beside the heartbeats: its retries must not hold up the next renewal
+                self._reconciling = self._spawn(self._reconcile_quietly(reg))
+
+    def _unreachable(self, reg: Registration, exc: KickoffError, sent: float) -> None:
+        """A heartbeat failed. Refused (no server runs there) or 503 (it cannot write):
+        nobody can count this worker lost meanwhile, so the lease is renewed."""
+        if isinstance(exc, Unavailable) or _retry.refused(exc):
+            self._renew(reg, sent)
+        now = boottime()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._unreachable_since < _retry.WARN_EVERY_S:
+            return
+        else:
+            self._unreachable_since = now
+        logger.warning("heartbeat failed: %s", _retry.short(exc.message))
+
+    def _reachable(self, reg: Registration) -> None:
+        if self._unreachable_since is not None:
+            self._unreachable_since = None
+            logger.info("heartbeat of worker=%s went through", reg.worker_id)
+
+    async def _reconcile_quietly(self, reg: Registration) -> None:
+        try:
             await self.reconcile(reg)
+        except KickoffError as exc:
+            logger.error("reconcile failed: %s", exc.message)
+        except Exception:
+            logger.exception("reconcile failed")
 
     async def reconcile(self, reg: Registration) -> None:
         """Find tasks the server says this worker runs but it never heard of (a claim's
@@ -620,7 +751,7 @@ class Worker:
         try:
             await self._call("POST", path, what="tags update", json={"set": sorted(tags)})
         except LOST as exc:
-            self._lost(reg, "tags update", exc)
+            self._lost(reg, "tags update", exc.message)
             return
         except KickoffError as exc:  # not retried until the file changes again
             logger.error("the server refused the tags %s: %s", ",".join(sorted(tags)), exc.message)
@@ -678,6 +809,7 @@ class Worker:
         logger.warning("killing %d running task(s)", len(self.jobs))
         self._abort_deadline = time.monotonic() + self.config.grace_s + ABORT_DEADLINE_S
         for job in self.jobs.values():
+            self._stopped.add(job.key)
             job.stop(cancelled=True)
         self._set_mode(Mode.ABORTING)
 
@@ -709,14 +841,47 @@ class Worker:
             await self._wait_change(self._time_left())
 
     async def _shutdown(self, loops: list[asyncio.Task[None]]) -> None:
+        """Stop everything (tasks are left only after a deadline: they are killed)."""
+        self._stopped.update(job.key for job in self.jobs.values())
+        if self._lease_timer is not None:
+            self._lease_timer.cancel()
         for task in [*loops, *self._tasks]:
             task.cancel()
-        for job in self.jobs.values():  # only left after a deadline: leave nothing behind
+        for job in self.jobs.values():
             if job.process is not None:
                 job.process.signal_group(signal.SIGKILL)
         await asyncio.gather(*loops, *self._tasks, return_exceptions=True)
         await self.outbox.aclose()
         self._log_files.close()
+
+    def _start_warden(self) -> None:
+        if self.warden is None:
+            return
+        try:
+            self.warden.start()
+        except OSError as exc:
+            logger.error("cannot start the warden (tasks may outlive this worker): %s", exc)
+
+    def _watch_parent(self, fd: int) -> None:
+        """`kickoff up` holds the other end of this pipe: its end means `up` is gone."""
+        os.set_blocking(fd, False)
+        (self._loop or asyncio.get_running_loop()).add_reader(fd, self._parent_gone, fd)
+
+    def _parent_gone(self, fd: int) -> None:
+        try:
+            if os.read(fd, 64):
+                return  # nothing is ever written; only its end counts
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        (self._loop or asyncio.get_running_loop()).remove_reader(fd)
+        os.close(fd)
+        logger.warning("the process that started this worker is gone; stopping at once")
+        if self.mode is not Mode.ABORTING:
+            self.abort()
+        self._abort_deadline = time.monotonic()
+        self._changed()
 
     async def run(self) -> int:
         """Register and work until stopped; returns the exit code (0 after a clean stop).
@@ -734,18 +899,28 @@ class Worker:
         self.tags()
         self._loop = asyncio.get_running_loop()
         seal_inherited_fds()
-        if not await self._race(self._registered(), lambda: self.mode is not Mode.RUNNING):
-            return 0
-        self._log_files.top_up()
-        loop = asyncio.get_running_loop()
-        loops = [loop.create_task(self._claim_loop()), loop.create_task(self._heartbeat_loop())]
-        if self._tags_file is not None:
-            loops.append(loop.create_task(self._tags_loop()))
-        if self.config.keep_logs > 0:
-            loops.append(loop.create_task(self._prune_loop()))
+        if self.config.exit_with_fd is not None:
+            self._watch_parent(self.config.exit_with_fd)
+        self._start_warden()
         try:
-            await self._until_idle()
-            await self._deregister()
+            if not await self._race(self._registered(), lambda: self.mode is not Mode.RUNNING):
+                return 0
+            self._log_files.top_up()
+            loop = asyncio.get_running_loop()
+            loops = [
+                loop.create_task(self._claim_loop()),
+                loop.create_task(self._heartbeat_loop()),
+            ]
+            if self._tags_file is not None:
+                loops.append(loop.create_task(self._tags_loop()))
+            if self.config.keep_logs > 0:
+                loops.append(loop.create_task(self._prune_loop()))
+            try:
+                await self._until_idle()
+                await self._deregister()
+            finally:
+                await self._shutdown(loops)
         finally:
-            await self._shutdown(loops)
+            if self.warden is not None:  # it finishes off what left the groups we killed
+                self.warden.close(sweep=self._stopped or None)
         return INTERRUPTED_EXIT if self.mode is Mode.ABORTING else 0

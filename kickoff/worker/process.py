@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kickoff import defaults
 from kickoff.worker import logfiles
+from kickoff.worker.warden import RUN_VAR
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +77,20 @@ def read_tail(fd: int, limit: int = defaults.OUTPUT_TAIL_BYTES) -> str:
 
 class TaskEnv:
     """The environment tasks start with: the worker's own without its credentials, made
-    once (as bytes, ready for the spawn) and copied per attempt with its ids added."""
+    once (as bytes, ready for the spawn) and copied per attempt with its ids added.
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    `run` marks every task of one worker process (`KICKOFF_WORKER_RUN`): its warden finds
+    a task's processes by it, and by the task's id and attempt, should the worker die.
+    """
+
+    def __init__(self, env: Mapping[str, str], *, run: str | None = None) -> None:
         self.base = {
             os.fsencode(name): os.fsencode(value)
             for name, value in env.items()
             if name not in WORKER_ONLY_ENV
         }
+        if run is not None:
+            self.base[RUN_VAR.encode()] = run.encode()
 
     def for_attempt(self, task_id: int, attempt: int, worker_id: str) -> dict[bytes, bytes]:
         env = self.base.copy()
@@ -414,11 +421,11 @@ class Job:
         self.timed_out = True
         self.stop()
 
-    def stop(self, *, cancelled: bool = False) -> None:
-        """Begin TERM -> KILL of the process group (once); `cancelled` marks the report."""
+    def stop(self, *, cancelled: bool = False, grace_s: float | None = None) -> None:
+        """Begin TERM -> KILL of the process group (once); `cancelled` marks the report,
+        `grace_s` shortens the grace (the lease ran out: it must be dead in time)."""
         self.cancelled = self.cancelled or cancelled
         if self.process is None or self._stopping is not None:
             return  # not started yet (run() stops it at once), or already stopping
-        self._stopping = asyncio.get_running_loop().create_task(
-            self.process.terminate(self.grace_s)
-        )
+        grace = self.grace_s if grace_s is None else min(grace_s, self.grace_s)
+        self._stopping = asyncio.get_running_loop().create_task(self.process.terminate(grace))

@@ -14,6 +14,7 @@ from typing import Any
 
 from kickoff import defaults
 from kickoff.errors import ERRORS_BY_CODE, KickoffError
+from kickoff.worker.lease import heartbeat_interval_s
 from kickoff.worker.process import Assignment
 
 # Worker ids go into URL paths: no slash, no dot segments, nothing to escape.
@@ -35,7 +36,7 @@ class Registration:
 
     worker_id: str
     heartbeat_interval_s: float
-    heartbeat_timeout_s: float | None = None
+    heartbeat_timeout_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,18 +73,23 @@ def worker_id(value: Any) -> str:
 
 
 def registration(answer: Any) -> Registration:
-    """The answer to `POST /v1/workers`; a missing or odd interval falls back to the default.
+    """The answer to `POST /v1/workers`. The heartbeat interval derives from the server's
+    heartbeat timeout (so that it always fits, whatever interval the server suggests).
 
     Raises:
-        BadReply: not an object with a valid worker_id.
+        BadReply: not an object with a valid worker_id and heartbeat timeout.
     """
     if not isinstance(answer, dict):
         raise BadReply("registration answer is not a JSON object")
-    interval = _seconds(answer.get("heartbeat_interval_s")) or defaults.HEARTBEAT_INTERVAL_S
+    valid_id = worker_id(answer.get("worker_id"))
+    timeout = _seconds(answer.get("heartbeat_timeout_s"))
+    if timeout is None:
+        raise BadReply("registration answer has no valid heartbeat_timeout_s")
+    interval = heartbeat_interval_s(timeout, _seconds(answer.get("heartbeat_interval_s")))
     return Registration(
-        worker_id=worker_id(answer.get("worker_id")),
+        worker_id=valid_id,
         heartbeat_interval_s=min(max(interval, MIN_INTERVAL_S), MAX_INTERVAL_S),
-        heartbeat_timeout_s=_seconds(answer.get("heartbeat_timeout_s")),
+        heartbeat_timeout_s=max(timeout, MIN_INTERVAL_S),
     )
 
 

@@ -45,6 +45,7 @@ class FakeServer:
     lost: set[str] = field(default_factory=set)
     down: bool = False
     interval_s: float = 0.05
+    timeout_s: float = 30.0
     on_complete: Callable[[int, dict[str, Any]], httpx.Response | None] | None = None
     new_task: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -53,15 +54,20 @@ class FakeServer:
         self.new_task.set()
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("down", request=request)
+        if self.down:  # nothing listens: the connection is refused
+            raise httpx.ConnectError("down", request=request) from ConnectionRefusedError()
         body = json.loads(request.content) if request.content else {}
         parts = request.url.path.strip("/").split("/")[1:]
         if parts == ["workers"] and request.method == "POST":
             self.registrations.append(body)
             worker_id = f"w{len(self.registrations)}"
             return httpx.Response(
-                201, json={"worker_id": worker_id, "heartbeat_interval_s": self.interval_s}
+                201,
+                json={
+                    "worker_id": worker_id,
+                    "heartbeat_interval_s": self.interval_s,
+                    "heartbeat_timeout_s": self.timeout_s,
+                },
             )
         if parts[0] == "workers" and parts[1] in self.lost:
             return error(409, "illegal_transition")
@@ -449,7 +455,8 @@ def test_a_registration_answer_without_a_usable_worker_id_is_a_kickoff_error(
 
     async def bad_registration(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/workers":
-            return httpx.Response(201, json={"worker_id": "../../etc; touch x"})
+            answer = {"worker_id": "../../etc; touch x", "heartbeat_timeout_s": 30}
+            return httpx.Response(201, json=answer)
         return await original(request)
 
     fake.handle = bad_registration  # type: ignore[method-assign]

@@ -103,13 +103,13 @@ def test_more_tasks_than_asked_and_duplicates_are_dropped() -> None:
 )
 def test_worker_ids_that_are_unsafe_in_a_url_are_refused(worker_id: Any) -> None:
     with pytest.raises(BadReply):
-        replies.registration({"worker_id": worker_id, "heartbeat_interval_s": 1})
+        replies.registration({"worker_id": worker_id, "heartbeat_timeout_s": 3})
 
 
 def test_a_bad_reply_is_a_kickoff_error() -> None:
     """So that `kickoff worker` prints one `error:` line for it, never a traceback."""
     with pytest.raises(KickoffError, match="not a valid worker id"):
-        replies.registration({"worker_id": "../../etc/passwd"})
+        replies.registration({"worker_id": "../../etc/passwd", "heartbeat_timeout_s": 3})
 
 
 @pytest.mark.parametrize(
@@ -139,19 +139,19 @@ def test_a_claim_error_message_is_capped() -> None:
     assert error is not None and len(error.message) == replies.MAX_MESSAGE_CHARS
 
 
-def test_registration_interval_defaults_and_clamps() -> None:
-    assert replies.registration({"worker_id": "w1"}).heartbeat_interval_s == (
-        defaults.HEARTBEAT_INTERVAL_S
-    )
-    assert replies.registration(
-        {"worker_id": "w1", "heartbeat_interval_s": "x"}
-    ).heartbeat_interval_s == (defaults.HEARTBEAT_INTERVAL_S)
-    assert replies.registration(
-        {"worker_id": "w1", "heartbeat_interval_s": 1e-9}
-    ).heartbeat_interval_s == (replies.MIN_INTERVAL_S)
-    assert replies.registration(
-        {"worker_id": "w1", "heartbeat_interval_s": 1e9}
-    ).heartbeat_interval_s == (replies.MAX_INTERVAL_S)
+def test_the_heartbeat_interval_derives_from_the_server_s_timeout() -> None:
+    def interval(**answer: Any) -> float:
+        return replies.registration({"worker_id": "w1", **answer}).heartbeat_interval_s
+
+    assert interval(heartbeat_timeout_s=30) == defaults.HEARTBEAT_INTERVAL_S
+    assert interval(heartbeat_timeout_s=3) == 1.0  # fits three times into the timeout
+    assert interval(heartbeat_timeout_s=3, heartbeat_interval_s=5) == 1.0  # whatever it says
+    assert interval(heartbeat_timeout_s=30, heartbeat_interval_s=2) == 2.0
+    assert interval(heartbeat_timeout_s=30, heartbeat_interval_s="x") == 5.0
+    assert interval(heartbeat_timeout_s=30, heartbeat_interval_s=1e-9) == replies.MIN_INTERVAL_S
+    assert interval(heartbeat_timeout_s=1e9, heartbeat_interval_s=1e9) == 5.0
+    with pytest.raises(BadReply, match="heartbeat_timeout_s"):
+        replies.registration({"worker_id": "w1", "heartbeat_interval_s": 1})
     with pytest.raises(BadReply):
         replies.registration(["w1"])
 
