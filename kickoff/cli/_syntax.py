@@ -105,6 +105,9 @@ def _translate_options(words: list[str]) -> list[str]:
         if name in LIST_OPTIONS:
             values, i = _swallow(words, i, word, first=inline)
             out.extend(_emit(name, values))
+        elif name in GLOBAL_VALUED and inline is None and i < len(words):
+            out.extend(_emit(name, [words[i]]))  # the value as it is (a token may start with -)
+            i += 1
         elif single:
             out.append(f"--{name}" + ("" if inline is None else f"={inline}"))
         else:
@@ -144,7 +147,8 @@ def parse_new(words: list[str]) -> NewWords:
     when nothing comes between them: one run of words). Before `--`, a word that starts
     with a dash is one of `new`'s options (one dash or two) or refused; a tag option
     (`-require`, `--want`, ...) takes every word up to the next option; any other option
-    takes one value, or none; any other word is refused.
+    takes the next word as its value (whatever it starts with), or none; any other word
+    is refused.
 
     Raises:
         InvalidInput: an unknown option, an option without its value, or a word that is
@@ -189,7 +193,7 @@ def parse_new(words: list[str]) -> NewWords:
             options.extend((name, value) for value in values)
         elif inline is not None:
             options.append((name, inline))
-        elif i < len(words) and not is_dash_word(words[i]):
+        elif i < len(words) and words[i] != "--":  # any word: `-priority -5`, a token `-x…`
             options.append((name, words[i]))
             i += 1
         else:
