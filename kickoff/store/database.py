@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +21,10 @@ from kickoff.store.db import connect, explain
 from kickoff.store.log import Encoded, Log, Recorded, Row, read_verified
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+WAL_LIMIT_BYTES = 32 << 20  # PRAGMA journal_size_limit: a WAL is cut back to this
+WAL_ALARM_BYTES = 64 << 20  # a WAL past this may not be written back (see _watch_wal)
 
 
 class Database:
@@ -28,12 +33,15 @@ class Database:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.conn = connect(path)
+        self.conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
         try:
             self.log = Log(self.conn)
         except sqlite3.Error as exc:
             self.conn.close()
             raise DatabaseRefused(f"cannot read the log in {path}: {explain(exc)}") from exc
         self._tail_stale = False
+        self._wal = None if str(path) == ":memory:" else Path(f"{path}-wal")
+        self._wal_stuck = 0  # the WAL's size when a write-back last failed and was logged
 
     def write(self, records: list[Recorded], encoded: Encoded | None = None) -> list[Row]:
         """Append records and update the projections in one durable transaction.
@@ -64,7 +72,44 @@ class Database:
                 raise
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot write to {self.path}: {explain(exc)}") from exc
+        if self._wal is not None:
+            self._watch_wal(self._wal)
         return rows
+
+    def _watch_wal(self, wal: Path) -> None:
+        """Say so when the WAL cannot be written back into the database file.
+
+        SQLite copies the WAL into the file every ~1,000 pages and ignores a failure to
+        do so: with the file unwritable (`chattr +i`, say) commits still go to the WAL,
+        which then grows with each of them, without a word. A WAL past WAL_ALARM_BYTES
+        (healthy, it stays under WAL_LIMIT_BYTES) gets a write-back tried here: a failure
+        is logged at once, and again each time the WAL has doubled since; success after
+        one, once. Commits carry on meanwhile: they are durable in the WAL.
+        """
+        try:
+            size = wal.stat().st_size
+        except OSError:
+            return
+        if size < WAL_ALARM_BYTES and not self._wal_stuck:
+            return
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            if size >= 2 * self._wal_stuck:
+                logger.error(
+                    "cannot write the write-ahead log back into %s: %s; it has grown to "
+                    "%d MiB and grows with every commit (every commit is still durable) "
+                    "until the file can be written again (immutable? `lsattr %s`)",
+                    self.path,
+                    explain(exc),
+                    size >> 20,
+                    self.path,
+                )
+                self._wal_stuck = size
+            return
+        if self._wal_stuck:
+            logger.info("the write-ahead log is written back into %s again", self.path)
+            self._wal_stuck = 0
 
     def replay(self) -> State:
         """Rebuild the in-memory state by folding the whole log.

@@ -7,6 +7,7 @@ damaged file) is refused with a DatabaseRefused that says what to do.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -125,6 +126,65 @@ def _pragma_int(conn: sqlite3.Connection, name: str) -> int:
     return int(conn.execute(f"PRAGMA {name}").fetchone()[0])
 
 
+def _check_not_emptied(path: Path) -> None:
+    """Refuse a 0-byte file: SQLite would take it for a new, empty database, and a server
+    would start afresh on it without a word. But a database file emptied by accident (an
+    interrupted copy or restore, `> kickoff.db`, a full disk) is data lost, and numbering
+    tasks from 1 again on top of it hides the loss and muddles any later restore. kickoff
+    itself never leaves one (see _create_file)."""
+    if path.stat().st_size == 0 and not _wal_has_frames(path):
+        raise DatabaseRefused(
+            f"{path} is an empty file (0 bytes), not a kickoff database: if it held one, it "
+            "was truncated (restore it from a backup); to start a new database, delete it "
+            "or pass another --db"
+        )
+
+
+def _create_file(path: Path) -> None:
+    """Make a new database beside `path`, complete and durable, then link it into place: a
+    crash leaves either no file or a whole new database, never an empty one.
+
+    Raises:
+        DatabaseRefused: the directory cannot be created or written.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseRefused(f"cannot create {path.parent}: {exc.strerror}") from exc
+    new = path.with_name(f".{path.name}.new-{os.getpid()}")
+    parts = [new, Path(f"{new}-wal"), Path(f"{new}-shm")]
+    try:
+        for part in parts:
+            part.unlink(missing_ok=True)
+        conn = sqlite3.connect(str(new), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            _create(conn)
+        finally:
+            conn.close()  # the last connection: the WAL is written into the file
+        _fsync(new)
+        with contextlib.suppress(FileExistsError):  # another process made one meanwhile:
+            os.link(new, path)  # that one is opened
+        _fsync(path.parent)
+    except sqlite3.Error as exc:
+        raise DatabaseRefused(f"cannot create {path}: {explain(exc)}") from exc
+    except OSError as exc:
+        raise DatabaseRefused(f"cannot create {path}: {exc.strerror}") from exc
+    finally:
+        for part in parts:
+            with contextlib.suppress(OSError):
+                part.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _check_identity(conn: sqlite3.Connection, path: Path) -> bool:
     """True when the database is a kickoff one; False when it is empty (new)."""
     app_id = _pragma_int(conn, "application_id")
@@ -214,13 +274,12 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     if not memory:
         if path.exists():
             _check_header(path)
+            if not readonly:
+                _check_not_emptied(path)
         elif readonly:
             raise DatabaseRefused(f"no database at {path}")
         else:
-            try:
-                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DatabaseRefused(f"cannot create {path.parent}: {exc.strerror}") from exc
+            _create_file(path)
     conn: sqlite3.Connection | None = None
     try:
         if readonly:

@@ -53,10 +53,24 @@ def test_a_new_database_is_created_with_our_identity(db_path: Path) -> None:
     connect(db_path).close()  # and it opens again
 
 
-def test_an_empty_file_becomes_a_new_database(db_path: Path) -> None:
+def test_an_empty_file_is_refused_not_taken_for_a_new_database(db_path: Path) -> None:
+    """A database emptied by accident must not quietly become a new one (ids from 1 again)."""
     db_path.touch()
-    connect(db_path).close()
-    assert db_path.read_bytes().startswith(b"SQLite format 3\x00")
+    message = refused(db_path)
+    assert "empty file (0 bytes)" in message and "restore it from a backup" in message
+    assert "delete it" in message
+    assert db_path.stat().st_size == 0  # left as it was
+    db_path.unlink()
+    connect(db_path).close()  # deleted, it is a new database
+
+
+def test_a_new_database_appears_whole_and_leaves_nothing_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "k.db"
+    connect(path).close()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["k.db"]
+    header = path.read_bytes()[:100]
+    pages = int.from_bytes(header[28:32], "big") * int.from_bytes(header[16:18], "big")
+    assert path.stat().st_size == pages > 0  # complete on disk, not only in a WAL
 
 
 def test_a_file_that_is_not_sqlite_is_refused(db_path: Path) -> None:

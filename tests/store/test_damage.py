@@ -220,3 +220,12 @@ def test_a_changed_command_with_a_stale_hash_is_never_run(
     assert "damaged" in written.output()  # logged for the operator
     health = httpx.get(f"{written.url}/healthz", timeout=5)
     assert health.status_code == 200  # the rest of the queue carries on
+
+
+def test_an_empty_file_stops_the_server(written: ServerProcess) -> None:
+    """Before, a 0-byte file (a database emptied by accident) was silently a new one."""
+    written.db_path.write_bytes(b"")
+    for leftover in (Path(f"{written.db_path}-wal"), Path(f"{written.db_path}-shm")):
+        leftover.unlink(missing_ok=True)
+    assert_refused(start(written), str(written.db_path), "empty file (0 bytes)", "backup")
+    assert written.db_path.stat().st_size == 0
