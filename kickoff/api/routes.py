@@ -216,6 +216,7 @@ async def register(request: Request) -> Response:
             "worker_id": worker_id,
             "heartbeat_interval_s": min(defaults.HEARTBEAT_INTERVAL_S, timeout / 3),
             "heartbeat_timeout_s": timeout,
+            "server_id": service.log_id[:16],  # which database: its log's first hash
         },
         status_code=201,
     )

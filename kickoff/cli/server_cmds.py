@@ -82,8 +82,15 @@ def up(
         typer.Option("--have", metavar="TAG", help="Tags of the local worker (repeatable)."),
     ] = None,
     slots: Annotated[
-        int, typer.Option("--slots", metavar="N", min=1, help="Tasks the worker runs at once.")
-    ] = (os.cpu_count() or 1),
+        int,
+        typer.Option(
+            "--slots",
+            metavar="N",
+            min=1,
+            max=defaults.MAX_SLOTS,
+            help="Tasks the local worker runs at once (1, as for `kickoff worker`).",
+        ),
+    ] = defaults.SLOTS,
     host: HostOpt = defaults.HOST,
     port: PortOpt = defaults.PORT,
     db: DbOpt = None,

@@ -112,6 +112,7 @@ class Service:
         self.full_replay = full_replay
         self.state = State()
         self.replayed = 0
+        self.log_id = ""  # the database's identity (set by start)
         self.replay_s = 0.0
         self._db: Database | None = None
         self._writer: GroupWriter | None = None
@@ -147,11 +148,16 @@ class Service:
         self.replay_s = time.perf_counter() - started
         self._seq, self._tail_hash = self._db.tail()
         assert self._seq == self.state.last_seq
+        self.log_id = self._db.log_id()  # "" for a new database: its ServerStarted's, below
         self._writer = GroupWriter(self._db, on_commit=self._publish, on_failure=self._reload)
         self._writer.start()
         self._reader = await aiosqlite.connect(self.db_path)
         await self._reader.execute("PRAGMA query_only = 1")
-        await self._commit(decide.server_started(self.heartbeat_timeout_s))
+        started_at = self._record(decide.server_started(self.heartbeat_timeout_s))
+        if not self.log_id:  # its first row, just encoded: nothing else is recorded yet
+            self.log_id = self._tail_hash.hex()
+        if started_at is not None:
+            await started_at
         self._expirer = asyncio.get_running_loop().create_task(self._expire_loop())
 
     def begin_shutdown(self) -> None:

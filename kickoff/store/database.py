@@ -18,7 +18,7 @@ from kickoff.state.task_state import LIVE_STATES
 from kickoff.store import checks
 from kickoff.store.checkpoint import checkpoint_seq, load_state
 from kickoff.store.db import connect, explain
-from kickoff.store.log import Encoded, Log, Recorded, Row, read_verified
+from kickoff.store.log import SELECT_FIRST_HASH, Encoded, Log, Recorded, Row, read_verified
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -118,6 +118,19 @@ class Database:
             DatabaseRefused: the log does not fold (an unreadable or inconsistent event).
         """
         return replay(self.conn)
+
+    def log_id(self) -> str:
+        """The log's identity: its first row's hash, in hex ("" while the log is empty).
+        Compaction never moves the first row (it is a ServerStarted), so this never changes.
+
+        Raises:
+            Unavailable: the log cannot be read.
+        """
+        try:
+            row = self.conn.execute(SELECT_FIRST_HASH).fetchone()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"cannot read the log in {self.path}: {explain(exc)}") from exc
+        return bytes(row[0]).hex() if row else ""
 
     def tail(self) -> tuple[int, bytes]:
         """The seq and hash of the log's last durable row, as read now.

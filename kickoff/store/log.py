@@ -31,6 +31,7 @@ MAX_ROWS_PER_INSERT = 512
 NULL = bytearray()
 SELECT_TAIL = "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
 SELECT_HASH = "SELECT hash FROM events WHERE seq = ?"
+SELECT_FIRST_HASH = "SELECT hash FROM events ORDER BY seq LIMIT 1"  # the log's identity
 SELECT_RUN_BEFORE = (  # the compacted run a seq falls in, if any (see hash_at)
     "SELECT first_seq, last_seq, last_hash FROM compacted_runs WHERE first_seq <= ? "
     "ORDER BY first_seq DESC LIMIT 1"

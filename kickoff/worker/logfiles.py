@@ -1,5 +1,9 @@
-"""The worker's log directory: one `task-<id>-<attempt>.log` per attempt, pruned to the
-newest files (by task id) so that a busy worker does not fill the disk with small files.
+"""The worker's log directory: a directory per server (named after the server's database
+identity, the `server_id` of its registration), in it one `task-<id>-<attempt>.log` per
+attempt, pruned to the newest files (by task id) so that a busy worker does not fill the
+disk with small files. Task ids are only unique per server, hence a directory each; and a
+file is never truncated or replaced: should a name be taken (a database restored from a
+backup hands out ids again), the file gets the next free `task-<id>-<attempt>.<n>.log`.
 
 Making a file can be the dear part of starting a task: on the 2-core bench machine (ext4
 without a journal, which skips recently deleted inodes) a new inode cost 100-200 µs of
@@ -15,37 +19,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 KEEP_LOGS = 10_000  # default: task log files kept in a log directory
 SPARES = 8  # unnamed files a worker keeps ready
-NAME_RE = re.compile(r"task-(\d+)-(\d+)\.log")
-_FLAGS = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+NAME_RE = re.compile(r"task-(\d+)-(\d+)(?:\.\d+)?\.log")
+MAX_SUFFIX = 1000  # task-<id>-<attempt>.<n>.log: the names tried once the plain one is taken
+_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _MODE = 0o600
 
 
 def path(log_dir: Path, task_id: int, attempt: int) -> Path:
-    """Where an attempt's output goes."""
+    """Where an attempt's output goes (unless that name was taken: see `names`)."""
     return log_dir / name(task_id, attempt)
 
 
-def name(task_id: int, attempt: int) -> str:
-    return f"task-{task_id}-{attempt}.log"
+def name(task_id: int, attempt: int, n: int = 0) -> str:
+    return f"task-{task_id}-{attempt}.log" if n == 0 else f"task-{task_id}-{attempt}.{n}.log"
+
+
+def names(task_id: int, attempt: int) -> Iterator[str]:
+    """The names an attempt's file may get, in the order they are tried."""
+    for n in range(MAX_SUFFIX):
+        yield name(task_id, attempt, n)
 
 
 def create(log_dir: Path, task_id: int, attempt: int) -> int:
-    """Open the attempt's log file, made empty (an older file of that name is truncated).
+    """Open a new, empty log file for the attempt under the first free name.
 
     Raises:
         OSError: the file cannot be made.
     """
-    return os.open(path(log_dir, task_id, attempt), _FLAGS, _MODE)
+    for filename in names(task_id, attempt):
+        try:
+            return os.open(log_dir / filename, _FLAGS, _MODE)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "every name is taken", str(path(log_dir, task_id, attempt)))
 
 
 def _unnamed(log_dir: Path) -> int:
@@ -54,7 +71,8 @@ def _unnamed(log_dir: Path) -> int:
 
 
 class LogFiles:
-    """New log files for a worker's attempts, from a small stock of unnamed ones.
+    """New log files for a worker's attempts, from a small stock of unnamed ones; `use()`
+    moves on to another directory (the worker registered with another server).
 
     `take()` hands out a descriptor before the spawn; `started()` names a file from the
     stock once the process runs, so that naming never delays a start. `top_up()` refills
@@ -73,6 +91,7 @@ class LogFiles:
         self._topping_up = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._dir_fd = -1
+        self._made: Path | None = None  # the directory `use` made sure of
         self._closed = False
 
     def take(self, task_id: int, attempt: int) -> tuple[int, bool]:
@@ -87,30 +106,54 @@ class LogFiles:
         self.top_up()  # ran dry: many tasks at once
         return create(self.log_dir, task_id, attempt), False
 
+    def use(self, log_dir: Path) -> None:
+        """Make files in log_dir from now on (made if need be, private to the user).
+
+        Raises:
+            OSError: the directory cannot be made.
+        """
+        if log_dir == self._made:
+            return
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._made = log_dir
+        self._release()  # unnamed files are made in the directory they are named in
+        if self._dir_fd >= 0:
+            os.close(self._dir_fd)
+            self._dir_fd = -1
+        self.log_dir = log_dir
+        self.top_up()
+
     def started(self, fd: int, task_id: int, attempt: int, *, unnamed: bool) -> None:
         """After the spawn: give a file from the stock its name."""
         if not unnamed:
             return
         try:
-            self._name(fd, name(task_id, attempt))
+            self._name(fd, task_id, attempt)
         except OSError as exc:  # the output still reaches the tail, just no file
             logger.warning(
                 "the log file of task=%d attempt=%d got no name: %s", task_id, attempt, exc
             )
             self._give_up(exc)
 
-    def _name(self, fd: int, filename: str) -> None:
-        """Link an unnamed file into the log directory (replacing a file of that name)."""
+    def _name(self, fd: int, task_id: int, attempt: int) -> None:
+        """Link an unnamed file into the log directory under the attempt's first free name
+        (a file already there is never touched).
+
+        Raises:
+            OSError: it cannot be named.
+        """
         if self._dir_fd < 0:
             self._dir_fd = os.open(self.log_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         # os.link calls linkat(..., AT_SYMLINK_FOLLOW) only when given a dir fd; following
         # /proc/self/fd/N is how an O_TMPFILE file gets a name without privileges.
         source = f"/proc/self/fd/{fd}"
-        try:
-            os.link(source, filename, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-        except FileExistsError:  # an older run's log of the same attempt: replace it
-            os.unlink(filename, dir_fd=self._dir_fd)
-            os.link(source, filename, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+        for filename in names(task_id, attempt):
+            try:
+                os.link(source, filename, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+                return
+            except FileExistsError:
+                continue
+        raise FileExistsError(errno.EEXIST, "every name is taken", name(task_id, attempt))
 
     def top_up(self) -> None:
         """Refill the stock, a file per event loop iteration, starting once the caller's

@@ -113,6 +113,7 @@ class Worker:
         self._unreachable_since: float | None = None  # heartbeats failing since (boottime)
         self._stopped: set[Key] = set()  # attempts killed because this worker is stopping
         self._log_files = logfiles.LogFiles(config.log_dir)
+        self.log_dir = config.log_dir  # this server's directory in it, once registered
         self._change = asyncio.Event()
         self._register_lock = asyncio.Lock()
         self._claim_request: asyncio.Task[int] | None = None
@@ -162,8 +163,11 @@ class Worker:
         if timeout_s is None:
             await change.wait()
             return
+        # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancel that arrives as
+        # the awaited thing finishes, and a stopping worker then waits for that task forever
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(change.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await change.wait()
 
     def _time_left(self) -> float | None:
         if self._abort_deadline is None:
@@ -262,6 +266,7 @@ class Worker:
         async with self._register_lock:
             if self.registration is None and self.mode is Mode.RUNNING:
                 self.registration = reg = await self.register()
+                self._use_log_dir(reg)
                 self._leased(reg)
                 self._new_registration.set()
                 self._changed()
@@ -292,6 +297,18 @@ class Worker:
             job.stop(cancelled=True, grace_s=grace_s)
         self._interrupt_claim()
         self._changed()
+
+    def _use_log_dir(self, reg: Registration) -> None:
+        """Task ids are only unique per server: each server's files get a directory."""
+        log_dir = self.config.log_dir / reg.server_id
+        try:
+            self._log_files.use(log_dir)
+        except OSError as exc:  # each task then reports that it cannot make its file
+            logger.error("cannot make the log directory %s: %s", log_dir, exc.strerror)
+        else:
+            if log_dir != self.log_dir:
+                logger.info("task output goes to %s", log_dir)
+        self.log_dir = log_dir
 
     # -- the lease --------------------------------------------------------------
 
@@ -341,10 +358,10 @@ class Worker:
             return
         path = f"/v1/workers/{reg.worker_id}"
         try:
-            done = await asyncio.wait_for(
-                self._race(self._call("DELETE", path, what="deregister"), self._deadline_passed),
-                DEREGISTER_WAIT_S,
-            )
+            async with asyncio.timeout(DEREGISTER_WAIT_S):
+                done = await self._race(
+                    self._call("DELETE", path, what="deregister"), self._deadline_passed
+                )
         except TimeoutError:
             done = False
         except (NotFound, Conflict):
@@ -451,7 +468,7 @@ class Worker:
         job = Job(
             assignment,
             worker_id=reg.worker_id,
-            log_dir=self.config.log_dir,
+            log_dir=self.log_dir,
             env=self._env,
             grace_s=self.config.grace_s,
             log_files=self._log_files,
@@ -591,7 +608,8 @@ class Worker:
             delay = lease.renewed_at + reg.heartbeat_interval_s - boottime()
             if delay > 0:
                 with contextlib.suppress(TimeoutError):  # a new registration beats anew
-                    await asyncio.wait_for(self._new_registration.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._new_registration.wait()
                 if reg is not self.registration:
                     continue
             try:
@@ -775,7 +793,7 @@ class Worker:
         directory)."""
         running = {(job.task_id, job.attempt) for job in self.jobs.values()}
         deleted = await asyncio.to_thread(
-            logfiles.prune, self.config.log_dir, keep=self.config.keep_logs, protect=running
+            logfiles.prune, self.log_dir, keep=self.config.keep_logs, protect=running
         )
         if deleted:
             logger.debug("deleted %d old task log file(s)", deleted)

@@ -256,9 +256,10 @@ class Process:
         """SIGTERM the group, SIGKILL it after grace_s, and wait for the leader to end."""
         self.signal_group(signal.SIGTERM)
         self.signal_group(signal.SIGCONT)  # a stopped process gets the TERM only once woken
-        try:
-            await asyncio.wait_for(asyncio.shield(self.exited), grace_s)
-        except TimeoutError:
+        # asyncio.wait, not wait_for: 3.11's wait_for can swallow a cancel that arrives as
+        # the process ends, and the cancelled job would then go on to report
+        done, _ = await asyncio.wait([self.exited], timeout=grace_s)
+        if not done:
             logger.info("escalating to SIGKILL pid=%d after %.1fs", self.pid, grace_s)
         # Also when the leader obeyed: children that ignored the TERM must not outlive it.
         self.signal_group(signal.SIGKILL)

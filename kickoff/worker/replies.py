@@ -19,6 +19,8 @@ from kickoff.worker.process import Assignment
 
 # Worker ids go into URL paths: no slash, no dot segments, nothing to escape.
 WORKER_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:=+-]{0,127}")
+# Server ids name the worker's log directory for that server: hex digits only.
+SERVER_ID_RE = re.compile(r"[0-9a-f]{8,64}")
 MAX_TASK_ID = (1 << 53) - 1
 MIN_INTERVAL_S = 0.05
 MAX_INTERVAL_S = 60.0
@@ -37,6 +39,7 @@ class Registration:
     worker_id: str
     heartbeat_interval_s: float
     heartbeat_timeout_s: float
+    server_id: str  # the server's database identity (its log's first hash)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +80,7 @@ def registration(answer: Any) -> Registration:
     heartbeat timeout (so that it always fits, whatever interval the server suggests).
 
     Raises:
-        BadReply: not an object with a valid worker_id and heartbeat timeout.
+        BadReply: not an object with a valid worker_id, heartbeat timeout and server id.
     """
     if not isinstance(answer, dict):
         raise BadReply("registration answer is not a JSON object")
@@ -86,8 +89,12 @@ def registration(answer: Any) -> Registration:
     if timeout is None:
         raise BadReply("registration answer has no valid heartbeat_timeout_s")
     interval = heartbeat_interval_s(timeout, _seconds(answer.get("heartbeat_interval_s")))
+    server_id = answer.get("server_id")
+    if not isinstance(server_id, str) or not SERVER_ID_RE.fullmatch(server_id):
+        raise BadReply("registration answer has no valid server_id")
     return Registration(
         worker_id=valid_id,
+        server_id=server_id,
         heartbeat_interval_s=min(max(interval, MIN_INTERVAL_S), MAX_INTERVAL_S),
         heartbeat_timeout_s=max(timeout, MIN_INTERVAL_S),
     )

@@ -168,7 +168,12 @@ class Handler(BaseHTTPRequestHandler):
         self.fake.requests.append(("POST", self.path))
         if self.path == "/v1/workers":
             self.send_json(
-                {"worker_id": WORKER_ID, "heartbeat_interval_s": 0.1, "heartbeat_timeout_s": 30}
+                {
+                    "worker_id": WORKER_ID,
+                    "heartbeat_interval_s": 0.1,
+                    "heartbeat_timeout_s": 30,
+                    "server_id": "5e1f0000cafe0001",
+                }
             )
         elif self.path == f"/v1/workers/{WORKER_ID}/claim":
             claim = self.fake.next_claim()

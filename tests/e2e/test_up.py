@@ -77,3 +77,31 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_up_s_worker_runs_one_task_at_a_time_like_kickoff_worker(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    """Issue 12.15: the same default as `kickoff worker` (1 slot), whatever the cores."""
+    port = free_port()
+    db = tmp_path / "up.db"
+    with (tmp_path / "up.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [*kickoff_cmd(), "up", "--port", str(port), "--db", str(db)],
+            env=isolated_env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _healthy(url), timeout=20, what="kickoff up to answer")
+        token = Path(f"{db}.token").read_text().strip()
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as http:
+            workers = wait_until(lambda: http.get("/v1/workers").json()["workers"], timeout=20)
+        assert [w["slots"] for w in workers] == [1]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

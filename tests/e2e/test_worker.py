@@ -316,3 +316,56 @@ def test_wrong_token_exits_5(server: ServerProcess, start_worker: StartWorker) -
     assert worker.proc.wait(timeout=30) == 5
     assert "Traceback" not in worker.output()
     assert bad not in worker.output()
+
+
+def _burst(server: ServerProcess, command: str) -> None:
+    """Submit a task and run a burst worker until it is done (the default log directory)."""
+    with server.client() as client:
+        task_id = submit(client, command)
+    subprocess.run(
+        [*kickoff_cmd(), "worker", "--server", server.address, "--burst"],
+        env=server.env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    with server.client() as client:
+        assert get(client, task_id)["state"] == "succeeded"
+
+
+def test_task_logs_of_two_servers_never_collide(
+    make_server: Callable[..., ServerProcess], isolated_env: dict[str, str]
+) -> None:
+    """Issue 12.3: task 1 of one server and task 1 of another, one user's log directory."""
+    logs = Path(isolated_env["XDG_STATE_HOME"]) / "kickoff" / "worker-logs"
+    for word in ("alpha", "beta"):
+        _burst(make_server(), f"echo {word}")
+    files = sorted(logs.glob("*/task-1-1.log"))
+    assert sorted(f.read_text() for f in files) == ["alpha\n", "beta\n"]
+    assert len({f.parent for f in files}) == 2  # a directory per server
+
+
+def test_a_restored_database_never_truncates_an_earlier_task_s_log(
+    make_server: Callable[..., ServerProcess], isolated_env: dict[str, str]
+) -> None:
+    """A database restored from a backup hands task 1 out again: the first run's file
+    stays as it was, the second run's gets a name of its own."""
+    server = make_server()
+    server.stop()
+    db = server.db_path
+    backup = {p: p.read_bytes() for p in db.parent.glob(f"{db.name}*") if p.is_file()}
+    server.start()
+    _burst(server, "echo first")
+    server.stop()
+    for p in db.parent.glob(f"{db.name}-*"):
+        p.unlink()
+    for p, data in backup.items():
+        p.write_bytes(data)
+    server.start()
+    _burst(server, "echo second")
+    logs = Path(isolated_env["XDG_STATE_HOME"]) / "kickoff" / "worker-logs"
+    (server_dir,) = logs.iterdir()
+    assert sorted((p.name, p.read_text()) for p in server_dir.iterdir()) == [
+        ("task-1-1.1.log", "second\n"),
+        ("task-1-1.log", "first\n"),
+    ]

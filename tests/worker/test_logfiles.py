@@ -67,19 +67,40 @@ def test_a_file_from_the_stock_is_named_only_once_started(tmp_path: Path) -> Non
     assert logfiles.path(tmp_path, 8, 1).read_text() == "early output\n"
 
 
-def test_a_file_of_the_same_name_is_replaced(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spares", [8, 0])  # named from the stock, or made on the spot
+def test_a_file_of_the_same_name_is_never_truncated_or_replaced(
+    tmp_path: Path, spares: int
+) -> None:
+    """Say a database restored from a backup hands out task 3 again: both outputs stay."""
     old = logfiles.path(tmp_path, 3, 1)
     old.write_text("an older run's output\n")
+    (tmp_path / "task-3-1.1.log").write_text("and another\n")
 
     async def scenario() -> None:
-        files = await stocked(LogFiles(tmp_path))
+        files = await stocked(LogFiles(tmp_path, spares=spares))
         fd = open_log(files, 3, 1)
-        assert os.fstat(fd).st_size == 0
+        os.write(fd, b"this run\n")
+        assert os.fstat(fd).st_size == len(b"this run\n")
         os.close(fd)
         files.close()
 
     asyncio.run(scenario())
-    assert old.read_text() == ""
+    assert old.read_text() == "an older run's output\n"
+    assert (tmp_path / "task-3-1.1.log").read_text() == "and another\n"
+    assert (tmp_path / "task-3-1.2.log").read_text() == "this run\n"
+
+
+def test_use_moves_on_to_another_directory(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        files = await stocked(LogFiles(tmp_path))
+        files.use(tmp_path / "0123456789abcdef")
+        await asyncio.sleep(0.05)  # the stock, made again in the new directory
+        os.close(open_log(files, 1, 1))
+        files.close()
+
+    asyncio.run(scenario())
+    assert (tmp_path / "0123456789abcdef" / "task-1-1.log").exists()
+    assert not logfiles.path(tmp_path, 1, 1).exists()
 
 
 def test_close_releases_the_stock(tmp_path: Path) -> None:

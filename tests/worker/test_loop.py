@@ -67,6 +67,7 @@ class FakeServer:
                     "worker_id": worker_id,
                     "heartbeat_interval_s": self.interval_s,
                     "heartbeat_timeout_s": self.timeout_s,
+                    "server_id": "5e1f0000cafe0001",
                 },
             )
         if parts[0] == "workers" and parts[1] in self.lost:
@@ -168,7 +169,7 @@ def test_burst_runs_everything_reports_and_deregisters(tmp_path: Path) -> None:
     ]
     assert fake.completions[0][1]["worker_id"] == "w1"
     assert fake.deregistered == ["w1"]
-    logs = tmp_path / "logs"
+    logs = tmp_path / "logs" / "5e1f0000cafe0001"  # a directory per server
     assert sorted(p.name for p in logs.iterdir()) == ["task-1-1.log", "task-2-1.log"]
     assert (logs / "task-1-1.log").read_text() == "one\n"
 

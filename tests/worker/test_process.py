@@ -147,7 +147,7 @@ def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     assert outcome.exit_code == 128 + signal.SIGTERM
     wait_until(lambda: not alive(background))
     assert not alive(leader)
-    assert _children_of_group(leader) == []
+    wait_until(lambda: _children_of_group(leader) == [])  # SIGKILLed; the kernel may lag
 
 
 def test_stop_escalates_to_sigkill_after_the_grace_period(tmp_path: Path) -> None:

@@ -141,7 +141,8 @@ def test_a_claim_error_message_is_capped() -> None:
 
 def test_the_heartbeat_interval_derives_from_the_server_s_timeout() -> None:
     def interval(**answer: Any) -> float:
-        return replies.registration({"worker_id": "w1", **answer}).heartbeat_interval_s
+        full = {"worker_id": "w1", "server_id": "00ff00ff00ff00ff", **answer}
+        return replies.registration(full).heartbeat_interval_s
 
     assert interval(heartbeat_timeout_s=30) == defaults.HEARTBEAT_INTERVAL_S
     assert interval(heartbeat_timeout_s=3) == 1.0  # fits three times into the timeout
@@ -152,6 +153,14 @@ def test_the_heartbeat_interval_derives_from_the_server_s_timeout() -> None:
     assert interval(heartbeat_timeout_s=1e9, heartbeat_interval_s=1e9) == 5.0
     with pytest.raises(BadReply, match="heartbeat_timeout_s"):
         replies.registration({"worker_id": "w1", "heartbeat_interval_s": 1})
+
+
+@pytest.mark.parametrize("server_id", [None, 5, "", "abc", "../../x", "ABCDEF0123456789", "a" * 65])
+def test_a_server_id_names_a_directory_so_only_hex_digits_pass(server_id: Any) -> None:
+    with pytest.raises(BadReply, match="server_id"):
+        replies.registration({"worker_id": "w1", "heartbeat_timeout_s": 3, "server_id": server_id})
+    ok = {"worker_id": "w1", "heartbeat_timeout_s": 3, "server_id": "0123456789abcdef"}
+    assert replies.registration(ok).server_id == "0123456789abcdef"
     with pytest.raises(BadReply):
         replies.registration(["w1"])
 
