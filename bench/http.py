@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,12 +241,16 @@ def last_completion(http: httpx.Client) -> float:
     return max(datetime.fromisoformat(e["ts"]) for e in last).timestamp()
 
 
-def drain(tasks: int = 2000) -> Drained:
-    """End-to-end drain of `tasks` `true` tasks, half cpu and half gpu, 2 single-slot workers."""
+Watch = Callable[["Server"], contextlib.AbstractContextManager[object]]
+
+
+def drain(tasks: int = 2000, *, watch: Watch | None = None) -> Drained:
+    """End-to-end drain of `tasks` `true` tasks, half cpu and half gpu, 2 single-slot workers;
+    with `watch`, inside watch(server) (bench/dashboard.py: an open dashboard)."""
     with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
         workers = [start_worker(server, "--have", "cpu"), start_worker(server, "--have", "gpu")]
         try:
-            with server.http() as http:
+            with server.http() as http, watch(server) if watch else contextlib.nullcontext():
                 _wait_idle(http, 2)
                 body = orjson.loads(_batch(tasks))
                 pids = [server.proc.pid, *(w.pid for w in workers)]

@@ -51,3 +51,13 @@ LISTEN_BACKLOG = 2048  # connections the kernel queues before the server accepts
 FD_RESERVE = 64  # descriptors kept for the database, its WAL, logs, the listening socket
 SUBSCRIBER_ROWS = 4096  # unread live rows kept per event-stream reader; past that it reads the log
 STREAM_KEEP_ALIVE_S = 15.0  # an idle event stream sends a comment this often
+
+# The web dashboard (kickoff/dashboard/)
+LOGIN_CODE_S = 60.0  # a `kickoff dashboard` login link works once, within this
+MAX_LOGIN_CODES = 64  # unused login codes kept at once (the oldest goes first)
+SESSION_IDLE_S = 8 * 3600.0  # a dashboard session unused this long has ended
+SESSION_MAX_S = 7 * 24 * 3600.0  # and any session after this long
+MAX_SESSIONS = 256  # dashboard sessions kept at once (the least recently used goes first)
+SEARCH_SCAN_ROWS = 20_000  # tasks one text or tag search request looks at, at most
+THROUGHPUT_WINDOW_S = 3600  # the dashboard's throughput chart covers this much time
+THROUGHPUT_SEED_EVENTS = 200_000  # log rows read, at most, to fill the chart's past

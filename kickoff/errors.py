@@ -44,6 +44,14 @@ class Unauthorized(KickoffError):
     exit_code = 5
 
 
+class Forbidden(KickoffError):
+    """Authenticated, but not allowed to do this (a dashboard session that is not the token)."""
+
+    code = "forbidden"
+    http_status = 403
+    exit_code = 5
+
+
 class NotFound(KickoffError):
     """No such task, worker or route."""
 
@@ -119,6 +127,7 @@ ERRORS_BY_CODE: dict[str, type[KickoffError]] = {
         InvalidInput,
         MalformedRequest,
         Unauthorized,
+        Forbidden,
         NotFound,
         Conflict,
         StaleAttempt,

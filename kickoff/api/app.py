@@ -1,8 +1,10 @@
 """create_app(): the starlette application around one Service, with token auth and body
 limits in front of every route.
 
-Order of the layers, outermost first: TokenAuth (401 before anything else is looked at,
-so an unauthenticated caller learns nothing, not even which paths exist), BodyLimit (413
+Order of the layers, outermost first: the dashboard's gate (its pages, and what a
+browser session may send to the API: kickoff/dashboard/gate.py), TokenAuth (401 before
+anything else is looked at, so an unauthenticated caller learns nothing, not even which
+paths exist), BodyLimit (413
 before a byte too many is buffered), HotRoutes (the workers' per-task requests), then
 starlette's routing and error handlers.
 """
@@ -18,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kickoff import defaults
+from kickoff import dashboard, defaults
 from kickoff.api import errors, routes
 from kickoff.api.routes import ROUTES
 from kickoff.auth import TokenFile, same_token
@@ -186,4 +188,6 @@ def create_app(
     current: str | Callable[[], str] = token
     if token_file is not None:
         current = TokenFile(token_file, token).current
-    return TokenAuth(limited, current)
+    return dashboard.mount(
+        api=limited, token_auth=TokenAuth(limited, current), service=service, token=current
+    )

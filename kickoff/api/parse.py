@@ -406,3 +406,25 @@ def query_int(params: Mapping[str, str], name: str, default: int, *, low: int, h
 def query_list(values: list[str]) -> list[str]:
     """Repeated and comma-separated values of one query parameter, flattened."""
     return [v for text in values for v in text.split(",") if v]
+
+
+MAX_SEARCH_CHARS = 200
+
+
+def search_text(text: str | None) -> str | None:
+    """The `q` of a task search: a substring of the command."""
+    if not text:
+        return None
+    if len(text) > MAX_SEARCH_CHARS:
+        raise InvalidInput(f"q: at most {MAX_SEARCH_CHARS} characters")
+    return text
+
+
+def search_tag(text: str | None) -> str | None:
+    """The `tag` of a task search: one tag, by the tag grammar."""
+    if not text:
+        return None
+    found = tags(text, field="tag", limit=1)
+    if len(found) != 1:
+        raise InvalidInput("tag: expected one tag")
+    return next(iter(found))

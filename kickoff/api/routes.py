@@ -17,7 +17,7 @@ from kickoff import defaults
 from kickoff.api import parse
 from kickoff.clock import from_text, to_text
 from kickoff.errors import InvalidInput, KickoffError, NotFound
-from kickoff.projections import queries
+from kickoff.projections import queries, search
 from kickoff.service import Claimed, Service
 from kickoff.state.task_state import LIVE_STATES, TaskState
 
@@ -64,6 +64,18 @@ async def list_tasks(request: Request) -> Response:
     after = parse.query_int(params, "after", 0, low=0, high=1 << 40)
     descending = params.get("order") == "desc"
     before = parse.query_int(params, "before", 0, low=0, high=1 << 40) or None
+    if params.get("q") or params.get("tag"):
+        found = search.Search(
+            text=parse.search_text(params.get("q")),
+            tag=parse.search_tag(params.get("tag")),
+            states=states,
+            worker_id=params.get("worker"),
+            after_id=after,
+            before_id=before,
+            descending=descending,
+            limit=limit,
+        )
+        return ORJSONResponse(await _search(svc(request), found))
     query = queries.list_tasks(
         states=states,
         worker_id=params.get("worker"),
@@ -85,6 +97,14 @@ async def list_tasks(request: Request) -> Response:
             "next_before": tasks[-1]["id"] if more and descending else None,
         }
     )
+
+
+async def _search(service: Service, found: search.Search) -> dict[str, Any]:
+    """A bounded search (projections/search.py): one window of ids, its matches."""
+    far_id, scanned = await service.query(search.window(found))
+    tasks = [] if far_id is None else await service.query(search.matches(found, far_id))
+    counts = await service.query(queries.counts())
+    return {**search.page(found, far_id, scanned, tasks), "counts": counts}
 
 
 async def get_task(request: Request) -> Response:

@@ -44,6 +44,7 @@ app = typer.Typer(
 def _register_all() -> None:
     from kickoff.cli import (
         client_cmds,
+        dashboard_cmd,
         log_cmds,
         server_cmds,
         token_cmd,
@@ -51,7 +52,15 @@ def _register_all() -> None:
         worker_cmd,
     )
 
-    for module in (client_cmds, server_cmds, worker_cmd, log_cmds, token_cmd, version_cmd):
+    for module in (
+        client_cmds,
+        server_cmds,
+        worker_cmd,
+        log_cmds,
+        dashboard_cmd,
+        token_cmd,
+        version_cmd,
+    ):
         module.register(app)
     _help.use_words(app)
 

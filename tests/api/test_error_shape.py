@@ -75,6 +75,13 @@ def unauthorized(api: Api) -> Any:
     return api.client.get("/v1/stats", headers={"Authorization": "Bearer nope"})
 
 
+def forbidden(api: Api) -> Any:
+    from tests.api.test_dashboard_auth import login, same_origin
+
+    web, csrf = login(api)  # a dashboard session may read and cancel, not submit
+    return web.post("/v1/tasks", json={"command": "x"}, headers=same_origin(csrf))
+
+
 def not_found(api: Api) -> Any:
     return api.client.get("/v1/tasks/777")
 
@@ -107,6 +114,7 @@ REAL_TRIGGERS: dict[type[KickoffError], tuple[Callable[[Api], Any], int]] = {
     errors.MalformedRequest: (malformed, 400),
     errors.InvalidInput: (invalid, 422),
     errors.Unauthorized: (unauthorized, 401),
+    errors.Forbidden: (forbidden, 403),
     errors.NotFound: (not_found, 404),
     errors.StaleAttempt: (stale, 409),
     errors.IllegalTransition: (illegal, 409),
