@@ -1,6 +1,6 @@
 """`python -m bench`: every SPEC §8 and §15 figure beside its goal, as medians of several runs.
 
-    python -m bench [--quick] [--runs N] [--json PATH] [--only core|http|NAME,...]
+    python -m bench [--quick] [--runs N] [--json PATH] [--only core|http|NAME,...] [--kickoff PATH]
 
 In-process figures come from bench/core.py, HTTP figures from bench/http.py (real server
 and worker processes on loopback). The machine is shared and noisy: read medians.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cluster, core, http
+from bench import cli, cluster, core, http
 from bench.core import Figure
 
 
@@ -142,6 +142,26 @@ def _restart(quick: bool, runs: int) -> list[Figure]:
         ]
 
 
+def _cli(quick: bool, runs: int, script: Path | None = None) -> list[Figure]:
+    times = cli.wall_times(11 if quick else 21, script)
+    figures = []
+    for name, values in times.items():
+        wall = cli.median([w for w, _ in values])
+        cpu = cli.median([c for _, c in values])
+        floor = name == cli.FLOOR
+        figures.append(
+            Figure(
+                name,
+                wall,
+                "ms",
+                "(the floor)" if floor else "<= 50 ms",
+                "-" if floor else "yes" if wall <= 50 else "no",
+                f"wall, median of {len(values)}; CPU {cpu:.1f} ms",
+            )
+        )
+    return figures
+
+
 # The HTTP figures by name (`--only NAME`), each against real server (and worker) processes.
 HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "bulk": _bulk,
@@ -150,7 +170,9 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "drain": _drain,
     "cluster": _cluster,
     "restart": _restart,
+    "cli": lambda quick, runs: _cli(quick, runs, CLI_SCRIPT),
 }
+CLI_SCRIPT: Path | None = None  # --kickoff
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,7 +189,15 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME[,NAME]",
         help="only these: core, http, or HTTP figures by name (" + ", ".join(HTTP_FIGURES) + ")",
     )
+    parser.add_argument(
+        "--kickoff",
+        type=Path,
+        metavar="PATH",
+        help="the kickoff console script the cli figure times (default: this Python's)",
+    )
     args = parser.parse_args(argv)
+    global CLI_SCRIPT
+    CLI_SCRIPT = args.kickoff
     started = time.perf_counter()
     only = set(args.only.split(",")) if args.only else {"core", "http"}
     unknown = only - {"core", "http", *HTTP_FIGURES}

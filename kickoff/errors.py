@@ -6,7 +6,9 @@ into the same class; the CLI prints the message and exits with `exit_code`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 
 class KickoffError(Exception):

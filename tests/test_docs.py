@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import typer
 
-from kickoff.cli import app, run
+from kickoff.cli import run
+from kickoff.cli._app import full_app
 
 README = Path(__file__).parent.parent / "README.md"
 # An example: an `Example:` line, or an indented `kickoff ...` line (a `\b` block).
@@ -28,7 +29,7 @@ def _walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...]
         yield from _walk(sub, (*path, name))
 
 
-COMMANDS = dict(_walk(typer.main.get_command(app), ()))
+COMMANDS = dict(_walk(typer.main.get_command(full_app()), ()))
 VISIBLE = [path for path, command in COMMANDS.items() if not command.hidden]
 
 
@@ -163,3 +164,27 @@ def test_the_version(args: list[str], capsys: pytest.CaptureFixture[str]) -> Non
     assert run(args) == 0
     assert capsys.readouterr().out == f"kickoff {kickoff.__version__}\n"
     assert version("kickoff") == kickoff.__version__  # pyproject reads it from there
+
+
+def test_the_command_table_is_the_app() -> None:
+    """`kickoff --help` comes from _commands without typer: its table is the app's."""
+    from kickoff.cli import _commands
+    from kickoff.cli._app import app_for
+
+    top = typer.main.get_command(full_app()).commands  # type: ignore[attr-defined]
+    assert list(_commands.COMMANDS) == list(top)  # the same, in the same order
+    for name, (module, summary) in _commands.COMMANDS.items():
+        first = (top[name].help or "").strip().splitlines()[0]
+        assert summary == (None if top[name].hidden else first), name
+        assert name in typer.main.get_command(app_for(module)).commands  # type: ignore[attr-defined]
+
+
+def test_kickoff_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for args in ([], ["--help"], ["-h"]):
+        assert run(args) == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith("Usage: kickoff [OPTIONS] COMMAND [ARGS]...\n")
+        assert all(len(line) < 80 for line in shown.splitlines())
+        listed = re.findall(r"^  ([a-z]+)  ", shown.split("\nCommands:\n")[1], re.MULTILINE)
+        top = typer.main.get_command(full_app()).commands  # type: ignore[attr-defined]
+        assert listed == [name for name, command in top.items() if not command.hidden]

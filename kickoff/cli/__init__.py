@@ -1,8 +1,11 @@
-"""The `kickoff` command line: a thin typer layer over client.py, the worker and the store.
+"""The `kickoff` command line: thin layers over client.py, the worker and the store.
 
-Commands live in submodules by area; each has a `register(app)`. `main()` rewrites the
-original tool's syntax (`-have cpu gpu`, `new CMD -require cpu`) into the modern form
-first (see `_syntax.py`), then maps KickoffError to `error: ...` and its exit code.
+`run()` rewrites the original tool's syntax (`-have cpu gpu`, `new CMD -require cpu`)
+into the modern form first (`_syntax`); then `kickoff --help`, `new` and `status` are
+answered without typer (`_commands`, `_quick`: they must start in milliseconds), and every
+other command by typer with only its own module imported (`_app`). Commands live in
+submodules by area, each with a `register(app)`. A KickoffError becomes `error: ...` and
+its exit code.
 """
 
 from __future__ import annotations
@@ -10,68 +13,9 @@ from __future__ import annotations
 import os
 import sys
 
-import typer
-
-from kickoff.cli import _help, _screen, _syntax
 from kickoff.errors import KickoffError
 
-app = typer.Typer(
-    name="kickoff",
-    help=(
-        "kickoff: a task scheduler for heterogeneous compute clusters.\n\n"
-        "Start a server, add workers with resource tags, submit shell commands that require "
-        "and want tags.\n\n"
-        "\b\n"
-        "  kickoff server\n"
-        "  kickoff worker -have cpu gpu -server HOST\n"
-        "  kickoff new ./train.sh -require gpu -want big-mem -server HOST\n"
-        "  kickoff status | info ID | cancel ID | wait ID | history ID\n\n"
-        "Options take one dash or two (-have, --have). A command with words of its own that "
-        "start with a dash goes after --:\n\n"
-        "\b\n"
-        "  kickoff new --require cpu -- ls -la\n\n"
-        "Exit codes: 0 ok, 1 failed, 2 usage, 3 server unreachable, 4 not found, "
-        "5 not authorized. `kickoff COMMAND --help` shows a command's options; "
-        "`kickoff --version` the version."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _register_all() -> None:
-    from kickoff.cli import (
-        client_cmds,
-        dashboard_cmd,
-        log_cmds,
-        server_cmds,
-        token_cmd,
-        version_cmd,
-        worker_cmd,
-    )
-
-    for module in (
-        client_cmds,
-        server_cmds,
-        worker_cmd,
-        log_cmds,
-        dashboard_cmd,
-        token_cmd,
-        version_cmd,
-    ):
-        module.register(app)
-    _help.use_words(app)
-
-
-_register_all()
-
-
-def _usage_hint(exc: typer.TyperException) -> str:
-    ctx = getattr(exc, "ctx", None)
-    path = ctx.command_path if ctx is not None else "kickoff"
-    return f" (see `{path} --help`)" if getattr(exc, "exit_code", 1) == 2 else ""
+HELP = (["--help"], ["-h"], ["-help"])
 
 
 def _quiet_broken_pipe() -> None:
@@ -80,38 +24,68 @@ def _quiet_broken_pipe() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def _no_such_command(name: str) -> int:
+    from difflib import get_close_matches
+
+    from kickoff.cli import _commands, _screen
+
+    known = [n for n, (_, summary) in _commands.COMMANDS.items() if summary]
+    close = get_close_matches(name, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    _screen.error(f"No such command '{name}'{hint} (see `kickoff --help`)")
+    return 2
+
+
+def _dispatch(args: list[str]) -> int:
+    from kickoff.cli import _commands, _syntax
+
+    if args in (["--version"], ["-version"]):
+        args = ["version"]
+    words = _syntax.translate(args)
+    if not words or words in HELP:
+        sys.stdout.write(_commands.help_text())
+        return 0
+    head = words[0]
+    if _commands.module_of(head) is None:
+        return _no_such_command(head)
+    options = words[1 : words.index("--")] if "--" in words else words[1:]
+    if head in _commands.QUICK and not {"--help", "-h"} & set(options):
+        from kickoff.cli import _quick
+
+        return _quick.run(words)
+    if head == "version" and len(words) == 1:
+        from kickoff.cli import version_cmd
+
+        version_cmd.version()
+        return 0
+    from kickoff.cli import _app
+
+    return _app.run(words)
+
+
 def run(args: list[str]) -> int:
     """Run the command line on `args` (without the program name); the exit code.
 
     Expected errors print one `error: ...` line on stderr and never a traceback
     (KICKOFF_DEBUG=1 shows it).
     """
-    if args in (["--version"], ["-version"]):
-        args = ["version"]
-    command = typer.main.get_command(app)
     try:
-        args = _syntax.translate(args) or ["--help"]
-        code = command.main(args=args, prog_name="kickoff", standalone_mode=False)
+        return _dispatch(args)
     except KickoffError as exc:
         if os.environ.get("KICKOFF_DEBUG"):
             raise
+        from kickoff.cli import _screen
+
         _screen.error(exc.message)
         return exc.exit_code
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
+    except KeyboardInterrupt:
+        from kickoff.cli import _screen
+
         _screen.error("interrupted")
         return 130
-    except typer.TyperException as exc:  # click's usage errors (typer vendors click): exit 2
-        if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its subcommand
-            _screen.err.write(exc.format_message() + "\n")
-        else:
-            _screen.error(exc.format_message().rstrip(".") + _usage_hint(exc))
-        return exc.exit_code
     except BrokenPipeError:
         _quiet_broken_pipe()
         return 1
-    return code if isinstance(code, int) else 0
 
 
 def main(argv: list[str] | None = None) -> None:

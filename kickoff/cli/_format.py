@@ -4,11 +4,14 @@ tags, event payloads. Pure: no I/O here (`_screen` decides how the words are sho
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
-from typing import Any
 
 from kickoff.cli._text import Styled, assemble, join, one_line, styled
 from kickoff.state.task_state import LIVE_STATES, TaskState
+
+TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
 
 STATES = tuple(str(s) for s in TaskState)
 FINAL = frozenset(str(s) for s in TaskState if s not in LIVE_STATES)
@@ -28,6 +31,8 @@ STATE_STYLES = {
 def parse_time(text: str | None) -> datetime | None:
     if not text:
         return None
+    from datetime import UTC, datetime  # 1 ms: piped output shows times as they are
+
     at = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return at if at.tzinfo else at.replace(tzinfo=UTC)
 

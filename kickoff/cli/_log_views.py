@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kickoff.audit import history as hist
-from kickoff.audit import pointintime
-from kickoff.audit import verify as verifying
 from kickoff.cli import _format as fmt
 from kickoff.cli._screen import fields, heading, lines, out, table
 from kickoff.cli._task_views import task_fields
 from kickoff.cli._text import Cell, Styled, assemble, join, one_line, styled
+
+if TYPE_CHECKING:  # the offline commands' (replay, verify): imported by them alone
+    from kickoff.audit import pointintime
+    from kickoff.audit import verify as verifying
 
 EventJSON = dict[str, Any]
 
@@ -257,6 +259,8 @@ def print_task_then(view: pointintime.View, task: EventJSON, events: list[EventJ
 
 
 def print_report(report: verifying.Report) -> None:
+    from kickoff.audit import verify as verifying
+
     heading(styled(f"verify {report.path} (read-only)", "bold"))
     by_check: dict[str, list[verifying.Problem]] = {}
     for problem in sorted(report.problems, key=lambda p: (p.seq is None, p.seq or 0)):

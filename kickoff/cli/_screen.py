@@ -5,19 +5,25 @@ one (the command, the details) cut with an ellipsis at the screen's edge; colors
 NO_COLOR is set or TERM is dumb. Piped or redirected: plain text and tab-separated tables
 with a header line, no escape sequence at all, so `cut`, `awk` and `grep` work. Either
 way every cell is escaped (`_text.flat`): data never acts on the operator's terminal.
-Data goes to stdout, messages and errors to stderr; `print_json` is `--json`'s way out.
+Data goes to stdout, messages and errors to stderr; `print_json` is `--json`'s way out
+(the standard library's json: orjson's import costs more than all of `kickoff new`).
+Progress bars (rich's, imported only when one is shown) need a terminal that can move its
+cursor: not TERM=dumb.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
-from typing import Any, TextIO
-
-import orjson
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from kickoff.cli._text import Cell, Styled, assemble, block, cut, flat, styled, width
+
+TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 GAP = "   "  # between table columns
 MIN_LAST = 12  # the last column keeps at least this many cells, even past the edge
@@ -197,11 +203,46 @@ def lines(text: str, *, stream: Stream = out) -> None:
 
 def print_json(data: Any) -> None:
     """One JSON document on stdout."""
-    out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     out.flush()
 
 
 def print_json_line(data: Any) -> None:
     """One compact JSON line on stdout (for streams and jq)."""
-    out.write(orjson.dumps(data).decode() + "\n")
+    out.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
     out.flush()
+
+
+if TYPE_CHECKING:
+    Update = Callable[..., None]  # update(completed=N) or update(advance=N), description=...
+
+
+@contextmanager
+def progress_bar(what: str, total: int, *, show: bool, spinner: bool = False) -> Iterator[Update]:
+    """A transient bar counting to `total` on stderr when `show` (and stderr is a live
+    terminal); the function to move it (a no-op otherwise)."""
+    if not (show and err.live):
+        yield lambda **_: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns: list[ProgressColumn] = [SpinnerColumn()] if spinner else []
+    columns += [
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    console = Console(stderr=True, highlight=False, force_terminal=True)
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda **changes: progress.update(task, **changes)

@@ -9,16 +9,18 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 from kickoff import defaults
-from kickoff.cli import _progress
-from kickoff.cli._screen import err, out, print_json
+from kickoff.cli._screen import err, out, print_json, progress_bar
 from kickoff.client import Client
 from kickoff.errors import InvalidInput, KickoffError
 
-Task = dict[str, Any]
+TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
+if TYPE_CHECKING:
+    from typing import Any
+
+    Task = dict[str, Any]
+
 BATCH_BYTES = defaults.MAX_BODY_BYTES // 2  # headroom for JSON escaping
 PROGRESS_AT = 2_000  # tasks: below this a submission is too quick for a progress bar
 
@@ -37,7 +39,11 @@ def read_lines(source: str) -> Iterator[tuple[int, str]]:
     if source == "-" and sys.stdin.isatty():
         err.line("reading commands from stdin, one per line; end with Ctrl-D")
     try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source, encoding="utf-8") as fh:
+                text = fh.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read {source}: {exc}") from None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -85,7 +91,7 @@ def submit(api: Client, tasks: list[Task]) -> list[int]:
             first, and the message says so.
     """
     ids: list[int] = []
-    with _progress.bar("submitting", len(tasks), show=len(tasks) >= PROGRESS_AT) as update:
+    with progress_bar("submitting", len(tasks), show=len(tasks) >= PROGRESS_AT) as update:
         for batch in batches(tasks):
             body = batch[0] if len(tasks) == 1 else {"tasks": batch}
             try:

@@ -10,9 +10,6 @@ what could mean two things is refused with a hint, never guessed.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 from kickoff.errors import InvalidInput
 
 # Options that take every following word, up to the next dash-word, with one dash or two:
@@ -39,8 +36,8 @@ HELP_WORDS = frozenset({"-h", "-help", "--help"})
 # Options that may come before the subcommand (`kickoff -server X status`).
 GLOBAL_VALUED = frozenset({"server", "token"})
 
-_SINGLE_LONG = re.compile(r"-([a-z][a-z0-9_-]+)(=.*)?", re.DOTALL)
-_DOUBLE_LONG = re.compile(r"--([a-z][a-z0-9_-]*)(=.*)?", re.DOTALL)
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyz")
+_NAME = _NAME_START | frozenset("0123456789_-")
 
 
 def is_dash_word(word: str) -> bool:
@@ -51,14 +48,15 @@ def is_dash_word(word: str) -> bool:
 
 
 def _long_option(word: str) -> tuple[str, str | None, bool] | None:
-    """`-name[=v]` or `--name[=v]` -> (name, inline value or None, single-dash?)."""
-    match = _SINGLE_LONG.fullmatch(word)
-    single = match is not None
-    match = match or _DOUBLE_LONG.fullmatch(word)
-    if match is None:
+    """`-name[=v]` (a name of two letters or more) or `--name[=v]` -> (name, inline value
+    or None, single-dash?); a name is `[a-z][a-z0-9_-]*`, `_` read as `-`."""
+    single = not word.startswith("--")
+    if not word.startswith("-"):
         return None
-    value = match[2][1:] if match[2] is not None else None
-    return match[1].replace("_", "-"), value, single
+    name, eq, value = word[1 if single else 2 :].partition("=")
+    if len(name) < (2 if single else 1) or name[0] not in _NAME_START or not set(name) <= _NAME:
+        return None
+    return name.replace("_", "-"), value if eq else None, single
 
 
 def _swallow(
@@ -115,13 +113,30 @@ def _translate_options(words: list[str]) -> list[str]:
     return out
 
 
-@dataclass(frozen=True)
 class NewWords:
-    """`kickoff new`'s words, sorted: its options (name, value) in order, and the command."""
+    """`kickoff new`'s words, sorted: its options (name, value) in order, and the command.
+    (A plain class: typing's NamedTuple would cost `kickoff new` the import of typing.)"""
 
-    options: tuple[tuple[str, str | None], ...] = ()
-    command: tuple[str, ...] = ()
-    help: bool = False
+    __slots__ = ("command", "help", "options")
+
+    def __init__(
+        self,
+        options: tuple[tuple[str, str | None], ...] = (),
+        command: tuple[str, ...] = (),
+        help: bool = False,
+    ) -> None:
+        self.options, self.command, self.help = options, command, help
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NewWords):
+            return NotImplemented
+        return (self.options, self.command, self.help) == (other.options, other.command, other.help)
+
+    def __hash__(self) -> int:
+        return hash((self.options, self.command, self.help))
+
+    def __repr__(self) -> str:
+        return f"NewWords({self.options!r}, {self.command!r}, help={self.help})"
 
     def args(self) -> list[str]:
         """The modern form typer parses: `new --opt value ... -- CMD...`."""

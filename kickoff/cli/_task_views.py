@@ -9,21 +9,27 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import Any
 
 from kickoff import defaults
 from kickoff.cli import _format as fmt
 from kickoff.cli._screen import err, error, fields, heading, lines, out, table
 from kickoff.cli._text import Cell, assemble, one_line, styled
 
-Task = dict[str, Any]
+TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
+
+    Task = dict[str, Any]
+
 RECENT_EVENTS = 10
 SHOWN_FAILURES = 10
 EVENT_NOISE = ("task_id", "worker_id", "command", "output_tail")
 
 
 def _now() -> datetime:
+    from datetime import UTC, datetime  # 1 ms: only where a time is shown
+
     return datetime.now(UTC)
 
 

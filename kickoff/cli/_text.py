@@ -11,9 +11,7 @@ alike (`one_line`, `block`).
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
 _BLOCK_ESCAPES = {code: shown for code, shown in _ESCAPES.items() if chr(code) not in "\n\t"}
@@ -36,6 +34,8 @@ def block(text: str) -> str:
 
 
 def _char_width(char: str) -> int:
+    import unicodedata  # a C extension to load: only for text that is not ASCII
+
     if unicodedata.combining(char):
         return 0
     return 2 if unicodedata.east_asian_width(char) in "WF" else 1
@@ -59,11 +59,23 @@ def cut(text: str, cells: int) -> str:
     return "".join(kept) + ELLIPSIS
 
 
-@dataclass(frozen=True, slots=True)
 class Styled:
-    """Text in parts, each `(text, style)`; `plain` is the text alone."""
+    """Text in parts, each `(text, style)`; `plain` is the text alone. (Not a dataclass:
+    importing dataclasses costs `kickoff new` several milliseconds.)"""
 
-    parts: tuple[tuple[str, str], ...] = ()
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[tuple[str, str], ...] = ()) -> None:
+        self.parts = parts
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Styled) and other.parts == self.parts
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+    def __repr__(self) -> str:
+        return f"Styled({self.parts!r})"
 
     @property
     def plain(self) -> str:

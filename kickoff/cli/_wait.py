@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from kickoff import defaults
-from kickoff.cli import _progress
 from kickoff.cli._format import FINAL, STATES
+from kickoff.cli._screen import progress_bar
 from kickoff.client import Client
 from kickoff.errors import KickoffError, NotFound
 
@@ -66,7 +66,7 @@ def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) 
     done: dict[int, Task] = {}
     latest: dict[int, Task] = {}
     delay = FIRST_DELAY_S
-    with _progress.bar("waiting", len(set(ids)), show=True, spinner=True) as update:
+    with progress_bar("waiting", len(set(ids)), show=True, spinner=True) as update:
         while True:
             latest.update(fetch(client, set(ids) - set(done)))
             done.update((i, t) for i, t in latest.items() if t["state"] in FINAL)

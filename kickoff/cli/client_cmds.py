@@ -2,6 +2,8 @@
 
 Each is a thin layer over one or two HTTP calls (docs/api.md); `--json` prints the server's
 answer as it is (docs/cli.md documents the fields); `_task_views` draws the human form.
+`new` and `status` are run by `_quick` (without typer, for speed): their declarations here
+give typer their `--help`.
 """
 
 from __future__ import annotations
@@ -12,33 +14,14 @@ from urllib.parse import quote
 import typer
 
 from kickoff import defaults
-from kickoff.cli import _format, _submit, _wait
+from kickoff.cli import _quick, _wait
 from kickoff.cli import _task_views as views
 from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
 from kickoff.cli._screen import print_json
 from kickoff.client import Client
-from kickoff.errors import ERRORS_BY_CODE, IllegalTransition, InvalidInput, KickoffError, NotFound
-from kickoff.state.task_state import LIVE_STATES
-from kickoff.tags import check_tags, split_tags
+from kickoff.errors import ERRORS_BY_CODE, IllegalTransition, KickoffError, NotFound
 
 TagsOpt = list[str] | None
-
-
-def _tags(values: TagsOpt, field: str, limit: int = defaults.MAX_TASK_TAGS) -> list[str]:
-    """Tags from repeated options, each maybe `a,b;c`; checked before anything is sent."""
-    return sorted(check_tags(split_tags(values or ()), field=field, limit=limit))
-
-
-def _states(values: list[str] | None, everything: bool) -> list[str]:
-    states = split_tags(values or ())
-    unknown = sorted(set(states) - set(_format.STATES) - {"all"})
-    if unknown:
-        raise InvalidInput(
-            f"--state: unknown {', '.join(unknown)}; one of {', '.join(_format.STATES)}, all"
-        )
-    if everything or "all" in states:
-        return ["all"]
-    return states or [str(s) for s in LIVE_STATES]
 
 
 def new(
@@ -133,37 +116,22 @@ def new(
       id=$(kickoff new -- make test) && kickoff wait $id
       kickoff new --from commands.txt --require cpu     (one command per line)
     """
-    if bool(command) == bool(from_):
-        raise InvalidInput(
-            "give a command (kickoff new [OPTIONS] -- CMD...) or --from FILE, not both"
-            if command
-            else "no command given: kickoff new [OPTIONS] -- CMD...  (or --from FILE)"
-        )
-    base: dict[str, Any] = {
-        "require": _tags(require, "require"),
-        "want": _tags(want, "want"),
-        "priority": priority,
-        "max_attempts": max_attempts,
-    }
-    if timeout is not None:
-        base["timeout_s"] = timeout
-    if command:
-        key = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
-        tasks = [{"command": _submit.command_string(command), **base, **key}]
-    else:
-        assert from_ is not None
-        tasks = _submit.from_lines(from_, base, idempotency_key)
-    with client(server, token) as api:
-        ids = _submit.submit(api, tasks)
-        _submit.print_ids(ids, as_json=as_json)
-        if not wait:
-            return
-        final = _wait.wait_for(api, ids)
-    views.unfinished([final[i] for i in ids], summary=False)
-    if command:
-        raise typer.Exit(_wait.exit_code(final[ids[0]]))
-    if any(task["state"] != "succeeded" for task in final.values()):
-        raise typer.Exit(1)
+    code = _quick.new(
+        command or [],
+        require=require,
+        want=want,
+        priority=priority,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        idempotency_key=idempotency_key,
+        from_=from_,
+        wait=wait,
+        as_json=as_json,
+        server=server,
+        token=token,
+    )
+    if code:
+        raise typer.Exit(code)
 
 
 def status(
@@ -201,13 +169,15 @@ def status(
       kickoff status --state failed --limit 20
       kickoff status --all --after 1000     (the page after task 1000)
     """
-    states = _states(state, all_)
-    with client(server, token) as api:
-        page = api.get("/v1/tasks", state=states, limit=limit, after=after or None)
-    if as_json:
-        print_json(page)
-    else:
-        views.status(page, states)
+    _quick.status(
+        state=state,
+        all_=all_,
+        limit=limit,
+        after=after,
+        as_json=as_json,
+        server=server,
+        token=token,
+    )
 
 
 def info(
@@ -369,11 +339,11 @@ def tags(
     """
     limit = defaults.MAX_WORKER_TAGS
     body: dict[str, Any] = {
-        "add": _tags(add, "add", limit),
-        "remove": _tags(remove, "remove", limit),
+        "add": _quick.tags(add, "add", limit),
+        "remove": _quick.tags(remove, "remove", limit),
     }
     if set_ is not None:
-        body["set"] = _tags(set_, "set", limit)
+        body["set"] = _quick.tags(set_, "set", limit)
     with client(server, token) as api:
         if add is None and remove is None and set_ is None:
             found = api.get(f"/v1/workers/{quote(worker, safe='')}")

@@ -2,7 +2,8 @@
 
 `history` and `events` ask the server (docs/api.md). `replay`, `verify`, `compact` and
 `projections rebuild` open the database file directly: the first two read-only, so they
-are safe on a live server's database.
+are safe on a live server's database. The store and the offline audit modules are
+imported by those commands alone, so `history` and `events` never load them.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import orjson
 import typer
 
 from kickoff import defaults
-from kickoff.audit import compact as compaction
 from kickoff.audit import history as hist
-from kickoff.audit import pointintime, points
-from kickoff.audit import verify as verifying
+from kickoff.audit import points
 from kickoff.cli import _format as fmt
 from kickoff.cli import _log_views as views
 from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
@@ -32,8 +31,9 @@ from kickoff.cli._screen import err, fields, heading, print_json, print_json_lin
 from kickoff.cli._text import assemble, styled
 from kickoff.client import Client
 from kickoff.errors import DatabaseRefused, InvalidInput, NotFound, ServerUnreachable
-from kickoff.events.model import EVENT_TYPES
-from kickoff.store.db import connect, default_db_path, lock_exclusive
+
+if TYPE_CHECKING:
+    from kickoff.audit import pointintime
 
 EventJSON = dict[str, Any]
 PAGE = defaults.MAX_PAGE  # as much as the server gives in one answer
@@ -56,6 +56,8 @@ def _now() -> datetime:
 
 
 def _db(path: Path | None) -> Path:
+    from kickoff.store.db import default_db_path
+
     return path or default_db_path()
 
 
@@ -125,6 +127,8 @@ def _event_type(name: str) -> str:
     Raises:
         InvalidInput: no such type (the message lists them, and the outcome names).
     """
+    from kickoff.events.model import EVENT_TYPES  # the names; `history` never needs them
+
     if name in EVENT_TYPES:
         return name
     folded = {t.lower(): t for t in EVENT_TYPES}
@@ -421,6 +425,9 @@ def replay(
     """
     if until is not None and at is not None:
         raise InvalidInput("give --until SEQ or --at TIME, not both")
+    from kickoff.audit import pointintime
+    from kickoff.store.db import connect
+
     when = points.parse_time(at, now=_now()) if at is not None else None
     path = _db(db)
     conn = connect(path, readonly=True)
@@ -505,6 +512,8 @@ def verify(
       kickoff verify
       kickoff verify --db backup.db --json | jq .first_bad_seq
     """
+    from kickoff.audit import verify as verifying
+
     report = verifying.verify(_db(db), archives=archive or ())
     if as_json:
         print_json(report.to_json())
@@ -560,6 +569,8 @@ def compact(
     path = _db(db)
     if not path.exists():
         raise DatabaseRefused(f"no database at {path}")
+    from kickoff.audit import compact as compaction
+
     point = points.parse_point(before, now=_now())
     target = archive or path.with_name(f"{path.stem}.archive{path.suffix or '.db'}")
     result = compaction.compact(path, before=point, archive=target, now=_now())
@@ -623,6 +634,7 @@ def rebuild(
       kickoff projections rebuild --db kickoff.db
     """
     from kickoff.projections.rebuild import rebuild as rebuild_projections
+    from kickoff.store.db import connect, lock_exclusive
 
     path = _db(db)
     if not path.exists():

@@ -272,9 +272,9 @@ def test_the_option_tables_match_the_commands() -> None:
     """_syntax's constants name the real options (so a renamed option cannot go unnoticed)."""
     import typer
 
-    from kickoff.cli import app
+    from kickoff.cli._app import full_app
 
-    group = typer.main.get_command(app)
+    group = typer.main.get_command(full_app())
     commands = group.commands  # type: ignore[attr-defined]
     new_options = {
         name[2:] for param in commands["new"].params for name in param.opts if name.startswith("--")
@@ -287,3 +287,34 @@ def test_the_option_tables_match_the_commands() -> None:
                     assert getattr(param, "multiple", False), (
                         f"{command.name} {name} must be repeatable"
                     )
+
+
+@pytest.mark.parametrize("name", ["new", "status"])
+def test_the_quick_tables_are_typers_declarations(name: str) -> None:
+    """`_quick` parses new and status by its own tables; typer shows their --help from
+    client_cmds' declarations: the same options, kinds, types, ranges and defaults."""
+    import typer
+
+    from kickoff.cli import _quick
+    from kickoff.cli._app import full_app
+
+    table = {"new": _quick.NEW, "status": _quick.STATUS}[name]
+    command = typer.main.get_command(full_app()).commands[name]  # type: ignore[attr-defined]
+    declared = {
+        opt[2:]: param
+        for param in command.params
+        for opt in param.opts
+        if opt.startswith("--") and opt != "--help"
+    }
+    assert set(declared) == set(table)
+    for option, param in declared.items():
+        quick = table[option]
+        kind = "flag" if param.is_flag else "many" if param.multiple else "value"
+        assert quick.kind == kind, option
+        if kind == "value":
+            declared_type = param.type_descriptor.annotation
+            assert declared_type in (quick.type, quick.type | None), (option, declared_type)
+            assert (param.min, param.max) == (quick.low, quick.high), option
+            assert param.default == quick.default, option
+        elif kind == "flag":
+            assert param.default is False, option

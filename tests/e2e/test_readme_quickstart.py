@@ -133,10 +133,11 @@ def test_installing_from_the_checkout_leaves_it_clean(tmp_path: Path) -> None:
     """`pip install .` (the README's first command) builds in the tree: what it leaves
     there (build/, *.egg-info) is ignored, so `git status` stays clean."""
     tree = tmp_path / "checkout"
-    files = subprocess.run(
-        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
-    ).stdout.split(b"\0")
+    listed = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    files = subprocess.run(listed, cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
     for name in filter(None, files):
+        if not (ROOT / name.decode()).is_file():
+            continue  # deleted in the working tree
         target = tree / name.decode()
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((ROOT / name.decode()).read_bytes())
