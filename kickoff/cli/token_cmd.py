@@ -67,8 +67,8 @@ def token(
         found = resolve_token(address, None)
         if found is None:
             raise NotFound(
-                f"no token for {address}: none remembered in {auth.config_path()} and "
-                "$KICKOFF_TOKEN is not set"
+                f"no token remembered for {address} in {auth.config_path()} (and "
+                "$KICKOFF_TOKEN is not set)"
             )
         sys.stdout.write(found + "\n")
         return
