@@ -148,13 +148,21 @@ def run(words: list[str]) -> int:
         KickoffError: whatever the command meets (the caller prints it).
     """
     head, rest = words[0], words[1:]
+    try:
+        if head == "new":
+            parsed = _syntax.parse_new(rest)
+            command, given = list(parsed.command), options(NEW, list(parsed.options))
+        else:
+            pairs, others = _pairs(rest, STATUS)
+            if others:
+                raise InvalidInput(f"got unexpected extra argument ({others[0]})")
+            given = options(STATUS, pairs)
+    except InvalidInput as exc:
+        exc.message += f" (see `kickoff {head} --help`)"
+        raise
     if head == "new":
-        parsed = _syntax.parse_new(rest)
-        return new(list(parsed.command), **options(NEW, list(parsed.options)))
-    pairs, others = _pairs(rest, STATUS)
-    if others:
-        raise InvalidInput(f"got unexpected extra argument ({others[0]})")
-    status(**options(STATUS, pairs))
+        return new(command, **given)
+    status(**given)
     return 0
 
 

@@ -26,12 +26,12 @@ COMMAND = f"echo {MARKUP} {TITLE}{CLEAR}{C1_CSI}\x7f\x08end"
 TAIL = f"line 1\r\n\tline 2 {TITLE}{CLEAR}\n{C1_CSI}\rline 3 {MARKUP}\n"
 NAME = "[red]box[/red]"  # the server refuses control characters in names, not brackets
 
-SGR = re.compile(r"\x1b\[[0-9;]*m")  # rich's own colors, the only escape allowed out
+SGR = re.compile(r"\x1b\[[0-9;]*m")  # kickoff's own colors, the only escape allowed out
 ACTING = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0 but \t and \n, DEL, C1
 
 
 def assert_inert(shown: str) -> None:
-    """Nothing in `shown` but rich's colors acts on a terminal, and markup stayed text."""
+    """Nothing in `shown` but kickoff's colors acts on a terminal, and markup stayed text."""
     left = ACTING.findall(SGR.sub("", shown))
     assert not left, f"raw control characters {left!r} in:\n{shown!r}"
 
