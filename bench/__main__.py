@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cli, cluster, core, http
+from bench import cli, cluster, core, dashboard, http
 from bench.core import Figure
 
 
@@ -162,6 +162,38 @@ def _cli(quick: bool, runs: int, script: Path | None = None) -> list[Figure]:
     return figures
 
 
+def _dashboard(quick: bool, runs: int) -> list[Figure]:
+    tasks = 500 if quick else 2000
+    pair = dashboard.drain_pair(tasks, runs)
+    ratio = pair.watched / pair.alone
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "big.db"
+        n_tasks, n_events = (100_000, 300_000) if quick else (1_000_000, 3_000_000)
+        http.make_big_log(db, n_tasks, n_events)
+        first, *later = dashboard.first_page(db, runs + 1)
+        search = dashboard.search_page(db, "nothing-matches")
+    return [
+        Figure(
+            f"dashboard first page, {n_tasks:,} tasks / {n_events:,} events",
+            first,
+            "s",
+            "< 1 s",
+            "yes" if first < 1 else "no",
+            f"the first dashboard after a start (fills the chart from the log); later ones "
+            f"{statistics.median(later):.3f} s; a search matching nothing (10 windows) "
+            f"{search:.3f} s",
+        ),
+        Figure(
+            f"drain of {tasks:,} tasks with one dashboard open / without",
+            ratio * 100,
+            "%",
+            ">= 95 %",
+            "yes" if ratio >= 0.95 else "no",
+            f"{pair.watched:,.0f} vs {pair.alone:,.0f} tasks/s (medians of {runs})",
+        ),
+    ]
+
+
 # The HTTP figures by name (`--only NAME`), each against real server (and worker) processes.
 HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "bulk": _bulk,
@@ -171,6 +203,7 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "cluster": _cluster,
     "restart": _restart,
     "cli": lambda quick, runs: _cli(quick, runs, CLI_SCRIPT),
+    "dashboard": _dashboard,
 }
 CLI_SCRIPT: Path | None = None  # --kickoff
 

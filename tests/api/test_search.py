@@ -116,3 +116,18 @@ def test_bad_search_input_is_a_clear_422(api: Api) -> None:
         response = api.client.get("/v1/tasks", params=params)
         assert response.status_code == 422, response.text
         assert response.json()["error"]["message"].startswith(word)
+
+
+def test_a_request_stops_at_its_window(api: Api) -> None:
+    """Each request reads at most `scan` tasks: one that finds nothing says where it
+    stopped, and the next one goes on from there."""
+    submit_mix(api, 50)
+    conn = sqlite3.connect(api.db_path)
+    found = search.Search(text="zzz", scan=10, limit=5)
+    far, scanned = queries.run(conn, search.window(found))
+    page = search.page(found, far, scanned, queries.run(conn, search.matches(found, far)))
+    assert (page["tasks"], page["next_after"], page["searched_to"]) == ([], 10, 10)
+    down = search.Search(text="zzz", scan=10, limit=5, descending=True, before_id=41)
+    far, scanned = queries.run(conn, search.window(down))
+    page = search.page(down, far, scanned, queries.run(conn, search.matches(down, far)))
+    assert (page["next_before"], page["searched_to"]) == (31, 31)
