@@ -18,9 +18,9 @@ from starlette.requests import Request
 
 from kickoff import defaults
 from kickoff.errors import InvalidInput, KickoffError, MalformedRequest, TooLarge
-from kickoff.state.decide import Completion, NewTask
+from kickoff.state.decide import Completion, GroupRequest, NewTask
 from kickoff.state.decide import new_task as make_task
-from kickoff.tags import check_tags, split_tags
+from kickoff.tags import TAG_RE, check_tags, split_tags
 
 _HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})  # controls, invisible format marks, line breaks
 _INT_RE = re.compile(r"-?[0-9]{1,19}")
@@ -171,6 +171,38 @@ def _tag_set(value: tuple[str, ...], limit: int) -> frozenset[str]:
     return check_tags(split_tags(value), field=_TAGS_FIELD, limit=limit)
 
 
+@cache
+def ids_rule(limit: int) -> Rule:
+    """A list of at most `limit` task ids, as a tuple in first-seen order without repeats."""
+    check_id = integer_rule(1, defaults.MAX_TASK_ID)
+
+    def check(value: Any, field: str) -> tuple[int, ...]:
+        if type(value) is not list:
+            raise InvalidInput(f"{field}: expected a list of task ids")
+        if len(value) > limit:
+            raise InvalidInput(f"{field}: {len(value)} ids, at most {limit} allowed")
+        return tuple(dict.fromkeys(check_id(v, field) for v in value))
+
+    return check
+
+
+@cache
+def exit_codes_rule(limit: int) -> Rule:
+    """A list of exit codes and maybe "timeout", or null; sorted, codes first."""
+    check_code = integer_rule(-(1 << 31), 1 << 31)
+
+    def check(value: Any, field: str) -> tuple[int | str, ...] | None:
+        if value is None:
+            return None
+        if type(value) is not list or len(value) > limit:
+            raise InvalidInput(f"{field}: expected a list of at most {limit} exit codes")
+        timeout = "timeout" in value
+        codes = sorted({check_code(v, field) for v in value if v != "timeout"})
+        return (*codes, *(("timeout",) if timeout else ()))
+
+    return check
+
+
 def hidden_char(value: str) -> str | None:
     """The first character that a terminal would act on or not show: a control (Cc), an
     invisible format character such as a bidi override or a zero-width space (Cf), or a
@@ -217,6 +249,12 @@ TASK_RULES: dict[str, Rule] = {
     "max_attempts": integer_rule(1, defaults.MAX_ATTEMPTS_LIMIT),
     "timeout_s": number_rule(defaults.MIN_TIMEOUT_S, defaults.MAX_TIMEOUT_S, optional=True),
     "idempotency_key": string_rule(defaults.MAX_IDEMPOTENCY_KEY_CHARS, plain=True, optional=True),
+    "after": ids_rule(defaults.MAX_DEPENDENCIES),
+    "after_any": ids_rule(defaults.MAX_DEPENDENCIES),
+    "array_index": integer_rule(0, defaults.MAX_ARRAY_INDEX),
+    "retries": integer_rule(0, defaults.MAX_RETRIES),
+    "retry_delay_s": number_rule(0, defaults.MAX_RETRY_DELAY_S),
+    "retry_on": exit_codes_rule(defaults.MAX_RETRY_CODES),
 }
 TASK_FIELDS = frozenset(TASK_RULES)
 # A task's fields in NewTask's order with their defaults (a given field replaces its own);
@@ -258,11 +296,12 @@ def new_task(value: Any, *, field: str = "task") -> NewTask:
 
 
 def submission(value: Any) -> list[NewTask]:
-    """One task object, or `{"tasks": [...]}`: all valid, or nothing is submitted."""
+    """One task object, or `{"tasks": [...]}`: all valid, or nothing is submitted. Either
+    may name a `group` (see `group`)."""
     data = obj(value)
     if "tasks" not in data:
-        return [new_task(data)]
-    obj(data, allowed={"tasks"})
+        return [new_task({k: v for k, v in data.items() if k != "group"})]
+    obj(data, allowed={"tasks", "group"})
     items = data["tasks"]
     if not isinstance(items, list) or not items:
         raise InvalidInput("tasks: expected a non-empty list")
@@ -278,6 +317,46 @@ def submission(value: Any) -> list[NewTask]:
         _new_task(items[failed], _field_names(f"tasks[{failed}]"))  # fails again, named
         raise
     return tasks
+
+
+GROUP_FIELDS = frozenset({"name", "max_running"})
+
+
+def group(value: Any) -> GroupRequest | None:
+    """A submit body's `group`: `{"name": NAME, "max_running": N}`, both optional (no
+    name: a new group the server names), or just the name; None when there is none.
+
+    Raises:
+        InvalidInput: a malformed group or name.
+    """
+    given = obj(value).get("group")
+    if given is None:
+        return None
+    if type(given) is str:
+        given = {"name": given}
+    data = obj(given, field="group", allowed=GROUP_FIELDS)
+    name = data.get("name")
+    if name is not None:
+        group_name(name)
+    cap = data.get("max_running")
+    if cap is not None:
+        cap = integer(cap, field="group.max_running", low=1, high=defaults.MAX_GROUP_RUNNING)
+    return GroupRequest(name=name, max_running=cap)
+
+
+def group_name(value: Any, *, field: str = "group.name") -> str:
+    """A group's name: 1-64 characters of the tag alphabet (it goes into shell commands).
+
+    Raises:
+        InvalidInput: anything else.
+    """
+    if type(value) is not str or not TAG_RE.fullmatch(value):
+        shown = repr(value)[:80]
+        raise InvalidInput(
+            f"{field}: invalid group name {shown}: 1-{defaults.MAX_GROUP_NAME_CHARS} "
+            "characters from A-Z a-z 0-9 _ . : = + / -"
+        )
+    return value
 
 
 def task_id(text: str) -> int:

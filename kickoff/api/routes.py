@@ -40,9 +40,30 @@ def client_of(request: Request) -> str | None:
 
 
 async def submit(request: Request) -> Response:
-    tasks = parse.submission(await parse.body(request))
-    ids = await svc(request).submit(tasks, submitted_by=client_of(request))
-    return ORJSONResponse({"ids": ids}, status_code=201)
+    data = await parse.body(request)
+    tasks = parse.submission(data)
+    group = parse.group(data)
+    ids, label = await svc(request).submit_to_group(
+        tasks, submitted_by=client_of(request), group=group
+    )
+    answer: dict[str, Any] = {"ids": ids}
+    if group is not None:
+        answer["group"] = label
+    return ORJSONResponse(answer, status_code=201)
+
+
+def _group_id(service: Service, request: Request) -> int | None:
+    """The `group` query parameter's group id, None without one (404 for no such group)."""
+    name = request.query_params.get("group")
+    return None if not name else service.find_group(name)
+
+
+def _with_waits(service: Service, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each waiting task's `waiting_for`: the dependencies it still waits for (memory is
+    ahead of the projections by at most the commit in flight)."""
+    for task in tasks:
+        task["waiting_for"] = service.waiting_for(task["id"]) if task["state"] == "waiting" else []
+    return tasks
 
 
 def _states(request: Request) -> list[str]:
@@ -76,17 +97,19 @@ async def list_tasks(request: Request) -> Response:
             limit=limit,
         )
         return ORJSONResponse(await _search(svc(request), found))
+    service = svc(request)
+    group_id = _group_id(service, request)
     query = queries.list_tasks(
         states=states,
         worker_id=params.get("worker"),
+        group_id=group_id,
         after_id=after,
         limit=limit + 1,
         descending=descending,
         before_id=before,
     )
-    service = svc(request)
-    tasks = await service.query(query)
-    counts = await service.query(queries.counts())
+    tasks = _with_waits(service, await service.query(query))
+    counts = await service.query(queries.counts(group_id=group_id))
     more = len(tasks) > limit
     tasks = tasks[:limit]
     return ORJSONResponse(
@@ -109,7 +132,32 @@ async def _search(service: Service, found: search.Search) -> dict[str, Any]:
 
 async def get_task(request: Request) -> Response:
     task_id = parse.task_id(request.path_params["task_id"])
-    return ORJSONResponse(await svc(request).get_task(task_id))
+    service = svc(request)
+    return ORJSONResponse(_with_waits(service, [await service.get_task(task_id)])[0])
+
+
+async def get_group(request: Request) -> Response:
+    service = svc(request)
+    group_id = service.find_group(request.path_params["group"])
+    group = await service.query(queries.get_group(group_id))
+    counts = await service.query(queries.counts(group_id=group_id))
+    return ORJSONResponse(
+        {
+            **group,
+            "counts": {state: counts.get(state, 0) for state in STATES},
+            "total": sum(counts.values()),
+            "live": sum(counts.get(state, 0) for state in LIVE),
+        }
+    )
+
+
+async def cancel_group(request: Request) -> Response:
+    service = svc(request)
+    name = request.path_params["group"]
+    group_id = service.find_group(name)
+    asked = await service.cancel_group(name, requested_by=client_of(request))
+    label = service.state.groups[group_id].label
+    return ORJSONResponse({"group": label, "cancelled": asked})
 
 
 async def task_events(request: Request) -> Response:
@@ -221,6 +269,7 @@ def _claimed_json(c: Claimed) -> dict[str, Any]:
         "attempt": c.attempt,
         "command": c.command,
         "timeout_s": c.timeout_s,
+        "array_index": c.array_index,
     }
 
 
@@ -286,7 +335,8 @@ async def deregister(request: Request) -> Response:
 
 async def stats(request: Request) -> Response:
     service = svc(request)
-    counts = await service.query(queries.counts())
+    group_id = _group_id(service, request)
+    counts = await service.query(queries.counts(group_id=group_id))
     now = service.clock()
     minute_ago = to_text(now - timedelta(seconds=60))
     done, first_at = await service.query(
@@ -318,8 +368,14 @@ async def stats(request: Request) -> Response:
                 "per_second": round(done / window_s, 3),
             },
             "last_seq": service.last_seq,
+            **({} if group_id is None else {"group": _group_summary(service, group_id)}),
         }
     )
+
+
+def _group_summary(service: Service, group_id: int) -> dict[str, Any]:
+    group = service.state.groups[group_id]
+    return {"name": group.label, "max_running": group.max_running, "running": group.running}
 
 
 def _event_filters(request: Request) -> dict[str, Any]:
@@ -493,6 +549,8 @@ ROUTES = [
     Route("/v1/workers/{worker}/claim", claim, methods=["POST"]),
     Route("/v1/workers/{worker}/heartbeat", heartbeat, methods=["POST"]),
     Route("/v1/workers/{worker}/tags", change_tags, methods=["POST"]),
+    Route("/v1/groups/{group}", get_group, methods=["GET"]),
+    Route("/v1/groups/{group}/cancel", cancel_group, methods=["POST"]),
     Route("/v1/stats", stats, methods=["GET"]),
     Route("/v1/events", events, methods=["GET"]),
     Route("/v1/events/stream", event_stream, methods=["GET"]),

@@ -22,8 +22,9 @@ class Step:
 
     seq: int
     at: datetime
-    kind: str  # submitted, claimed, heartbeats, lease_expired, requeued, cancel_requested,
-    # cancelled, completed, failed, or the event type for anything else
+    kind: str  # submitted, released, claimed, heartbeats, lease_expired, requeued,
+    # retry_scheduled, cancel_requested, cancelled, completed, failed, or the event type
+    # for anything else
     text: str
     worker_id: str | None = None
     attempt: int | None = None
@@ -146,7 +147,8 @@ class _Teller:
 
 
 def _submitted(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
-    t.task_id, t.command, t.state = data.get("task_id"), data.get("command"), "pending"
+    t.task_id, t.command = data.get("task_id"), data.get("command")
+    t.state = "waiting" if data.get("after") or data.get("after_any") else "pending"
     t.max_attempts, t.submitted_at = data.get("max_attempts"), at
     by = data.get("submitted_by")
     parts = [f"submitted by {by}" if by else "submitted"]
@@ -162,7 +164,38 @@ def _submitted(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
         parts.append(f"up to {data['max_attempts']} attempts")
     if data.get("idempotency_key"):
         parts.append(f"idempotency key {data['idempotency_key']}")
+    parts.extend(_workflow(data))
     t.step(seq, at, "submitted", " · ".join(parts))
+
+
+def _ids(ids: Iterable[int]) -> str:
+    return " ".join(str(i) for i in ids)
+
+
+def _workflow(data: EventJSON) -> list[str]:
+    """What a submission says about dependencies, its group, array index and retries."""
+    parts = []
+    if data.get("after"):
+        parts.append(f"after {_ids(data['after'])} succeed")
+    if data.get("after_any"):
+        parts.append(f"after {_ids(data['after_any'])} end")
+    if data.get("group_id") is not None:
+        parts.append(f"group g{data['group_id']}")
+    if data.get("array_index") is not None:
+        parts.append(f"array index {data['array_index']}")
+    if data.get("retries"):
+        retry = f"{data['retries']} retries"
+        if data.get("retry_delay_s"):
+            retry += f" after {duration(float(data['retry_delay_s']))} (doubling)"
+        if data.get("retry_on") is not None:
+            retry += f" on {' '.join(str(c) for c in data['retry_on']) or 'nothing'}"
+        parts.append(retry)
+    return parts
+
+
+def _released(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
+    t.state = "pending"
+    t.step(seq, at, "released", "released: its dependencies ended as it asked; pending")
 
 
 def _claimed(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
@@ -188,16 +221,21 @@ def _completed(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
         text = f"timed out on {worker} after {took} (exit code {code})"
     else:
         text = f"{'succeeded' if ok else 'failed'} on {worker}: exit code {code} after {took}"
-    t.finish(at, "succeeded" if ok else "failed")
+    retry_in_s = data.get("retry_in_s")
+    if retry_in_s is not None:  # not over: a retry is scheduled
+        t.state = "waiting"
+        text += "; to be retried" + (f" in {duration(float(retry_in_s))}" if retry_in_s else "")
+    else:
+        t.finish(at, "succeeded" if ok else "failed")
     t.last_seen[worker] = at
     t.step(
         seq,
         at,
-        "completed",
+        "completed" if retry_in_s is None else "retry_scheduled",
         text,
         worker_id=worker,
         attempt=data.get("attempt"),
-        outcome=t.state,
+        outcome=("succeeded" if ok else "failed") if retry_in_s is None else "warning",
         output_tail=data.get("output_tail") or "",
     )
 
@@ -216,11 +254,14 @@ def _requeued(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     t.state = "pending"
     reason = str(data.get("reason") or "").replace("_", " ")
     why = f" ({reason})" if reason else ""
+    text = f"requeued{why}; next start is attempt {data['next_attempt']}"
+    if reason.startswith("retry"):
+        text = f"started again: {reason}; next start is attempt {data['next_attempt']}"
     t.step(
         seq,
         at,
         "requeued",
-        f"requeued{why}; next start is attempt {data['next_attempt']}",
+        text,
         attempt=data["next_attempt"],
         outcome="warning",
     )
@@ -239,6 +280,8 @@ def _cancelled(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     worker = data.get("worker_id")
     t.finish(at, "cancelled")
     text = f"cancelled (attempt {data['attempt']} on {worker} stopped)" if worker else "cancelled"
+    if data.get("reason"):
+        text += f": {data['reason']}"
     t.step(
         seq,
         at,
@@ -266,6 +309,7 @@ def _failed(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
 
 _TELLERS = {
     "TaskSubmitted": _submitted,
+    "TaskReleased": _released,
     "TaskClaimed": _claimed,
     "TaskCompleted": _completed,
     "TaskLeaseExpired": _lease_expired,

@@ -20,6 +20,7 @@ from kickoff.audit import compact
 from kickoff.audit.fresh import Builder
 from kickoff.errors import DatabaseRefused
 from kickoff.events.model import task_id_of, worker_id_of
+from kickoff.projections.schema import WORKFLOW_DOWNGRADE
 from kickoff.state.fold import State, apply
 from kickoff.store import schema
 from kickoff.store.db import connect
@@ -31,13 +32,14 @@ CHECKS: dict[str, str] = {
     "chain": "every row's hash chains to the row before it",
     "payloads": "every payload decodes under its version and matches its row",
     "fold": "the state fold accepts every event in order",
-    "projections": "tasks, workers, task_counts and projection_state equal a fresh rebuild",
+    "projections": "tasks, workers, task_counts, groups and projection_state equal a fresh rebuild",
     "archive": "archived heartbeats match their compaction records",
 }
 COMPARED = (
     ("tasks", "id"),
     ("workers", "id"),
     ("task_counts", "state"),
+    ("groups", "id"),
     ("projection_state", "name"),
 )
 MAX_PROBLEMS = 50  # per check; the rest are counted
@@ -385,6 +387,8 @@ def _compare(live: sqlite3.Connection, fresh: sqlite3.Connection, report: Report
     for table, key in COMPARED:
         try:
             cols = _columns(live, table)
+            if not cols and not _columns(fresh, table):
+                continue  # not in this schema version
             if not cols:
                 report.add(
                     "projections",
@@ -458,6 +462,9 @@ def _scan(conn: sqlite3.Connection, report: Report, archives: Sequence[Path]) ->
         if records or runs:
             _check_digests(scan, records, report)
         if builder is not None:
+            if conn.execute("PRAGMA user_version").fetchone()[0] < 3:  # before workflows
+                for sql in WORKFLOW_DOWNGRADE:
+                    builder.conn.execute(sql)
             _compare(conn, builder.conn, report)
             builder.conn.close()
     finally:

@@ -26,8 +26,36 @@ def _task_submitted_v1_to_v2(payload: JSON) -> JSON:
     return {**payload, "timeout_s": None, "idempotency_key": None, "submitted_by": None}
 
 
+def _task_submitted_v2_to_v3(payload: JSON) -> JSON:
+    """v3 added the workflow fields (dependencies, group, array index, retries); a v2 task
+    had none of them."""
+    return {
+        **payload,
+        "after": [],
+        "after_any": [],
+        "group_id": None,
+        "array_index": None,
+        "retries": 0,
+        "retry_delay_s": 0.0,
+        "retry_on": None,
+    }
+
+
+def _task_completed_v1_to_v2(payload: JSON) -> JSON:
+    """v2 added retry_in_s; a v1 completion always ended its task."""
+    return {**payload, "retry_in_s": None}
+
+
+def _task_cancelled_v1_to_v2(payload: JSON) -> JSON:
+    """v2 added reason; a v1 cancel was always asked for."""
+    return {**payload, "reason": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("TaskSubmitted", 1): _task_submitted_v1_to_v2,
+    ("TaskSubmitted", 2): _task_submitted_v2_to_v3,
+    ("TaskCompleted", 1): _task_completed_v1_to_v2,
+    ("TaskCancelled", 1): _task_cancelled_v1_to_v2,
 }
 
 
@@ -40,7 +68,17 @@ def _converters(cls: type[Event]) -> dict[str, Callable[[Any], Any]]:
             out[field.name] = _tag_list
         elif kind.startswith("tuple[tuple"):
             out[field.name] = lambda rows: tuple(tuple(row) for row in rows)
+        elif kind.startswith("tuple["):
+            out[field.name] = _flat_tuple
     return out
+
+
+def _flat_tuple(value: Any) -> tuple[Any, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    return tuple(value)
 
 
 def _tag_list(value: Any) -> frozenset[str]:
@@ -67,24 +105,50 @@ def _sorted_tags(tags: frozenset[str]) -> list[str]:
     return sorted(tags)
 
 
+_OMITTED = {
+    name: {
+        f.name: f.default
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("omit_default") and f.default is not dataclasses.MISSING
+    }
+    for name, cls in EVENT_TYPES.items()
+}
+
+
 def _payload_function(cls: type[Event], *, encode: bool) -> Callable[[Any], Any]:
     """The payload of a `cls` event as one dict display made from the class's fields: keys
     in sorted order, tag sets as sorted lists; with `encode`, its canonical JSON bytes
-    (orjson keeps the keys' order, so these are the bytes OPT_SORT_KEYS would give).
+    (orjson keeps the keys' order, so these are the bytes OPT_SORT_KEYS would give), in
+    which fields marked OMITTED_AT_DEFAULT are left out while they hold their default.
 
     Generated from the fields, the way dataclasses makes __init__, so that every event
     type has the one encoder and it is as fast as one written out by hand (a bulk submit
     encodes one TaskSubmitted per task). The source holds only the fields' names.
     """
     sets = _SET_FIELDS[cls.__name__]
-    items = ", ".join(
-        f"{name!r}: {f'tags(e.{name})' if name in sets else f'e.{name}'}"
-        for name in sorted(_FIELDS[cls.__name__])
-    )
-    body = f"dumps({{{items}}})" if encode else f"{{{items}}}"
+    omitted = _OMITTED[cls.__name__] if encode else {}
+
+    def display(names: list[str]) -> str:
+        items = (f"{n!r}: {f'tags(e.{n})' if n in sets else f'e.{n}'}" for n in names)
+        return "{" + ", ".join(items) + "}"
+
+    names = sorted(_FIELDS[cls.__name__])
+    wrap = "dumps({})" if encode else "{}"
+    lines = [f"return {wrap.format(display(names))}"]
+    if omitted:  # mostly all of them hold their default: one display without them
+        at_default = " and ".join(f"e.{n} == default_{n}" for n in sorted(omitted))
+        kept = [n for n in names if n not in omitted]
+        lines = [
+            f"if {at_default}: return {wrap.format(display(kept))}",
+            f"d = {display(names)}",
+            *(f"if e.{n} == default_{n}: del d[{n!r}]" for n in sorted(omitted)),
+            f"return {wrap.format('d')}",
+        ]
     tags = _sorted_tags if encode else sorted  # a dict for callers gets lists of its own
     namespace: dict[str, Any] = {"dumps": orjson.dumps, "tags": tags}
-    exec(f"def payload(e):\n    return {body}\n", namespace)
+    namespace.update({f"default_{name}": value for name, value in omitted.items()})
+    source = "".join(f"    {line}\n" for line in lines)
+    exec(f"def payload(e):\n{source}", namespace)
     function: Callable[[Any], Any] = namespace["payload"]
     function.__name__ = function.__qualname__ = (
         f"{'encode' if encode else 'payload'}_{cls.__name__}"

@@ -7,10 +7,21 @@ bumping VERSION and adding an upcaster in `codec.py`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any, ClassVar, TypeVar
 
 T = TypeVar("T")
+
+OMITTED_AT_DEFAULT = {"omit_default": True}
+"""Field metadata: the log's payload leaves the field out while it holds its default (a
+plain task's submission stays as short as before the field existed); decoding fills the
+default in again."""
+
+
+def _later(default: Any) -> Any:
+    """A field added to an event after its first version, left out of the payload at its
+    default."""
+    return field(default=default, metadata=OMITTED_AT_DEFAULT)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,9 +35,13 @@ class ServerStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskSubmitted:
-    """A client queued a task. Emitted once per task, before any claim."""
+    """A client queued a task. Emitted once per task, before any claim.
 
-    VERSION: ClassVar[int] = 2
+    A task with dependencies (`after`: every one must succeed; `after_any`: every one must
+    end) starts `waiting`; the others start `pending`.
+    """
+
+    VERSION: ClassVar[int] = 3
     task_id: int
     command: str
     require: frozenset[str] = frozenset()
@@ -36,6 +51,15 @@ class TaskSubmitted:
     timeout_s: float | None = None  # added in v2; the v1 -> v2 upcaster sets None
     idempotency_key: str | None = None  # added in v2
     submitted_by: str | None = None  # added in v2: client address, if known
+    # added in v3 (workflows), each left out of the payload at its default:
+    after: tuple[int, ...] = _later(())  # ids that must succeed first
+    after_any: tuple[int, ...] = _later(())  # ids that must end first, in any way
+    group_id: int | None = _later(None)  # its group (GroupCreated)
+    array_index: int | None = _later(None)  # KICKOFF_ARRAY_INDEX
+    retries: int = _later(0)  # starts again after a failure, apart from max_attempts
+    retry_delay_s: float = _later(0.0)  # before the first retry; doubles for each next one
+    retry_on: tuple[int | str, ...] | None = _later(None)  # exit codes (and "timeout") to
+    # retry; None: any failure
 
 
 def fast_constructor(cls: type[T]) -> Callable[..., T]:
@@ -63,7 +87,27 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
 
 task_submitted = fast_constructor(TaskSubmitted)
 """TaskSubmitted(task_id, command, require, want, priority, max_attempts, timeout_s,
-idempotency_key, submitted_by) for a bulk submit, which makes one per task."""
+idempotency_key, submitted_by, after, after_any, group_id, array_index, retries,
+retry_delay_s, retry_on) for a bulk submit, which makes one per task."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupCreated:
+    """A submit started a group (`--group NAME`, `--from`, `--array`); `name` is None when
+    the server names it (`g<id>`). `max_running` caps how many of its tasks run at once."""
+
+    VERSION: ClassVar[int] = 1
+    group_id: int
+    name: str | None = None
+    max_running: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskReleased:
+    """The last dependency of a waiting task ended as it asked: the task is pending."""
+
+    VERSION: ClassVar[int] = 1
+    task_id: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,9 +131,13 @@ class WorkerHeartbeat:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskCompleted:
-    """The current attempt's command exited (exit code 0 succeeds, anything else fails)."""
+    """The current attempt's command exited (exit code 0 succeeds, anything else fails).
 
-    VERSION: ClassVar[int] = 1
+    `retry_in_s` set: the task is not over; it waits that long (from this event's time)
+    for its next attempt (`--retries`), which a TaskRequeued starts.
+    """
+
+    VERSION: ClassVar[int] = 2
     task_id: int
     worker_id: str
     attempt: int
@@ -97,6 +145,7 @@ class TaskCompleted:
     duration_s: float
     output_tail: str = ""
     timed_out: bool = False
+    retry_in_s: float | None = _later(None)  # added in v2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,13 +159,15 @@ class TaskCancelRequested:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskCancelled:
-    """The task ended as cancelled (its process, if any, was killed)."""
+    """The task ended as cancelled (its process, if any, was killed). `reason` says why
+    when nobody asked for it (a dependency failed)."""
 
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     task_id: int
     attempt: int
     worker_id: str | None = None
     output_tail: str = ""
+    reason: str | None = _later(None)  # added in v2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,7 +182,8 @@ class TaskLeaseExpired:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskRequeued:
-    """The task is pending again and will be started as attempt `next_attempt`."""
+    """The task is pending again and will be started as attempt `next_attempt`: its worker
+    was lost or stopped, or (reason `retry ...`) its retry is due."""
 
     VERSION: ClassVar[int] = 1
     task_id: int
@@ -189,6 +241,8 @@ class WorkerLost:
 Event = (
     ServerStarted
     | TaskSubmitted
+    | GroupCreated
+    | TaskReleased
     | TaskClaimed
     | WorkerHeartbeat
     | TaskCompleted
@@ -208,6 +262,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         ServerStarted,
         TaskSubmitted,
+        GroupCreated,
+        TaskReleased,
         TaskClaimed,
         WorkerHeartbeat,
         TaskCompleted,

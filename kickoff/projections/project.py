@@ -9,8 +9,18 @@ from typing import Any
 from kickoff.clock import to_text
 from kickoff.events.model import TaskSubmitted
 from kickoff.projections import workers
-from kickoff.projections.tasks import INSERT_TASKS, TASK_VALUES, Op, TaskProjector
+from kickoff.projections.tasks import (
+    INSERT_TASKS,
+    INSERT_WORKFLOW_TASKS,
+    TASK_VALUES,
+    WORKFLOW_TASK_VALUES,
+    Op,
+    TaskProjector,
+    is_plain,
+)
 from kickoff.store.log import Recorded, insert_rows
+
+MULTI_ROW = {INSERT_TASKS: TASK_VALUES, INSERT_WORKFLOW_TASKS: WORKFLOW_TASK_VALUES}
 
 SET_LAST_SEQ = "UPDATE projection_state SET last_seq = ?"  # every projection moves together
 
@@ -21,10 +31,10 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
         return
     tasks = TaskProjector(conn)
     # In log order, a run of one statement at a time (a claim's UPDATE follows its
-    # task's INSERT): (sql, parameter tuples), or for new tasks (INSERT_TASKS, flat params).
+    # task's INSERT): (sql, parameter tuples), or for new tasks (an INSERT of MULTI_ROW,
+    # flat params).
     runs: list[tuple[str, list[Any]]] = []
     new_tasks: list[object] | None = None  # the last run's, if it is one of new tasks
-    submitted = tasks.submitted
     last_at: datetime | None = None
     at = ""
     for rec in records:
@@ -32,10 +42,15 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
             last_at, at = rec.at, to_text(rec.at)
         e = rec.event
         if type(e) is TaskSubmitted:  # a bulk submit: nothing for workers
-            if new_tasks is None:
+            insert, add = (
+                (INSERT_TASKS, tasks.submitted)
+                if is_plain(e)
+                else (INSERT_WORKFLOW_TASKS, tasks.submitted_workflow)
+            )
+            if new_tasks is None or runs[-1][0] is not insert:
                 new_tasks = []
-                runs.append((INSERT_TASKS, new_tasks))
-            submitted(e, rec.seq, at, new_tasks)
+                runs.append((insert, new_tasks))
+            add(e, rec.seq, at, new_tasks)
             continue
         ops = tasks.ops(e, rec.seq, at) + workers.ops(e, rec.seq, at)
         if ops:
@@ -43,8 +58,9 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
             _add(runs, ops)
     _add(runs, tasks.finish())
     for sql, params in runs:
-        if sql is INSERT_TASKS:
-            insert_rows(conn, INSERT_TASKS, TASK_VALUES, params)
+        values = MULTI_ROW.get(sql)
+        if values is not None:
+            insert_rows(conn, sql, values, params)
         else:
             conn.executemany(sql, params)
     last = records[-1].seq

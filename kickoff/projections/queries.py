@@ -36,9 +36,23 @@ TASK_COLUMNS = (
     "t.id, t.state, t.command, t.require, t.want, t.priority, t.attempt, t.max_attempts, "
     "t.worker_id, w.name, t.exit_code, t.submitted_at, t.started_at, t.finished_at, "
     "t.timeout_s, t.timed_out, t.duration_s, t.output_tail, t.reason, t.idempotency_key, "
-    "t.submitted_by"
+    "t.submitted_by, t.after, t.after_any, t.group_id, g.name, t.array_index, t.retries, "
+    "t.retries_left, t.retry_delay_s, t.retry_on, t.retry_at"
 )
-TASK_FROM = "FROM tasks t LEFT JOIN workers w ON w.id = t.worker_id"
+TASK_FROM = (
+    "FROM tasks t LEFT JOIN workers w ON w.id = t.worker_id LEFT JOIN groups g ON g.id = t.group_id"
+)
+
+
+def _list(text: str | None) -> list[Any]:
+    return orjson.loads(text) if text else []
+
+
+def group_label(group_id: int | None, name: str | None) -> str | None:
+    """A group's name, `g<id>` for one the server named (state/workflows.py's rule)."""
+    if group_id is None:
+        return None
+    return name if name is not None else f"g{group_id}"
 
 
 def task_json(r: RowT) -> JSONObj:
@@ -65,6 +79,15 @@ def task_json(r: RowT) -> JSONObj:
         "reason": r[18],
         "idempotency_key": r[19],
         "submitted_by": r[20],
+        "after": _list(r[21]),
+        "after_any": _list(r[22]),
+        "group": group_label(r[23], r[24]),
+        "array_index": r[25],
+        "retries": r[26],
+        "retries_left": r[27],
+        "retry_delay_s": r[28],
+        "retry_on": None if r[29] is None else orjson.loads(r[29]),
+        "retry_at": r[30],
     }
 
 
@@ -80,12 +103,13 @@ def list_tasks(
     *,
     states: Sequence[str] = (),
     worker_id: str | None = None,
+    group_id: int | None = None,
     after_id: int = 0,
     limit: int = defaults.DEFAULT_PAGE,
     descending: bool = False,
     before_id: int | None = None,
 ) -> Query:
-    """A page of tasks in id order, filtered by state and worker; keyset pagination.
+    """A page of tasks in id order, filtered by state, worker and group; keyset pagination.
 
     Several states become one index walk per state, each stopping after `limit` rows, then
     merged: `state IN (...) ORDER BY id` would sort every live task first (a million of
@@ -96,6 +120,9 @@ def list_tasks(
     if worker_id is not None:
         where.append("t.worker_id = ?")
         params.append(worker_id)
+    if group_id is not None:
+        where.append("t.group_id = ?")
+        params.append(group_id)
     if after_id:
         where.append("t.id > ?")
         params.append(after_id)
@@ -122,11 +149,30 @@ def list_tasks(
     return Query(f"SELECT * FROM ({parts}) ORDER BY 1 {order} LIMIT ?", (*per_state, limit), shape)
 
 
-def counts() -> Query:
+def counts(*, group_id: int | None = None) -> Query:
+    """Tasks per state, of every task or of one group's."""
+    if group_id is not None:
+        return Query(
+            "SELECT state, count(*) FROM tasks WHERE group_id = ? GROUP BY state ORDER BY state",
+            (group_id,),
+            lambda rows: {r[0]: r[1] for r in rows},
+        )
     return Query(
         "SELECT state, n FROM task_counts ORDER BY state",
         (),
         lambda rows: {r[0]: r[1] for r in rows},
+    )
+
+
+def group_json(r: RowT) -> JSONObj:
+    return {"id": r[0], "name": group_label(r[0], r[1]), "max_running": r[2], "created_at": r[3]}
+
+
+def get_group(group_id: int) -> Query:
+    return Query(
+        "SELECT id, name, max_running, created_at FROM groups WHERE id = ?",
+        (group_id,),
+        lambda rows: group_json(rows[0]) if rows else None,
     )
 
 

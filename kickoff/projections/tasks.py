@@ -1,14 +1,17 @@
-"""The `tasks` and `task_counts` projections: one row per task, and a count per state."""
+"""The `tasks`, `task_counts` and `groups` projections: one row per task, a count per
+state, one row per group."""
 
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
+from kickoff.clock import from_text, to_text
 from kickoff.events import model as ev
 from kickoff.store.log import NULL
 
@@ -22,6 +25,22 @@ TASK_VALUES = (  # the three nullable columns bind log.NULL for None (a third of
     "(?, 'pending', ?, ?, ?, ?, 0, ?, nullif(?, x''), 0, nullif(?, x''), nullif(?, x''), ?, ?)"
 )
 INSERT_TASK = f"{INSERT_TASKS} VALUES {TASK_VALUES}"
+INSERT_WORKFLOW_TASKS = (  # tasks with dependencies, a group, an array index or retries
+    "INSERT INTO tasks (id, state, command, require, want, priority, attempt, max_attempts, "
+    "timeout_s, timed_out, idempotency_key, submitted_by, submitted_at, updated_seq, after, "
+    "after_any, group_id, array_index, retries, retries_left, retry_delay_s, retry_on)"
+)
+WORKFLOW_TASK_VALUES = "(?, ?, ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_WORKFLOW_TASK = f"{INSERT_WORKFLOW_TASKS} VALUES {WORKFLOW_TASK_VALUES}"
+INSERT_GROUP = (
+    "INSERT INTO groups (id, name, max_running, created_at, updated_seq) VALUES (?, ?, ?, ?, ?)"
+)
+RELEASED = "UPDATE tasks SET state = 'pending', updated_seq = ? WHERE id = ?"
+RETRY_SCHEDULED = (
+    "UPDATE tasks SET state = 'waiting', exit_code = ?, timed_out = ?, duration_s = ?, "
+    "output_tail = ?, reason = ?, retries_left = retries_left - 1, retry_at = ?, "
+    "worker_id = NULL, started_at = NULL, updated_seq = ? WHERE id = ?"
+)
 CLAIM = (
     "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, "
     "updated_seq = ? WHERE id = ?"
@@ -33,12 +52,13 @@ COMPLETE = (
 SET_STATE = "UPDATE tasks SET state = ?, updated_seq = ? WHERE id = ?"
 CANCELLED = (
     "UPDATE tasks SET state = 'cancelled', output_tail = coalesce(?, output_tail), "
-    "finished_at = ?, updated_seq = ? WHERE id = ?"
+    "reason = coalesce(?, reason), retry_at = NULL, finished_at = ?, updated_seq = ? "
+    "WHERE id = ?"
 )
 LEASE_EXPIRED = "UPDATE tasks SET reason = 'lease_expired', updated_seq = ? WHERE id = ?"
 REQUEUED = (
     "UPDATE tasks SET state = 'pending', worker_id = NULL, started_at = NULL, reason = ?, "
-    "updated_seq = ? WHERE id = ?"
+    "retry_at = NULL, updated_seq = ? WHERE id = ?"
 )
 FAILED = (
     "UPDATE tasks SET state = 'failed', reason = ?, finished_at = ?, updated_seq = ? WHERE id = ?"
@@ -51,6 +71,27 @@ ADD_COUNT = "UPDATE task_counts SET n = n + ? WHERE state = ?"
 def tags_json(tags: frozenset[str]) -> str:
     """Tags as stored: a sorted JSON list."""
     return orjson.dumps(sorted(tags)).decode()
+
+
+def list_json(values: tuple[int, ...]) -> str | None:
+    """Task ids as stored: a JSON list, NULL when there are none."""
+    return orjson.dumps(values).decode() if values else None
+
+
+def is_plain(e: ev.TaskSubmitted) -> bool:
+    """A task without any workflow field: the bulk submit's hot path."""
+    return (
+        e.group_id is None
+        and not e.after
+        and not e.after_any
+        and not e.retries
+        and e.array_index is None
+    )
+
+
+def retry_reason(e: ev.TaskCompleted, due: str) -> str:
+    ended = "timed out" if e.timed_out else f"exit code {e.exit_code}"
+    return f"{ended}; retry due at {due}"
 
 
 class TaskProjector:
@@ -95,13 +136,71 @@ class TaskProjector:
             )
         )
 
+    def submitted_workflow(
+        self, e: ev.TaskSubmitted, seq: int, at: str, params: list[object]
+    ) -> None:
+        """As `submitted`, for an INSERT_WORKFLOW_TASKS ... WORKFLOW_TASK_VALUES."""
+        state = "waiting" if e.after or e.after_any else "pending"
+        self.states[e.task_id] = state
+        self.deltas[state] += 1
+        params.extend(
+            (
+                e.task_id,
+                state,
+                e.command,
+                tags_json(e.require),
+                tags_json(e.want),
+                e.priority,
+                e.max_attempts,
+                e.timeout_s,
+                e.idempotency_key,
+                e.submitted_by,
+                at,
+                seq,
+                list_json(e.after),
+                list_json(e.after_any),
+                e.group_id,
+                e.array_index,
+                e.retries,
+                e.retries,
+                e.retry_delay_s or None,  # NULL at the default, as for a plain task
+                None if e.retry_on is None else orjson.dumps(e.retry_on).decode(),
+            )
+        )
+
     def ops(self, e: ev.Event, seq: int, at: str) -> list[Op]:
         """SQL for tasks that one event (recorded at `seq`, at time `at`) implies."""
         match e:
             case ev.TaskSubmitted():
                 params: list[object] = []
-                self.submitted(e, seq, at, params)
-                return [(INSERT_TASK, tuple(params))]
+                if is_plain(e):
+                    self.submitted(e, seq, at, params)
+                    return [(INSERT_TASK, tuple(params))]
+                self.submitted_workflow(e, seq, at, params)
+                return [(INSERT_WORKFLOW_TASK, tuple(params))]
+            case ev.GroupCreated():
+                return [(INSERT_GROUP, (e.group_id, e.name, e.max_running, at, seq))]
+            case ev.TaskReleased():
+                self._move(e.task_id, "pending")
+                return [(RELEASED, (seq, e.task_id))]
+            case ev.TaskCompleted() if e.retry_in_s is not None:
+                self._move(e.task_id, "waiting")
+                due = to_text(from_text(at) + timedelta(seconds=e.retry_in_s))
+                return [
+                    (
+                        RETRY_SCHEDULED,
+                        (
+                            e.exit_code,
+                            int(e.timed_out),
+                            e.duration_s,
+                            e.output_tail,
+                            retry_reason(e, due),
+                            due,
+                            seq,
+                            e.task_id,
+                        ),
+                    )
+                ]
             case ev.TaskClaimed():
                 self._move(e.task_id, "running")
                 return [(CLAIM, (e.attempt, e.worker_id, at, seq, e.task_id))]
@@ -132,7 +231,7 @@ class TaskProjector:
                 return [(SET_STATE, ("cancelling", seq, e.task_id))]
             case ev.TaskCancelled():
                 self._move(e.task_id, "cancelled")
-                return [(CANCELLED, (e.output_tail or None, at, seq, e.task_id))]
+                return [(CANCELLED, (e.output_tail or None, e.reason, at, seq, e.task_id))]
             case ev.TaskLeaseExpired():
                 return [(LEASE_EXPIRED, (seq, e.task_id))]
             case ev.TaskRequeued():

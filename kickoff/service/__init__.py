@@ -27,10 +27,13 @@ from kickoff.clock import Clock, utc_now
 from kickoff.errors import DatabaseRefused, KickoffError, NotFound, Unavailable
 from kickoff.events.model import (
     Event,
+    GroupCreated,
     TaskCancelled,
+    TaskCancelRequested,
     TaskClaimed,
     TaskCompleted,
     TaskFailed,
+    TaskReleased,
     TaskRequeued,
     TaskSubmitted,
     WorkerRegistered,
@@ -39,8 +42,9 @@ from kickoff.events.model import (
 from kickoff.projections import queries
 from kickoff.service.subscriptions import Subscribers
 from kickoff.state import decide
-from kickoff.state.decide import Completion, NewTask
+from kickoff.state.decide import Completion, GroupRequest, NewTask
 from kickoff.state.fold import State, apply
+from kickoff.state.workflows import group_label
 from kickoff.store import log
 from kickoff.store.database import Database
 from kickoff.store.log import Encoded, Recorded, Row, encode
@@ -55,6 +59,7 @@ RECENT_COMMAND_CHARS = 1024
 # Events after which a parked claim may find a task: work appeared or a slot came free.
 FREES_WORK = (
     TaskSubmitted,
+    TaskReleased,
     TaskRequeued,
     TaskCompleted,
     TaskCancelled,
@@ -91,6 +96,7 @@ class Claimed:
     attempt: int
     command: str
     timeout_s: float | None
+    array_index: int | None = None
 
 
 class Service:
@@ -122,8 +128,11 @@ class Service:
         self._parked: dict[int, _Parked] = {}  # by arrival: the longest waiting is served first
         self.subscribers = Subscribers()
         self._expirer: asyncio.Task[None] | None = None
+        self._retrier: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._recent_commands: OrderedDict[int, tuple[str, float | None]] = OrderedDict()
+        self._recent_commands: OrderedDict[int, tuple[str, float | None, int | None]] = (
+            OrderedDict()
+        )
         self._broken: KickoffError | None = None  # set while the state cannot be reloaded
         self._leases_stale = False  # set after a failed write: restart leases before expiry
         self._written_since_failure = True
@@ -159,6 +168,7 @@ class Service:
         if started_at is not None:
             await started_at
         self._expirer = asyncio.get_running_loop().create_task(self._expire_loop())
+        self._retrier = asyncio.get_running_loop().create_task(self._retry_loop())
 
     def begin_shutdown(self) -> None:
         """Release long-poll claims and end event streams now, so the server's graceful
@@ -170,10 +180,11 @@ class Service:
 
     async def stop(self) -> None:
         """Finish in-flight commits and close everything."""
-        if self._expirer is not None:
-            self._expirer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expirer
+        for timer in (self._expirer, self._retrier):
+            if timer is not None:
+                timer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timer
         self._wake_claimers()
         self.subscribers.end()
         if self._writer is not None:
@@ -317,22 +328,56 @@ class Service:
 
     # -- commands --------------------------------------------------------------
 
-    async def submit(self, tasks: list[NewTask], *, submitted_by: str | None = None) -> list[int]:
+    async def submit(
+        self,
+        tasks: list[NewTask],
+        *,
+        submitted_by: str | None = None,
+        group: GroupRequest | None = None,
+    ) -> list[int]:
         """Queue tasks; returns their ids (existing ids for known idempotency keys)."""
-        events, ids = decide.submit(self.state, tasks, submitted_by=submitted_by)
+        ids, _ = await self.submit_to_group(tasks, submitted_by=submitted_by, group=group)
+        return ids
+
+    async def submit_to_group(
+        self,
+        tasks: list[NewTask],
+        *,
+        submitted_by: str | None = None,
+        group: GroupRequest | None = None,
+    ) -> tuple[list[int], str | None]:
+        """As submit; also the name of the group the tasks joined (None without one).
+
+        Raises:
+            Conflict, NotFound: see decide.submit.
+        """
+        events, ids = decide.submit(self.state, tasks, submitted_by=submitted_by, group=group)
+        label = None if group is None else self._group_label(group, events)
         future = self._record(events)
         if future is None:
-            return ids
+            return ids, label
         self._remember_commands(events)
         await future
-        return ids
+        return ids, label
+
+    def _group_label(self, group: GroupRequest, events: list[Event]) -> str | None:
+        """The name of the group a submit's new tasks joined (or, none being new, the
+        group it named)."""
+        for event in events:
+            if isinstance(event, GroupCreated):
+                return group_label(event.group_id, event.name)
+            if isinstance(event, TaskSubmitted) and event.group_id is not None:
+                return self.state.groups[event.group_id].label
+        if group.name is None:
+            return None
+        return self.state.groups[decide.find_group(self.state, group.name)].label
 
     def _remember_commands(self, events: list[Event]) -> None:
         """Keep short commands of new tasks for their claim (saves a read on the hot path)."""
         recent = self._recent_commands
         for event in events:
             if isinstance(event, TaskSubmitted) and len(event.command) <= RECENT_COMMAND_CHARS:
-                recent[event.task_id] = (event.command, event.timeout_s)
+                recent[event.task_id] = (event.command, event.timeout_s, event.array_index)
         while len(recent) > RECENT_COMMANDS:
             recent.popitem(last=False)
 
@@ -425,7 +470,7 @@ class Service:
         never handed out: the attempt fails instead (None)."""
         known = self._recent_commands.pop(task_id, None)
         if known is not None:
-            return Claimed(task_id, attempt, known[0], known[1])
+            return Claimed(task_id, attempt, *known)
         try:
             submitted = await self._fetch(
                 queries.Query(log.SELECT_SUBMISSION, (task_id,), log.submission)
@@ -435,7 +480,9 @@ class Service:
             reason = f"its submission in the log is damaged: {exc.message}"
             await self._commit(decide.fail_unreadable(self.state, task_id, attempt, reason=reason))
             return None
-        return Claimed(task_id, attempt, submitted.command, submitted.timeout_s)
+        return Claimed(
+            task_id, attempt, submitted.command, submitted.timeout_s, submitted.array_index
+        )
 
     async def heartbeat(self, worker_id: str, running: list[tuple[int, int]]) -> list[int]:
         """Record that the worker lives; returns the task ids it must stop."""
@@ -480,6 +527,17 @@ class Service:
     async def cancel(self, task_id: int, *, requested_by: str | None = None) -> None:
         await self._commit(decide.cancel(self.state, task_id, requested_by=requested_by))
 
+    async def cancel_group(self, name: str, *, requested_by: str | None = None) -> int:
+        """Cancel every live task of a group; returns how many were asked to stop.
+
+        Raises:
+            NotFound: no such group.
+        """
+        group_id = decide.find_group(self.state, name)
+        events = decide.cancel_group(self.state, group_id, requested_by=requested_by)
+        await self._commit(events)
+        return sum(1 for e in events if isinstance(e, TaskCancelRequested))
+
     async def register(
         self, *, name: str, tags: frozenset[str], slots: int, host: str | None = None
     ) -> str:
@@ -521,6 +579,23 @@ class Service:
             self._wake_claimers()
         return len(events)
 
+    async def start_due_retries(self) -> int:
+        """Record the delayed retries due by the clock now; returns how many started."""
+        now = self.clock()
+        if not self.state.retry_heap or self.state.retry_heap[0][0] > now:
+            return 0
+        events = decide.retries_due(self.state, now)
+        await self._commit(events)  # parked claims are served by the requeues (FREES_WORK)
+        return len(events)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(defaults.RETRY_CHECK_S)
+            try:
+                await self.start_due_retries()
+            except Unavailable:
+                logger.warning("delayed retries deferred: storage unavailable")
+
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self.expire_every_s)
@@ -544,6 +619,18 @@ class Service:
 
     async def query(self, query: queries.Query) -> Any:
         return await self._fetch(query)
+
+    def find_group(self, name: str) -> int:
+        """A group's id from its name (or `g<id>`).
+
+        Raises:
+            NotFound: no such group.
+        """
+        return decide.find_group(self.state, name)
+
+    def waiting_for(self, task_id: int) -> list[int]:
+        """The dependencies a waiting task still waits for."""
+        return self.state.waiting_for(task_id)
 
     def resolve_worker(self, key: str) -> str:
         """A live worker id from an id or a name.

@@ -1,31 +1,52 @@
 """State and the pure fold `apply(state, event, at)`. No clock, no I/O here.
 
 State holds only what matching and the rules need: live tasks (in one of `LIVE_STATES`),
-live workers, id counters, idempotency keys and per-state counts. Finished tasks leave
-memory; the projections in SQLite keep them. Commands never live here.
+live workers, id counters, idempotency keys and per-state counts, and the workflow
+records (`workflows.py`: groups, dependencies, retries, and a bit per finished task that
+did not succeed). Finished tasks leave memory; the projections in SQLite keep them.
+Commands never live here.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from kickoff.events import model as ev
 from kickoff.state.matcher import Matcher, Shape
 from kickoff.state.task_state import TaskState
+from kickoff.state.workflows import Group, IdSet, Retry, Waiting
 
 _PENDING = TaskState.PENDING  # a module constant: an enum member lookup costs 60 ns a task
+_WAITING = TaskState.WAITING
+BUSY = frozenset({TaskState.RUNNING, TaskState.CANCELLING})  # on a worker
 
 
 class Task:
     """One live task: the hot record, kept small (see bench/ for bytes per task)."""
 
-    __slots__ = ("attempt", "id", "max_attempts", "priority", "shape", "state", "worker_id")
+    __slots__ = (
+        "attempt",
+        "group",
+        "id",
+        "max_attempts",
+        "priority",
+        "shape",
+        "state",
+        "worker_id",
+    )
 
     def __init__(
-        self, task_id: int, shape: Shape, priority: int, max_attempts: int, attempt: int = 0
+        self,
+        task_id: int,
+        shape: Shape,
+        priority: int,
+        max_attempts: int,
+        attempt: int = 0,
+        group: Group | None = None,
     ) -> None:
         self.id = task_id
         self.shape = shape
@@ -34,17 +55,20 @@ class Task:
         self.attempt = attempt  # attempts started so far; the current one while running
         self.state = _PENDING
         self.worker_id: str | None = None
+        self.group = group
 
     def snapshot(self) -> tuple[Any, ...]:
         return (
             self.id,
             sorted(self.shape.require),
             sorted(self.shape.want),
+            self.shape.group_id or 0,
             self.priority,
             self.max_attempts,
             self.attempt,
             str(self.state),
             self.worker_id,
+            0 if self.group is None else self.group.id,
         )
 
 
@@ -67,10 +91,34 @@ def request_hash(
     priority: int,
     max_attempts: int,
     timeout_s: float | None,
+    *workflow: Any,
 ) -> int:
     """What makes a second submit with a known idempotency key a retry of the first: every
-    field of the task but the key itself (a hash, so that commands stay out of memory)."""
-    return hash((command, require, want, priority, max_attempts, timeout_s))
+    field of the task but the key itself (a hash, so that commands stay out of memory).
+
+    `workflow`: after, after_any, array_index, retries, retry_delay_s and retry_on, when
+    any differs from its default (a task without them hashes as before they existed).
+    The group is not part of it: a retry of a `--from` names the group its first batch
+    was given.
+    """
+    return hash((command, require, want, priority, max_attempts, timeout_s, *workflow))
+
+
+WORKFLOW_DEFAULTS = ((), (), None, 0, 0.0, None)
+"""The defaults of request_hash's `workflow` fields, in order."""
+
+
+def workflow_fields(
+    after: tuple[int, ...],
+    after_any: tuple[int, ...],
+    array_index: int | None,
+    retries: int,
+    retry_delay_s: float,
+    retry_on: tuple[int | str, ...] | None,
+) -> tuple[Any, ...]:
+    """request_hash's `workflow` arguments: none at all when every one is at its default."""
+    fields = (after, after_any, array_index, retries, retry_delay_s, retry_on)
+    return () if fields == WORKFLOW_DEFAULTS else fields
 
 
 def worker_number(worker_id: str) -> int:
@@ -90,6 +138,16 @@ class State:
         self.counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
         self.last_seq = 0
         self.matcher = Matcher(self._is_pending)
+        self.groups: dict[int, Group] = {}
+        self.group_names: dict[str, int] = {}  # named groups only
+        self.next_group_id = 1
+        self.waiting: dict[int, Waiting] = {}  # tasks waiting for dependencies
+        self.dependents: dict[int, list[int]] = {}  # live task -> tasks waiting for it (lazy)
+        self.retry_policies: dict[int, Retry] = {}  # live tasks with --retries
+        self.retry_due: dict[int, datetime] = {}  # tasks waiting for a delayed retry
+        self.retry_heap: list[tuple[datetime, int]] = []  # (due, task id), lazily deleted
+        self.failed_ids = IdSet()  # finished tasks that failed
+        self.cancelled_ids = IdSet()  # finished tasks that were cancelled
 
     def _is_pending(self, task_id: int) -> bool:
         task = self.tasks.get(task_id)
@@ -109,11 +167,39 @@ class State:
             "counts": {str(k): v for k, v in self.counts.items()},
             "last_seq": self.last_seq,
             "pending": sorted(
-                (sorted(s.require), sorted(s.want), ids)
+                (sorted(s.require), sorted(s.want), s.group_id or 0, s.suspended, ids)
                 for s, ids in self.matcher.pending_ids()
                 if ids
             ),
+            "groups": sorted(g.snapshot() for g in self.groups.values()),
+            "group_names": dict(sorted(self.group_names.items())),
+            "next_group_id": self.next_group_id,
+            "waiting": sorted((i, w.snapshot()) for i, w in self.waiting.items()),
+            "dependents": sorted(
+                (i, [d for d in ids if d in self.waiting])
+                for i, ids in self.dependents.items()
+                if any(d in self.waiting for d in ids)
+            ),
+            "retry_policies": sorted((i, r.snapshot()) for i, r in self.retry_policies.items()),
+            "retry_due": sorted(self.retry_due.items()),
+            "failed_ids": self.failed_ids.ids(),
+            "cancelled_ids": self.cancelled_ids.ids(),
         }
+
+    def waiting_for(self, task_id: int) -> list[int]:
+        """The dependencies a waiting task still waits for (none if it is not waiting)."""
+        waiting = self.waiting.get(task_id)
+        if waiting is None:
+            return []
+        return sorted({d for d in (*waiting.after, *waiting.after_any) if d in self.tasks})
+
+    def group_tasks(self, group_id: int) -> list[Task]:
+        """The live tasks of a group, by id (a scan of the live tasks: for commands on a
+        whole group, never for claims)."""
+        return sorted(
+            (t for t in self.tasks.values() if t.group is not None and t.group.id == group_id),
+            key=lambda t: t.id,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, State) and self.snapshot() == other.snapshot()
@@ -122,21 +208,53 @@ class State:
 
 
 def _move(state: State, task: Task, to: TaskState) -> None:
-    state.counts[task.state] -= 1
+    was = task.state
+    state.counts[was] -= 1
     state.counts[to] += 1
     task.state = to
+    group = task.group
+    if group is not None and (was in BUSY) != (to in BUSY):
+        if to in BUSY:
+            group.started(state.matcher)
+        else:
+            group.stopped(state.matcher)
 
 
 def _finish(state: State, task: Task, to: TaskState) -> None:
     """The task reached a final state: count it and let it leave memory."""
     if task.state is TaskState.PENDING:
         state.matcher.drop_top(task.shape, task.id)
+    elif task.state is _WAITING:
+        state.waiting.pop(task.id, None)
+        _forget_retry(state, task.id)
     _move(state, task, to)
+    _free_worker(state, task)
+    del state.tasks[task.id]
+    state.retry_policies.pop(task.id, None)
+    if to is TaskState.FAILED:
+        state.failed_ids.add(task.id)
+    elif to is TaskState.CANCELLED:
+        state.cancelled_ids.add(task.id)
+    for dependent in state.dependents.pop(task.id, ()):
+        waiting = state.waiting.get(dependent)
+        if waiting is not None:  # else it was cancelled meanwhile (entries go lazily)
+            waiting.left -= 1
+
+
+def _free_worker(state: State, task: Task) -> None:
     if task.worker_id is not None:
         worker = state.workers.get(task.worker_id)
         if worker is not None:
             worker.running.discard(task.id)
-    del state.tasks[task.id]
+        task.worker_id = None
+
+
+def _forget_retry(state: State, task_id: int) -> None:
+    """The task no longer waits for a retry: drop it, and the heap's dead top entries."""
+    state.retry_due.pop(task_id, None)
+    heap, due = state.retry_heap, state.retry_due
+    while heap and due.get(heap[0][1]) != heap[0][0]:
+        heapq.heappop(heap)
 
 
 def _server_started(state: State, e: ev.ServerStarted, at: datetime) -> None:
@@ -146,17 +264,63 @@ def _server_started(state: State, e: ev.ServerStarted, at: datetime) -> None:
 
 def _task_submitted(state: State, e: ev.TaskSubmitted, at: datetime) -> None:
     task_id, priority, matcher = e.task_id, e.priority, state.matcher
-    shape = matcher.shape(e.require, e.want)
-    state.tasks[task_id] = Task(task_id, shape, priority, e.max_attempts)
-    state.counts[_PENDING] += 1
+    if e.group_id is None:
+        group = None
+        shape = matcher.shape(e.require, e.want)
+    else:
+        group = state.groups[e.group_id]
+        shape = group.shape(matcher, e.require, e.want)
+    task = state.tasks[task_id] = Task(task_id, shape, priority, e.max_attempts, 0, group)
     if task_id >= state.next_task_id:
         state.next_task_id = task_id + 1
     if e.idempotency_key is not None:
-        state.idempotency[e.idempotency_key] = (
-            task_id,
-            request_hash(e.command, e.require, e.want, priority, e.max_attempts, e.timeout_s),
-        )
+        state.idempotency[e.idempotency_key] = (task_id, submitted_hash(e))
+    if e.retries:
+        state.retry_policies[task_id] = Retry(e.retries, e.retry_delay_s, e.retry_on, e.retries)
+    if e.after or e.after_any:
+        task.state = _WAITING
+        state.counts[_WAITING] += 1
+        index_waiting(state, task_id, e.after, e.after_any)
+        return
+    state.counts[_PENDING] += 1
     matcher.push(shape, priority, task_id)
+
+
+def submitted_hash(e: ev.TaskSubmitted) -> int:
+    """The request hash of a submitted task (see request_hash)."""
+    workflow = workflow_fields(
+        e.after, e.after_any, e.array_index, e.retries, e.retry_delay_s, e.retry_on
+    )
+    return request_hash(
+        e.command, e.require, e.want, e.priority, e.max_attempts, e.timeout_s, *workflow
+    )
+
+
+def index_waiting(
+    state: State, task_id: int, after: tuple[int, ...], after_any: tuple[int, ...]
+) -> None:
+    """Index a waiting task under each of its dependencies that is still live (the fold,
+    and the checkpoint once every live task is loaded)."""
+    live = [d for d in dict.fromkeys((*after, *after_any)) if d in state.tasks]
+    for dependency in live:
+        state.dependents.setdefault(dependency, []).append(task_id)
+    state.waiting[task_id] = Waiting(after, after_any, len(live))
+
+
+def _group_created(state: State, e: ev.GroupCreated, at: datetime) -> None:
+    state.groups[e.group_id] = Group(e.group_id, e.name, e.max_running)
+    if e.name is not None:
+        state.group_names[e.name] = e.group_id
+    state.next_group_id = max(state.next_group_id, e.group_id + 1)
+
+
+def _task_released(state: State, e: ev.TaskReleased, at: datetime) -> None:
+    task = state.tasks[e.task_id]
+    if task.state is not _WAITING:
+        raise ValueError(f"task {task.id} is {task.state}, not waiting")
+    del state.waiting[task.id]
+    _move(state, task, _PENDING)
+    state.matcher.push(task.shape, task.priority, task.id)
 
 
 def _task_claimed(state: State, e: ev.TaskClaimed, at: datetime) -> None:
@@ -175,8 +339,17 @@ def _worker_heartbeat(state: State, e: ev.WorkerHeartbeat, at: datetime) -> None
 
 
 def _task_completed(state: State, e: ev.TaskCompleted, at: datetime) -> None:
-    ok = e.exit_code == 0 and not e.timed_out
-    _finish(state, state.tasks[e.task_id], TaskState.SUCCEEDED if ok else TaskState.FAILED)
+    task = state.tasks[e.task_id]
+    if e.retry_in_s is not None:  # not over: it waits for its next attempt
+        state.retry_policies[task.id].left -= 1
+        _move(state, task, _WAITING)
+        _free_worker(state, task)
+        due = at + timedelta(seconds=e.retry_in_s)
+        state.retry_due[task.id] = due
+        heapq.heappush(state.retry_heap, (due, task.id))
+    else:
+        ok = e.exit_code == 0 and not e.timed_out
+        _finish(state, task, TaskState.SUCCEEDED if ok else TaskState.FAILED)
     worker = state.workers.get(e.worker_id)
     if worker is not None:
         worker.last_seen = at
@@ -202,11 +375,9 @@ def _task_lease_expired(state: State, e: ev.TaskLeaseExpired, at: datetime) -> N
 
 def _task_requeued(state: State, e: ev.TaskRequeued, at: datetime) -> None:
     task = state.tasks[e.task_id]
-    if task.worker_id is not None:  # requeued straight from a worker (stopped, killed)
-        worker = state.workers.get(task.worker_id)
-        if worker is not None:
-            worker.running.discard(task.id)
-        task.worker_id = None
+    _free_worker(state, task)  # requeued straight from a worker (stopped, killed)
+    if task.state is _WAITING:  # its retry is due
+        _forget_retry(state, task.id)
     _move(state, task, TaskState.PENDING)
     state.matcher.push(task.shape, task.priority, task.id)
 
@@ -240,6 +411,8 @@ def _worker_gone(state: State, e: ev.WorkerStopped | ev.WorkerLost, at: datetime
 _HANDLERS: dict[type, Callable[[State, Any, datetime], None]] = {
     ev.ServerStarted: _server_started,
     ev.TaskSubmitted: _task_submitted,
+    ev.GroupCreated: _group_created,
+    ev.TaskReleased: _task_released,
     ev.TaskClaimed: _task_claimed,
     ev.WorkerHeartbeat: _worker_heartbeat,
     ev.TaskCompleted: _task_completed,

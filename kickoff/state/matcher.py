@@ -9,6 +9,11 @@ stale by earlier claims, and never touches the other pending tasks: its cost dep
 number of shapes, not tasks.
 
 Heap entries are deleted lazily: an entry is live while its task is pending.
+
+A group with `--max-running` has shapes of its own (`group_id` set). While the group is at
+its cap they are *suspended*: a view drops such a shape's entry when it reaches the top,
+and `resume` offers the shape's top again once a task of the group ends. So the cap costs
+a claim nothing, and waiting tasks (never pushed until released) cost it nothing either.
 """
 
 from __future__ import annotations
@@ -50,18 +55,27 @@ def view_key(key: int, rank: int) -> int:
 
 
 class Shape:
-    """All pending tasks with one (require, want) pair."""
+    """All pending tasks with one (require, want) pair (and capped group, if any)."""
 
-    __slots__ = ("heap", "index", "require", "want")
+    __slots__ = ("group_id", "heap", "index", "require", "suspended", "want")
 
-    def __init__(self, require: frozenset[str], want: frozenset[str], index: int) -> None:
+    def __init__(
+        self,
+        require: frozenset[str],
+        want: frozenset[str],
+        index: int,
+        group_id: int | None = None,
+    ) -> None:
         self.require = require
         self.want = want
         self.index = index
+        self.group_id = group_id  # the capped group whose own shape this is
+        self.suspended = False  # its group is at its cap: no view offers it
         self.heap: list[int] = []
 
     def __repr__(self) -> str:
-        return f"Shape(require={sorted(self.require)}, want={sorted(self.want)})"
+        group = "" if self.group_id is None else f", group={self.group_id}"
+        return f"Shape(require={sorted(self.require)}, want={sorted(self.want)}{group})"
 
 
 IsPending = Callable[[int], bool]
@@ -91,17 +105,20 @@ class Matcher:
 
     def __init__(self, is_pending: IsPending) -> None:
         self._is_pending = is_pending
-        self.shapes: dict[tuple[frozenset[str], frozenset[str]], Shape] = {}
+        self.shapes: dict[tuple[frozenset[str], frozenset[str], int | None], Shape] = {}
         self._by_index: list[Shape] = []
         self._views: dict[frozenset[str], _View] = {}
 
-    def shape(self, require: frozenset[str], want: frozenset[str]) -> Shape:
-        """The shape for (require, want), created (and added to every view) on first use."""
-        found = self.shapes.get((require, want))
+    def shape(
+        self, require: frozenset[str], want: frozenset[str], group_id: int | None = None
+    ) -> Shape:
+        """The shape for (require, want), or a capped group's own one with `group_id`,
+        created (and added to every view) on first use."""
+        found = self.shapes.get((require, want, group_id))
         if found is not None:
             return found
-        shape = Shape(require, want, len(self._by_index))
-        self.shapes[(require, want)] = shape
+        shape = Shape(require, want, len(self._by_index), group_id)
+        self.shapes[(require, want, group_id)] = shape
         self._by_index.append(shape)
         for tags, view in self._views.items():
             if require <= tags:
@@ -113,10 +130,24 @@ class Matcher:
         key = task_key(priority, task_id)
         heap = shape.heap
         heapq.heappush(heap, key)
-        if heap[0] == key:  # the shape's best got better: tell the views
-            for view in self._views.values():
-                if shape.index in view.ranks:
-                    view.offer(shape, key)
+        if heap[0] == key and not shape.suspended:  # the shape's best got better: tell the views
+            self._offer(shape, key)
+
+    def _offer(self, shape: Shape, key: int) -> None:
+        for view in self._views.values():
+            if shape.index in view.ranks:
+                view.offer(shape, key)
+
+    def suspend(self, shape: Shape) -> None:
+        """Its group reached its cap: the views drop it as they meet it."""
+        shape.suspended = True
+
+    def resume(self, shape: Shape) -> None:
+        """Its group is below its cap again: the views see its best task again."""
+        shape.suspended = False
+        top = self._top(shape)
+        if top is not None:
+            self._offer(shape, top)
 
     def load(self, shape: Shape, keys: list[int]) -> None:
         """Add many pending tasks of a shape at once (start-up): one heapify, no views yet."""
@@ -149,7 +180,7 @@ class Matcher:
             for shape in self._by_index:
                 if shape.require <= tags:
                     view.ranks[shape.index] = ranks[want_score(shape.want, tags)]
-                    top = self._top(shape)
+                    top = None if shape.suspended else self._top(shape)
                     if top is not None:
                         view.offer(shape, top)
             self._views[tags] = view
@@ -165,8 +196,8 @@ class Matcher:
                 heapq.heappop(heap)
                 continue
             shape = self._by_index[index]
-            top = self._top(shape)
-            if top is None:
+            top = None if shape.suspended else self._top(shape)
+            if top is None:  # no pending task, or its group is at its cap: resume re-offers
                 heapq.heappop(heap)
                 del view.current[index]
                 continue

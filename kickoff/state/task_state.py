@@ -8,6 +8,7 @@ from enum import StrEnum
 
 class TaskState(StrEnum):
     PENDING = "pending"
+    WAITING = "waiting"  # for its dependencies, or for a retry's delay: not claimable yet
     RUNNING = "running"
     CANCELLING = "cancelling"
     SUCCEEDED = "succeeded"
@@ -15,5 +16,5 @@ class TaskState(StrEnum):
     CANCELLED = "cancelled"
 
 
-LIVE_STATES = (TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLING)
+LIVE_STATES = (TaskState.PENDING, TaskState.WAITING, TaskState.RUNNING, TaskState.CANCELLING)
 """Not finished: what the server keeps in memory and `status` lists by default."""

@@ -7,26 +7,49 @@ folding the log's tail after that seq gives the same State as folding the whole 
 from __future__ import annotations
 
 import gc
+import heapq
 import sqlite3
+from typing import Any
 
 import orjson
 
 from kickoff.clock import from_text
 from kickoff.errors import DatabaseRefused
-from kickoff.state.fold import State, Task, Worker, apply, request_hash, worker_number
+from kickoff.state.fold import (
+    BUSY,
+    State,
+    Task,
+    Worker,
+    apply,
+    index_waiting,
+    request_hash,
+    worker_number,
+    workflow_fields,
+)
 from kickoff.state.matcher import Shape, task_key
 from kickoff.state.task_state import LIVE_STATES, TaskState
+from kickoff.state.workflows import Group, Retry
 from kickoff.store.log import read_verified
 
 _LIVE = ", ".join(f"'{s}'" for s in LIVE_STATES)
 LIVE_TASKS = (
-    "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id FROM tasks "
-    f"WHERE state IN ({_LIVE})"
+    "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id, group_id "
+    f"FROM tasks WHERE state IN ({_LIVE})"
 )
+WAITING_TASKS = (  # in id order: the order the fold indexed them under their dependencies
+    "SELECT id, after, after_any, retry_at FROM tasks WHERE state = 'waiting' ORDER BY id"
+)
+RETRY_POLICIES = (
+    "SELECT id, retries, coalesce(retry_delay_s, 0.0), retry_on, retries_left FROM tasks "
+    f"WHERE retries > 0 AND state IN ({_LIVE})"
+)
+GROUPS = "SELECT id, name, max_running FROM groups"
+ENDED = "SELECT id FROM tasks WHERE state = ?"
 LIVE_WORKERS = "SELECT id, name, tags, slots, last_seen FROM workers WHERE state = 'alive'"
 ALL_WORKER_IDS = "SELECT id FROM workers"
 KEYS = (
-    "SELECT idempotency_key, id, command, require, want, priority, max_attempts, timeout_s "
+    "SELECT idempotency_key, id, command, require, want, priority, max_attempts, timeout_s, "
+    "after, after_any, array_index, retries, coalesce(retry_delay_s, 0.0), retry_on "
     "FROM tasks WHERE idempotency_key IS NOT NULL"
 )
 MAX_TASK = "SELECT max(id) FROM tasks"
@@ -51,35 +74,102 @@ def load_projections(conn: sqlite3.Connection) -> State:
     state.next_worker_no = max(numbers, default=0) + 1
     state.next_task_id = (conn.execute(MAX_TASK).fetchone()[0] or 0) + 1
     state.idempotency = {
-        key: (task_id, request_hash(command, _tags(require), _tags(want), *options))
+        key: (task_id, _request_hash(command, require, want, options))
         for key, task_id, command, require, want, *options in conn.execute(KEYS)
     }
     state.counts = {TaskState(s): n for s, n in conn.execute(COUNTS)}
-    shapes: dict[tuple[str, str], Shape] = {}
+    _load_groups(conn, state)
+    _load_tasks(conn, state)
+    _load_workflows(conn, state)
+    return state
+
+
+def _request_hash(command: str, require: str, want: str, options: list[Any]) -> int:
+    priority, max_attempts, timeout_s, after, after_any, index, retries, delay_s, on = options
+    workflow = workflow_fields(
+        tuple(_list(after)), tuple(_list(after_any)), index, retries, delay_s, _codes(on)
+    )
+    return request_hash(
+        command, _tags(require), _tags(want), priority, max_attempts, timeout_s, *workflow
+    )
+
+
+def _load_groups(conn: sqlite3.Connection, state: State) -> None:
+    for group_id, name, max_running in conn.execute(GROUPS):
+        state.groups[group_id] = Group(group_id, name, max_running)
+        if name is not None:
+            state.group_names[name] = group_id
+        state.next_group_id = max(state.next_group_id, group_id + 1)
+
+
+def _load_tasks(conn: sqlite3.Connection, state: State) -> None:
+    """The live tasks, the matcher's shapes and heaps, and the groups' running counts."""
+    shapes: dict[tuple[str, str, int | None], Shape] = {}
     pending: dict[Shape, list[int]] = {}
-    matcher, tasks, workers = state.matcher, state.tasks, state.workers
-    for task_id, require, want, priority, max_attempts, attempt, status, worker_id in conn.execute(
-        LIVE_TASKS
-    ):
-        shape = shapes.get((require, want))
+    matcher, tasks, workers, groups = state.matcher, state.tasks, state.workers, state.groups
+    for (
+        task_id,
+        require,
+        want,
+        priority,
+        max_attempts,
+        attempt,
+        status,
+        worker_id,
+        group_id,
+    ) in conn.execute(LIVE_TASKS):
+        group = None if group_id is None else groups[group_id]
+        cap = group_id if group is not None and group.max_running is not None else None
+        shape = shapes.get((require, want, cap))
         if shape is None:
-            shape = shapes[(require, want)] = matcher.shape(
-                frozenset(orjson.loads(require)), frozenset(orjson.loads(want))
-            )
+            tags = frozenset(orjson.loads(require)), frozenset(orjson.loads(want))
+            shape = matcher.shape(*tags) if group is None else group.shape(matcher, *tags)
+            shapes[(require, want, cap)] = shape
             pending[shape] = []
-        task = Task(task_id, shape, priority, max_attempts, attempt)
+        task = Task(task_id, shape, priority, max_attempts, attempt, group)
         tasks[task_id] = task
         if status == "pending":
             pending[shape].append(task_key(priority, task_id))
             continue
         task.state = TaskState(status)
         task.worker_id = worker_id
+        if group is not None and task.state in BUSY:
+            group.running += 1
         worker = workers.get(worker_id) if worker_id else None
         if worker is not None:
             worker.running.add(task_id)
     for shape, keys in pending.items():
         matcher.load(shape, keys)
-    return state
+    for group in groups.values():
+        if group.at_cap:
+            for shape in group.shapes:
+                matcher.suspend(shape)
+
+
+def _load_workflows(conn: sqlite3.Connection, state: State) -> None:
+    """Dependencies, delayed retries, retry policies and the ids that did not succeed."""
+    for task_id, after, after_any, retry_at in conn.execute(WAITING_TASKS):
+        if retry_at is not None:
+            due = from_text(retry_at)
+            state.retry_due[task_id] = due
+            state.retry_heap.append((due, task_id))
+        else:
+            index_waiting(state, task_id, tuple(_list(after)), tuple(_list(after_any)))
+    heapq.heapify(state.retry_heap)
+    for task_id, retries, delay_s, on, left in conn.execute(RETRY_POLICIES):
+        state.retry_policies[task_id] = Retry(retries, delay_s, _codes(on), left)
+    for (task_id,) in conn.execute(ENDED, ("failed",)):
+        state.failed_ids.add(task_id)
+    for (task_id,) in conn.execute(ENDED, ("cancelled",)):
+        state.cancelled_ids.add(task_id)
+
+
+def _list(text: str | None) -> list[Any]:
+    return orjson.loads(text) if text else []
+
+
+def _codes(text: str | None) -> tuple[int | str, ...] | None:
+    return None if text is None else tuple(orjson.loads(text))
 
 
 def _tags(text: str) -> frozenset[str]:

@@ -14,11 +14,13 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 import orjson
 
+from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
 from kickoff.state.task_state import LIVE_STATES
@@ -28,26 +30,45 @@ logger = logging.getLogger(__name__)
 
 LIVE = f"({', '.join(repr(str(s)) for s in LIVE_STATES)})"
 
+# What a submission's payload holds beside the task's row: the fields start-up uses and
+# those hashed with an idempotency key (the workflow ones are left out at their default).
+SUBMISSION_IS_ROW = """
+    s.payload ->> '$.command' IS t.command
+    AND s.payload -> '$.require' IS t.require AND s.payload -> '$.want' IS t.want
+    AND s.payload ->> '$.priority' IS t.priority
+    AND s.payload ->> '$.max_attempts' IS t.max_attempts
+    AND s.payload ->> '$.timeout_s' IS t.timeout_s
+    AND s.payload -> '$.after' IS t.after AND s.payload -> '$.after_any' IS t.after_any
+    AND s.payload ->> '$.array_index' IS t.array_index
+    AND coalesce(s.payload ->> '$.retries', 0) IS t.retries
+    AND s.payload ->> '$.retry_delay_s' IS t.retry_delay_s
+    AND s.payload -> '$.retry_on' IS t.retry_on"""
 # Each live task against its events up to the checkpoint: its submission (the fields
 # start-up and the workers use) and its latest event, which decides its state, attempt
-# and worker (a cancelling task's attempt and worker are its latest claim's). `{upto}`
-# limits the latest event to the checkpoint when the log has a tail after it.
+# and worker (a cancelling task's attempt and worker are its latest claim's), and the
+# retries it has used. `{upto}` limits the events to the checkpoint when the log has a
+# tail after it.
 TASKS_AGAINST_LOG = f"""
 SELECT t.id FROM tasks t
 LEFT JOIN events s ON s.task_id = t.id AND s.type = 'TaskSubmitted'
 LEFT JOIN events l ON l.seq = (SELECT max(seq) FROM events WHERE task_id = t.id{{upto}})
 WHERE t.state IN {LIVE} AND NOT coalesce(
-    s.seq <= :seq
-    AND s.payload ->> '$.command' IS t.command
-    AND s.payload -> '$.require' IS t.require AND s.payload -> '$.want' IS t.want
-    AND s.payload ->> '$.priority' IS t.priority
-    AND s.payload ->> '$.max_attempts' IS t.max_attempts
-    AND s.payload ->> '$.timeout_s' IS t.timeout_s
+    s.seq <= :seq AND {SUBMISSION_IS_ROW}
     AND s.payload ->> '$.idempotency_key' IS t.idempotency_key
+    AND s.payload ->> '$.group_id' IS t.group_id
+    AND (t.retries = 0 OR t.retries_left = t.retries - (
+        SELECT count(*) FROM events r WHERE r.task_id = t.id AND r.type = 'TaskCompleted'
+        AND r.payload ->> '$.retry_in_s' IS NOT NULL{{upto}}))
     AND CASE t.state
-        WHEN 'pending' THEN t.worker_id IS NULL AND CASE l.type
+        WHEN 'pending' THEN t.worker_id IS NULL AND t.retry_at IS NULL AND CASE l.type
             WHEN 'TaskSubmitted' THEN t.attempt = 0
+            WHEN 'TaskReleased' THEN t.attempt = 0
             WHEN 'TaskRequeued' THEN l.payload ->> '$.next_attempt' - 1 IS t.attempt
+        END
+        WHEN 'waiting' THEN t.worker_id IS NULL AND CASE l.type
+            WHEN 'TaskSubmitted' THEN t.attempt = 0 AND t.retry_at IS NULL
+            WHEN 'TaskCompleted' THEN l.payload ->> '$.retry_in_s' IS NOT NULL
+                AND l.payload ->> '$.attempt' IS t.attempt AND t.retry_at IS NOT NULL
         END
         WHEN 'running' THEN l.type = 'TaskClaimed'
             AND l.payload ->> '$.attempt' IS t.attempt
@@ -65,12 +86,7 @@ KEYS_AGAINST_LOG = f"""
 SELECT t.id FROM tasks t
 LEFT JOIN events s ON s.task_id = t.id AND s.type = 'TaskSubmitted'
 WHERE t.idempotency_key IS NOT NULL AND t.state NOT IN {LIVE} AND NOT coalesce(
-    s.payload ->> '$.idempotency_key' IS t.idempotency_key
-    AND s.payload ->> '$.command' IS t.command
-    AND s.payload -> '$.require' IS t.require AND s.payload -> '$.want' IS t.want
-    AND s.payload ->> '$.priority' IS t.priority
-    AND s.payload ->> '$.max_attempts' IS t.max_attempts
-    AND s.payload ->> '$.timeout_s' IS t.timeout_s, 0)
+    s.payload ->> '$.idempotency_key' IS t.idempotency_key AND {SUBMISSION_IS_ROW}, 0)
 """
 WORKER_CHANGES = "type IN ('WorkerRegistered', 'WorkerTagsChanged')"  # see the partial index
 WORKERS_AGAINST_LOG = f"""
@@ -97,9 +113,32 @@ TASK_FIELDS = (
     "idempotency_key",
     "submitted_by",
     "submitted_at",
+    "after",
+    "after_any",
+    "group_id",
+    "array_index",
+    "retries",
+    "retries_left",
+    "retry_delay_s",
+    "retry_on",
+    "retry_at",
 )
 KEYED_FIELDS = frozenset(
-    ("command", "require", "want", "priority", "max_attempts", "timeout_s", "idempotency_key")
+    (
+        "command",
+        "require",
+        "want",
+        "priority",
+        "max_attempts",
+        "timeout_s",
+        "idempotency_key",
+        "after",
+        "after_any",
+        "array_index",
+        "retries",
+        "retry_delay_s",
+        "retry_on",
+    )
 )
 TASK_ROW = f"SELECT {', '.join(TASK_FIELDS)} FROM tasks WHERE id = ?"
 WORKER_ROW = "SELECT name, host, tags, slots FROM workers WHERE id = ?"
@@ -265,7 +304,7 @@ def _expect(expected: dict[str, object], row: Row, event: ev.Event) -> None:
     match event:
         case ev.TaskSubmitted():
             expected.update(
-                state="pending",
+                state="waiting" if event.after or event.after_any else "pending",
                 command=event.command,
                 require=_tags(event.require),
                 want=_tags(event.want),
@@ -277,19 +316,43 @@ def _expect(expected: dict[str, object], row: Row, event: ev.Event) -> None:
                 idempotency_key=event.idempotency_key,
                 submitted_by=event.submitted_by,
                 submitted_at=row.at,
+                after=_ids(event.after),
+                after_any=_ids(event.after_any),
+                group_id=event.group_id,
+                array_index=event.array_index,
+                retries=event.retries,
+                retries_left=event.retries,
+                retry_delay_s=event.retry_delay_s or None,
+                retry_on=None if event.retry_on is None else orjson.dumps(event.retry_on).decode(),
+                retry_at=None,
             )
         case ev.TaskClaimed():
             expected.update(state="running", attempt=event.attempt, worker_id=event.worker_id)
         case ev.TaskCancelRequested() if expected.get("state") == "running":
             expected["state"] = "cancelling"
+        case ev.TaskReleased():
+            expected["state"] = "pending"
         case ev.TaskRequeued():
-            expected.update(state="pending", worker_id=None)
+            expected.update(state="pending", worker_id=None, retry_at=None)
+        case ev.TaskCompleted() if event.retry_in_s is not None:
+            due = from_text(row.at) + timedelta(seconds=event.retry_in_s)
+            left = expected.get("retries_left")
+            expected.update(
+                state="waiting",
+                worker_id=None,
+                retry_at=to_text(due),
+                retries_left=left - 1 if isinstance(left, int) else None,
+            )
         case ev.TaskCompleted() | ev.TaskCancelled() | ev.TaskFailed():
             expected["state"] = "finished"
 
 
 def _tags(tags: frozenset[str]) -> str:
     return orjson.dumps(sorted(tags)).decode()
+
+
+def _ids(ids: tuple[int, ...]) -> str | None:
+    return orjson.dumps(ids).decode() if ids else None
 
 
 def _worker(conn: sqlite3.Connection, worker_id: object, seq: int) -> Finding | None:

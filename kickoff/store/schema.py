@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 2
+from kickoff.projections.schema import WORKFLOW_MIGRATION
+
+SCHEMA_VERSION = 3
 
 EVENTS_COLUMNS = """(
     seq INTEGER PRIMARY KEY,
@@ -114,6 +116,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         *TRIGGERS.values(),
         WORKER_CHANGES_INDEX,
     ),
+    # v2 -> v3: the projections' workflow columns and tables (projections/schema.py)
+    2: WORKFLOW_MIGRATION,
 }
 
 

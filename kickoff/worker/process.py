@@ -41,6 +41,7 @@ class Assignment:
     attempt: int
     command: str
     timeout_s: float | None = None
+    array_index: int | None = None  # KICKOFF_ARRAY_INDEX, for a task of an array
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,11 +93,15 @@ class TaskEnv:
         if run is not None:
             self.base[RUN_VAR.encode()] = run.encode()
 
-    def for_attempt(self, task_id: int, attempt: int, worker_id: str) -> dict[bytes, bytes]:
+    def for_attempt(
+        self, task_id: int, attempt: int, worker_id: str, array_index: int | None = None
+    ) -> dict[bytes, bytes]:
         env = self.base.copy()
         env[b"KICKOFF_TASK_ID"] = b"%d" % task_id
         env[b"KICKOFF_ATTEMPT"] = b"%d" % attempt
         env[b"KICKOFF_WORKER"] = worker_id.encode()
+        if array_index is not None:
+            env[b"KICKOFF_ARRAY_INDEX"] = b"%d" % array_index
         return env
 
 
@@ -328,7 +333,8 @@ class Job:
     def task_env(self) -> dict[bytes, bytes]:
         """The worker's environment without its credentials, plus the task's own ids."""
         env = self.env if isinstance(self.env, TaskEnv) else TaskEnv(self.env)
-        return env.for_attempt(self.assignment.task_id, self.assignment.attempt, self.worker_id)
+        a = self.assignment
+        return env.for_attempt(a.task_id, a.attempt, self.worker_id, a.array_index)
 
     def start(self) -> None:
         """Spawn the command now, on the caller's stack (once; never after a stop)."""

@@ -135,7 +135,14 @@ def assignment(raw: Any, *, id_key: str = "task_id") -> Assignment | Refused:
         return Refused(task_id=task_id, attempt=attempt, reason=problem)
     if timeout_s is not None:
         timeout_s = min(timeout_s, defaults.MAX_TIMEOUT_S)
-    return Assignment(task_id=task_id, attempt=attempt, command=raw["command"], timeout_s=timeout_s)
+    index = _int(raw.get("array_index"), low=0, high=defaults.MAX_ARRAY_INDEX)
+    return Assignment(
+        task_id=task_id,
+        attempt=attempt,
+        command=raw["command"],
+        timeout_s=timeout_s,
+        array_index=index,
+    )
 
 
 def claimed(answer: Any, *, limit: int) -> tuple[list[Assignment | Refused], list[str]]:

@@ -36,6 +36,7 @@ def endpoints() -> list[tuple[str, str]]:
         assert isinstance(route, Route)
         path = re.sub(r"\{task_id\}", "1", route.path)
         path = re.sub(r"\{worker\}", "w1", path)
+        path = re.sub(r"\{group\}", "g1", path)
         assert "{" not in path, f"fill in the path parameters of {route.path}"
         for method in sorted(route.methods or ()):
             found.append((method, path))

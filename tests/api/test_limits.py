@@ -295,7 +295,7 @@ def test_bodies_that_are_not_json_are_400(api: Api, raw: bytes) -> None:
     [
         ("/v1/tasks", {"command": "t", "Command": "u"}, "'Command'"),
         ("/v1/tasks", {"tasks": [{"command": "t"}], "extra": 1}, "'extra'"),
-        ("/v1/tasks", {"tasks": [{"command": "t", "retries": 3}]}, "tasks[0]"),
+        ("/v1/tasks", {"tasks": [{"command": "t", "tries": 3}]}, "tasks[0]"),
         ("/v1/workers", {"name": "w", "cores": 4}, "'cores'"),
         ("/v1/workers/{w}/claim", {"max_tasks": 1, "timeout": 1}, "'timeout'"),
         ("/v1/workers/{w}/heartbeat", {"running": [], "load": 1}, "'load'"),

@@ -45,7 +45,13 @@ def test_claim_returns_the_command_and_attempt(api: Api) -> None:
     worker = api.register()
     claimed = api.claim(worker)
     assert claimed == [
-        {"task_id": task_id, "attempt": 1, "command": "echo 'quoted; $HOME'", "timeout_s": 2.5}
+        {
+            "task_id": task_id,
+            "attempt": 1,
+            "command": "echo 'quoted; $HOME'",
+            "timeout_s": 2.5,
+            "array_index": None,
+        }
     ]
 
 
@@ -266,7 +272,15 @@ def test_complete_and_claim_in_one_round_trip(api: Api) -> None:
     )
     assert response.json() == {
         "ok": True,
-        "tasks": [{"task_id": second, "attempt": 1, "command": "b", "timeout_s": None}],
+        "tasks": [
+            {
+                "task_id": second,
+                "attempt": 1,
+                "command": "b",
+                "timeout_s": None,
+                "array_index": None,
+            }
+        ],
     }
     assert task(api, first)["state"] == "succeeded"
     assert task(api, second)["state"] == "running"

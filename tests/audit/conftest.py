@@ -25,6 +25,7 @@ TABLES = (
     ("tasks", "id"),
     ("workers", "id"),
     ("task_counts", "state"),
+    ("groups", "id"),
     ("projection_state", "name"),
 )
 START = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)

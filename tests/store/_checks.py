@@ -16,7 +16,7 @@ from kickoff.state.fold import State
 from kickoff.store.database import Database
 from kickoff.store.log import GENESIS, Recorded, chain_hash, read_rows
 
-PROJECTION_TABLES = ("tasks", "workers", "task_counts", "projection_state")
+PROJECTION_TABLES = ("tasks", "workers", "task_counts", "groups", "projection_state")
 
 
 def dump(conn: sqlite3.Connection, table: str) -> list[tuple[Any, ...]]:
@@ -52,6 +52,7 @@ def assert_projections_agree_with(conn: sqlite3.Connection, state: State) -> Non
         "tasks": last,
         "workers": last,
         "task_counts": last,
+        "groups": last,
     }
     assert state.last_seq == last
     counts = dict(conn.execute("SELECT state, n FROM task_counts"))

@@ -59,7 +59,7 @@ def test_the_service_written_scenario_loads(tmp_path: Path) -> None:
     load_checked(play(tmp_path / "scenario.db").path)
 
 
-@pytest.mark.parametrize("name", ["v1.db", "v1-compacted.db"])
+@pytest.mark.parametrize("name", ["v1.db", "v1-compacted.db", "v2.db"])
 def test_an_old_database_is_upgraded_and_loads(tmp_path: Path, name: str) -> None:
     path = tmp_path / name
     shutil.copy(DATA / name, path)

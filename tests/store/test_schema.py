@@ -14,6 +14,7 @@ import pytest
 from kickoff.audit import compact
 from kickoff.audit.verify import verify
 from kickoff.events import model as ev
+from kickoff.state.task_state import TaskState
 from kickoff.store.database import Database, replay
 from kickoff.store.db import connect
 from kickoff.store.log import Recorded
@@ -48,11 +49,18 @@ def triggers(path: Path) -> dict[str, str]:
         conn.close()
 
 
+V2_TASK_COLUMNS = (
+    "id, state, command, require, want, priority, attempt, max_attempts, timeout_s, "
+    "worker_id, exit_code, timed_out, duration_s, output_tail, reason, idempotency_key, "
+    "submitted_by, submitted_at, started_at, finished_at, updated_seq"
+)  # the tasks table before schema version 3 added the workflow columns
+
+
 def snapshot(path: Path) -> tuple[object, list[tuple[object, ...]], list[tuple[object, ...]]]:
     conn = connect(path, readonly=True)
     try:
         events = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
-        tasks = conn.execute("SELECT * FROM tasks ORDER BY id").fetchall()
+        tasks = conn.execute(f"SELECT {V2_TASK_COLUMNS} FROM tasks ORDER BY id").fetchall()
         return replay(conn).snapshot(), events, tasks
     finally:
         conn.close()
@@ -63,16 +71,16 @@ def test_a_new_database_has_exactly_the_schemas_triggers(tmp_path: Path) -> None
     found = triggers(tmp_path / "new.db")
     assert set(found) == set(TRIGGERS)
     assert all(same_sql(found[name], sql) for name, sql in TRIGGERS.items())
-    assert user_version(tmp_path / "new.db") == SCHEMA_VERSION == 2
+    assert user_version(tmp_path / "new.db") == SCHEMA_VERSION == 3
 
 
-@pytest.mark.parametrize("name", ["v1.db", "v1-compacted.db"])
-def test_a_version_1_database_is_upgraded_by_a_writer(tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize(("name", "version"), [("v1.db", 1), ("v1-compacted.db", 1), ("v2.db", 2)])
+def test_an_older_database_is_upgraded_by_a_writer(tmp_path: Path, name: str, version: int) -> None:
     path = copied(tmp_path, name)
     before = snapshot(path)
-    assert user_version(path) == 1  # a reader left it alone
+    assert user_version(path) == version  # a reader left it alone
     Database(path).close()
-    assert user_version(path) == 2
+    assert user_version(path) == SCHEMA_VERSION
     found = triggers(path)
     assert set(found) == set(TRIGGERS)
     assert all(same_sql(found[n], sql) for n, sql in TRIGGERS.items())
@@ -81,15 +89,37 @@ def test_a_version_1_database_is_upgraded_by_a_writer(tmp_path: Path, name: str)
     report = verify(path, archives=archives)
     assert report.ok, report.problems
     Database(path).close()  # a second open does nothing more
-    assert user_version(path) == 2
+    assert user_version(path) == SCHEMA_VERSION
 
 
-def test_verify_reads_a_version_1_database_as_it_was_written(tmp_path: Path) -> None:
-    path = copied(tmp_path, "v1.db")
+@pytest.mark.parametrize(("name", "version"), [("v1.db", 1), ("v2.db", 2)])
+def test_verify_reads_an_older_database_as_it_was_written(
+    tmp_path: Path, name: str, version: int
+) -> None:
+    path = copied(tmp_path, name)
     report = verify(path)
     assert report.ok, report.problems
-    assert any("schema version 1" in note for note in report.notes)
-    assert user_version(path) == 1
+    assert any(f"schema version {version}" in note for note in report.notes)
+    assert user_version(path) == version
+
+
+def test_a_version_2_log_replays_and_its_tasks_gain_the_workflow_defaults(tmp_path: Path) -> None:
+    """v2.db (tests/data) was written before workflows: its events upcast, the fold and the
+    checkpoint agree, and the new columns hold what a rebuild gives an old task."""
+    path = copied(tmp_path, "v2.db")
+    db = Database(path)
+    try:
+        loaded, _ = db.load()
+        assert db.replay() == loaded
+        assert loaded.counts[TaskState.WAITING] == 0
+        rows = db.conn.execute(
+            "SELECT after, after_any, group_id, array_index, retries, retries_left, retry_at "
+            "FROM tasks"
+        ).fetchall()
+        assert rows and set(rows) == {(None, None, None, None, 0, 0, None)}
+    finally:
+        db.close()
+    assert verify(path).ok
 
 
 def trigger_rows(path: Path) -> list[tuple[object, ...]]:

@@ -2,7 +2,11 @@
 
 A run is a list of operation tuples, `(method name, *args)`. `Sim.run` interprets them against a
 `State` exactly as `service.py` would (decide, then apply each event with the next seq), and
-at every claim checks the matcher against `reference_best`, a linear scan by SPEC §1's rule.
+at every claim checks the matcher against `reference_best`, a linear scan by SPEC §1's rule
+that also leaves out waiting tasks and the tasks of a group at its `max_running` cap. After
+every operation it checks the workflow rules (SPEC §12) against what it saw happen: a task
+waits exactly while a dependency is live, runs only after its `after` ones succeeded, and
+is cancelled (naming the dependency) when one of them did not.
 Operations are generated either by hypothesis (`operations()`) or by a seeded
 `random.Random` (`random_operations`), so store tests can reuse the same runs.
 """
@@ -42,20 +46,38 @@ class Spec:
     require: frozenset[str]
     want: frozenset[str]
     priority: int
+    after: tuple[int, ...] = ()
+    after_any: tuple[int, ...] = ()
+    group: int | None = None  # group id
+    retries: int = 0
+
+
+BUSY = (TaskState.RUNNING, TaskState.CANCELLING)
 
 
 def want_score(want: frozenset[str], tags: frozenset[str]) -> Fraction:
     return Fraction(len(want & tags), len(want)) if want else Fraction(0)
 
 
-def reference_best(state: State, specs: dict[int, Spec], tags: frozenset[str]) -> int | None:
-    """SPEC §1 by brute force: scan every pending task and apply the rule literally."""
+def reference_best(
+    state: State, specs: dict[int, Spec], tags: frozenset[str], caps: dict[int, int | None]
+) -> int | None:
+    """SPEC §1 by brute force: scan every pending task and apply the rule literally, leaving
+    out the tasks of a group with as many running tasks as its cap (counted here)."""
+    running: dict[int, int] = {}
+    for task in state.tasks.values():
+        group = specs[task.id].group
+        if group is not None and task.state in BUSY:
+            running[group] = running.get(group, 0) + 1
     best: tuple[int, Fraction, int] | None = None
     for task in state.tasks.values():
         if task.state is not TaskState.PENDING:
             continue
         spec = specs[task.id]
         if not spec.require <= tags:
+            continue
+        cap = caps.get(spec.group) if spec.group is not None else None
+        if cap is not None and running.get(spec.group, 0) >= cap:  # type: ignore[arg-type]
             continue
         key = (-spec.priority, -want_score(spec.want, tags), task.id)
         if best is None or key < best:
@@ -75,6 +97,10 @@ class Sim:
     claims: int = 0
     matched: int = 0  # claims that found a task
     keyed: dict[str, decide.NewTask] = field(default_factory=dict)  # key -> its first request
+    caps: dict[int, int | None] = field(default_factory=dict)  # group id -> max_running
+    outcomes: dict[int, str] = field(default_factory=dict)  # finished task -> its end
+    failures: dict[int, int] = field(default_factory=dict)  # task -> failed attempts so far
+    released: int = 0  # tasks that waited and were released (for non-vacuity)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -83,7 +109,52 @@ class Sim:
         for event in events:
             seq = self.state.last_seq + 1
             self.records.append(Recorded(seq, self.now, event))
+            self._saw(event)
             apply(self.state, event, seq=seq, at=self.now)
+
+    def _saw(self, event: ev.Event) -> None:
+        """Keep each task's end, as the log tells it (not from the State)."""
+        match event:
+            case ev.TaskCompleted(retry_in_s=None):
+                ok = event.exit_code == 0 and not event.timed_out
+                self.outcomes[event.task_id] = "succeeded" if ok else "failed"
+            case ev.TaskCompleted():
+                assert event.exit_code != 0 or event.timed_out, "a success was retried"
+                self.failures[event.task_id] = self.failures.get(event.task_id, 0) + 1
+                assert self.failures[event.task_id] <= self.specs[event.task_id].retries
+            case ev.TaskFailed():
+                self.outcomes[event.task_id] = "failed"
+            case ev.TaskCancelled():
+                self.outcomes[event.task_id] = "cancelled"
+                if event.reason is not None:
+                    self.check_dependency_cancel(event.task_id, event.reason)
+            case ev.TaskReleased():
+                self.released += 1
+
+    def check_dependency_cancel(self, task_id: int, reason: str) -> None:
+        """A cancel with a reason names an `after` dependency that did not succeed."""
+        spec = self.specs[task_id]
+        words = reason.split()
+        assert words[0] == "dependency", reason
+        named = int(words[1])
+        assert named in spec.after, reason
+        assert self.outcomes.get(named) in ("failed", "cancelled"), reason
+        assert reason.endswith("failed" if self.outcomes[named] == "failed" else "cancelled")
+
+    def check_workflows(self) -> None:
+        """Every live task with dependencies is where SPEC §12 puts it."""
+        for task in self.state.tasks.values():
+            spec = self.specs[task.id]
+            deps = (*spec.after, *spec.after_any)
+            if not deps:
+                continue
+            live = [d for d in deps if d not in self.outcomes]
+            if task.state is TaskState.WAITING and task.id in self.state.waiting:
+                assert live, f"task {task.id} waits for nothing"
+                assert self.state.waiting_for(task.id) == sorted(set(live))
+                continue
+            assert not live, f"task {task.id} is {task.state} while {live} are live"
+            assert all(self.outcomes[d] == "succeeded" for d in spec.after), task.id
 
     def decide(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Call a decide function and check it changed nothing (decide is pure)."""
@@ -151,7 +222,7 @@ class Sim:
         if worker_id is None:
             return None
         worker = self.state.workers[worker_id]
-        expected = reference_best(self.state, self.specs, worker.tags)
+        expected = reference_best(self.state, self.specs, worker.tags, self.caps)
         events = self.decide(decide.claim, worker_id)
         self.claims += 1
         if len(worker.running) >= worker.slots:
@@ -166,7 +237,69 @@ class Sim:
             self.matched += 1
             assert events[0].attempt == self.state.tasks[got].attempt + 1
         self.commit(events)
+        self.check_caps()
         return got
+
+    def check_caps(self) -> None:
+        running: dict[int, int] = {}
+        for task in self.state.tasks.values():
+            group = self.specs[task.id].group
+            if group is not None and task.state in BUSY:
+                running[group] = running.get(group, 0) + 1
+        for group, n in running.items():
+            cap = self.caps[group]
+            assert cap is None or n <= cap, f"group {group}: {n} running, cap {cap}"
+
+    def flow(
+        self,
+        require: frozenset[str],
+        priority: int,
+        after: tuple[int, ...],
+        after_any: tuple[int, ...],
+        group: int | None,
+        cap: int | None,
+        retries: int,
+    ) -> int | None:
+        """A task with dependencies (indexes into the tasks so far), a group (an index into
+        the groups so far; None: none; -1: a new one with `cap`) and retries."""
+        known = sorted(self.specs)
+        if not known and (after or after_any):
+            return None
+        deps = tuple(dict.fromkeys(known[i % len(known)] for i in after))
+        any_deps = tuple(dict.fromkeys(known[i % len(known)] for i in after_any))
+        request = None
+        if group == -1 or (group is not None and not self.caps):
+            request = decide.GroupRequest(name=f"n{len(self.caps)}", max_running=cap)
+        elif group is not None:
+            groups = sorted(self.caps)
+            request = decide.GroupRequest(name=f"g{groups[group % len(groups)]}")
+        new = decide.NewTask(
+            command="flow",
+            require=require,
+            priority=priority,
+            after=deps,
+            after_any=any_deps,
+            retries=retries,
+        )
+        events, (task_id,) = self.decide(decide.submit, [new], group=request)
+        group_id = next((e.group_id for e in events if isinstance(e, ev.TaskSubmitted)), None)
+        for e in events:
+            if isinstance(e, ev.GroupCreated):
+                self.caps[e.group_id] = e.max_running
+        self.specs[task_id] = Spec(
+            require, frozenset(), priority, deps, any_deps, group_id, retries
+        )
+        self.commit(events)
+        return int(task_id)
+
+    def retry_due(self, seconds: int) -> None:
+        """Time passes; the retries due by then start again."""
+        self.now += timedelta(seconds=seconds)
+        due = self.decide(decide.retries_due, self.now)
+        for event in due:
+            assert self.state.retry_due[event.task_id] <= self.now
+        self.commit(due)
+        assert all(due_at > self.now for due_at in self.state.retry_due.values())
 
     def pending_table(self) -> list[tuple[int, list[str], list[str], int]]:
         return [
@@ -252,11 +385,22 @@ class Sim:
     def restart(self) -> None:
         self.commit(decide.server_started(TIMEOUT_S))
 
+    def cancel_group(self, index: int) -> None:
+        if not self.caps:
+            return
+        group = sorted(self.caps)[index % len(self.caps)]
+        self.commit(self.decide(decide.cancel_group, group))
+        assert all(
+            t.group is None or t.group.id != group or t.state is TaskState.CANCELLING
+            for t in self.state.tasks.values()
+        )
+
     def run(self, ops: list[Op]) -> Sim:
         for op in ops:
             self.now += timedelta(seconds=1)
             name, *args = op
             getattr(self, name)(*args)
+            self.check_workflows()
         return self
 
 
@@ -266,9 +410,12 @@ tag_sets = st.frozensets(st.sampled_from(TAGS))
 
 
 NAMES = (
-    *["submit"] * 6,
+    *["submit"] * 5,
+    *["flow"] * 3,
     *["claim"] * 6,
     *["complete"] * 3,
+    "retry_due",
+    "cancel_group",
     "register",
     "cancel",
     "lose",
@@ -303,6 +450,20 @@ def _op(
             return (name, i, tags)
         case "restart":
             return (name,)
+        case "flow":
+            deps = (i,) if flag else ()
+            return (
+                name,
+                tags,
+                priority,
+                deps if n != 3 else (),
+                deps if n == 3 else (),
+                None if n == 1 else -1 if flag else i,
+                n - 1 or None,
+                n - 1,
+            )
+        case "retry_due":
+            return (name, n * 2)
     return (name, i)
 
 
@@ -335,7 +496,10 @@ def random_operations(rng: random.Random, n: int) -> list[Op]:
 
     ops: list[Op] = [("register", tags(0.6), rng.randint(1, 3)) for _ in range(3)]
     weights = {
-        "submit": 30,
+        "submit": 24,
+        "flow": 12,
+        "retry_due": 3,
+        "cancel_group": 1,
         "claim": 30,
         "complete": 20,
         "cancel": 4,
@@ -364,6 +528,25 @@ def random_operations(rng: random.Random, n: int) -> list[Op]:
                 ops.append((name, i, tags(0.6)))
             case "restart":
                 ops.append((name,))
+            case "flow":
+                after = tuple(rng.randint(0, 50) for _ in range(rng.choice((0, 0, 1, 2))))
+                after_any = tuple(rng.randint(0, 50) for _ in range(rng.choice((0, 0, 0, 1))))
+                group = rng.choice((None, None, -1, i))
+                cap = rng.choice((None, 1, 2, 3))
+                ops.append(
+                    (
+                        name,
+                        tags(0.15),
+                        rng.choice(PRIORITIES),
+                        after,
+                        after_any,
+                        group,
+                        cap,
+                        rng.choice((0, 0, 1, 2)),
+                    )
+                )
+            case "retry_due":
+                ops.append((name, rng.choice((1, 2, 5, 30))))
             case _:
                 ops.append((name, i))
     return ops

@@ -26,10 +26,14 @@ BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
     "str": texts,
     "str | None": st.none() | texts,
     "float": floats,
-    "float | None": st.none() | floats,
     "bool": st.booleans(),
     "frozenset[str]": tag_sets,
+    "int | None": st.none() | ints,
+    "float | None": st.none() | floats,
     "tuple[tuple[int, int], ...]": st.lists(st.tuples(ints, ints), max_size=5).map(tuple),
+    "tuple[int, ...]": st.lists(ints, max_size=5).map(tuple),
+    "tuple[int | str, ...] | None": st.none()
+    | st.lists(ints | st.just("timeout"), max_size=4).map(tuple),
 }
 
 
@@ -87,7 +91,7 @@ def test_payload_is_canonical(event: ev.Event) -> None:
     _, _, payload = codec.encode(event)
     data = orjson.loads(payload)
     assert list(data) == sorted(data)
-    assert list(data) == sorted(f.name for f in dataclasses.fields(event))
+    assert list(data) == sorted(stored_payload(event))
     assert orjson.dumps(data, option=orjson.OPT_SORT_KEYS).decode() == payload  # compact
     for value in data.values():
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -103,12 +107,23 @@ def plain_payload(event: ev.Event) -> dict[str, Any]:
     }
 
 
+def stored_payload(event: ev.Event) -> dict[str, Any]:
+    """The plain payload without the fields left out of the log at their default."""
+    return {
+        name: value
+        for f in dataclasses.fields(event)
+        for name, value in plain_payload(event).items()
+        if name == f.name and not (f.metadata.get("omit_default") and value == f.default)
+    }
+
+
 @given(any_event)
 def test_the_generated_encoders_write_the_canonical_bytes(event: ev.Event) -> None:
     """Each type's generated encoder agrees byte for byte with sorting the plain payload
-    dict: the hash chain covers these bytes."""
+    dict (without the fields left out at their default): the hash chain covers these
+    bytes. The payload handed to callers has every field."""
     cls = type(event)
-    expected = orjson.dumps(plain_payload(event), option=orjson.OPT_SORT_KEYS)
+    expected = orjson.dumps(stored_payload(event), option=orjson.OPT_SORT_KEYS)
     assert codec.PAYLOAD_ENCODERS[cls](event) == expected
     assert codec.encode(event) == (cls.__name__, cls.VERSION, expected.decode())
     assert codec.to_payload(event) == plain_payload(event)
@@ -157,7 +172,7 @@ def test_payload_format_is_pinned() -> None:
     event = ev.TaskSubmitted(task_id=7, command="echo é", require=frozenset({"gpu", "cpu"}))
     assert codec.encode(event) == (
         "TaskSubmitted",
-        2,
+        3,  # v3's fields are left out at their default: the same bytes as v2
         '{"command":"echo é","idempotency_key":null,"max_attempts":3,"priority":0,'
         '"require":["cpu","gpu"],"submitted_by":null,"task_id":7,"timeout_s":null,"want":[]}',
     )
@@ -234,3 +249,45 @@ def test_garbage_v1_payload_is_refused_too(payload: str) -> None:
 def test_non_list_tags_are_refused() -> None:
     with pytest.raises(DatabaseRefused):
         codec.decode("WorkerTagsChanged", 1, '{"tags": 5, "worker_id": "w1"}')
+
+
+def test_fields_added_later_are_left_out_at_their_default() -> None:
+    """A plain task's submission is as short as before the workflow fields existed."""
+    plain = ev.TaskSubmitted(task_id=1, command="true")
+    assert codec.encode(plain)[2] == (
+        '{"command":"true","idempotency_key":null,"max_attempts":3,"priority":0,'
+        '"require":[],"submitted_by":null,"task_id":1,"timeout_s":null,"want":[]}'
+    )
+    chained = ev.TaskSubmitted(task_id=3, command="true", after=(1, 2), retry_on=(3, "timeout"))
+    assert '"after":[1,2]' in codec.encode(chained)[2]
+    assert '"after_any"' not in codec.encode(chained)[2]
+    assert codec.decode(*codec.encode(chained)) == chained
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "payload", "expected"),
+    [
+        (
+            "TaskSubmitted",
+            2,
+            '{"command":"x","idempotency_key":null,"max_attempts":3,"priority":0,"require":[],'
+            '"submitted_by":null,"task_id":1,"timeout_s":null,"want":[]}',
+            ev.TaskSubmitted(task_id=1, command="x"),
+        ),
+        (
+            "TaskCompleted",
+            1,
+            '{"attempt":1,"duration_s":1.5,"exit_code":3,"output_tail":"","task_id":2,'
+            '"timed_out":false,"worker_id":"w1"}',
+            ev.TaskCompleted(task_id=2, worker_id="w1", attempt=1, exit_code=3, duration_s=1.5),
+        ),
+        (
+            "TaskCancelled",
+            1,
+            '{"attempt":0,"output_tail":"","task_id":4,"worker_id":null}',
+            ev.TaskCancelled(task_id=4, attempt=0),
+        ),
+    ],
+)
+def test_old_payloads_are_upcast(name: str, version: int, payload: str, expected: ev.Event) -> None:
+    assert codec.decode(name, version, payload) == expected

@@ -14,7 +14,7 @@ from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State, apply
-from kickoff.state.task_state import TaskState
+from kickoff.state.task_state import LIVE_STATES, TaskState
 from kickoff.store.log import Recorded
 from tests.unit._sim import Sim, operations, random_operations
 
@@ -56,7 +56,7 @@ def test_replay_of_every_prefix_equals_the_live_state_then(seed: int) -> None:
 
 def test_counts_match_the_tasks() -> None:
     sim = Sim().run(random_operations(random.Random(99), 800))
-    live = {s: 0 for s in (TaskState.PENDING, TaskState.RUNNING, TaskState.CANCELLING)}
+    live = dict.fromkeys(LIVE_STATES, 0)
     for task in sim.state.tasks.values():
         live[task.state] += 1
     assert {s: sim.state.counts[s] for s in live} == live

@@ -556,6 +556,16 @@ def test_tasks_run_without_the_worker_s_token(
     assert fake.completions[0][1]["output_tail"] == "unset kept 1\n"
 
 
+def test_an_array_task_gets_its_index(tmp_path: Path) -> None:
+    fake = FakeServer()
+    fake.add(
+        task(1, 'echo "${KICKOFF_ARRAY_INDEX-unset}"', array_index=7),
+        task(2, 'echo "${KICKOFF_ARRAY_INDEX-unset}"'),
+    )
+    assert drive(fake, tmp_path, burst=True) == 0
+    assert [c["output_tail"] for _, c in fake.completions] == ["7\n", "unset\n"]
+
+
 def test_tasks_inherit_no_descriptor_of_the_worker(tmp_path: Path) -> None:
     """Not its connections, not its stock of unnamed log files: only stdin/out/err."""
     fake = FakeServer()
