@@ -70,3 +70,21 @@ MAX_SESSIONS = 256  # dashboard sessions kept at once (the least recently used g
 SEARCH_SCAN_ROWS = 20_000  # tasks one text or tag search request looks at, at most
 THROUGHPUT_WINDOW_S = 3600  # the dashboard's throughput chart covers this much time
 THROUGHPUT_SEED_EVENTS = 200_000  # log rows read, at most, to fill the chart's past
+
+# The worker (kickoff/worker/)
+WORKER_CLAIM_WAIT_S = 25.0  # its long-poll claim (the server holds one up to CLAIM_WAIT_S)
+CLAIM_SLACK_S = 15.0  # added to a long-poll's HTTP timeout
+MIN_HEARTBEAT_INTERVAL_S = 0.05  # a server's suggested interval is kept within these
+MAX_HEARTBEAT_INTERVAL_S = 60.0
+LEASE_MARGIN_S = 1.0  # a worker's lease ends this much (at most T/10) before the server's
+TAGS_POLL_S = 1.0  # a --tags-file is looked at this often
+PRUNE_EVERY_S = 10.0  # the log directory is pruned this often
+KEEP_LOGS = 10_000  # task log files kept per server in the log directory (--keep-logs)
+LOG_SPARES = 8  # unnamed log files a worker keeps ready
+ABORT_DEADLINE_S = 10.0  # after a second Ctrl-C: time left to report and deregister
+# Every report delivered, the server still unreachable: how long to keep trying to say
+# goodbye. Not forever (a `systemctl stop` would hang): the server counts it lost anyway.
+DEREGISTER_WAIT_S = 5.0
+BACKOFF_FIRST_S = 0.1  # a request the server cannot take is tried again after this,
+BACKOFF_MAX_S = 5.0  # doubling up to this (or the heartbeat interval, if shorter)
+WARN_EVERY_S = 30.0  # while a request keeps failing, the worker says so this often

@@ -14,7 +14,6 @@ import typer
 from kickoff import defaults
 from kickoff.cli._options import ServerOpt, TokenOpt
 from kickoff.tags import check_tags, split_tags
-from kickoff.worker.logfiles import KEEP_LOGS
 
 HaveOpt = Annotated[
     list[str] | None,
@@ -118,7 +117,7 @@ def worker(
     tags_file: TagsFileOpt = None,
     burst: BurstOpt = False,
     grace: GraceOpt = defaults.CANCEL_GRACE_S,
-    keep_logs: KeepLogsOpt = KEEP_LOGS,
+    keep_logs: KeepLogsOpt = defaults.KEEP_LOGS,
     exit_with_fd: ExitWithFdOpt = None,
     verbose: VerboseOpt = False,
     quiet: QuietOpt = False,

@@ -25,12 +25,13 @@ import httptools
 import httpx
 import orjson
 
-from kickoff import auth
+from kickoff import auth, defaults
 from kickoff.client import DEFAULT_TIMEOUT_S, base_url, error_from, map_exceptions, resolve_token
 from kickoff.errors import InvalidInput, KickoffError
 
-IDLE_S = 2.0  # reuse a kept-alive connection only this long (uvicorn drops them after 5 s)
-MAX_HEAD_BYTES = 64 * 1024
+# reuse a kept-alive connection only this long: well before the server drops it
+IDLE_S = defaults.KEEP_ALIVE_S * 0.4
+MAX_HEAD_BYTES = 64 * 1024  # of an answer: the server's are a few hundred bytes
 
 Answer = tuple[int, bytes, bool]  # status, body, whether the connection may be reused
 

@@ -43,7 +43,7 @@ class Lease:
     @property
     def margin_s(self) -> float:
         """Kept between the end of the lease and the server's earliest expiry."""
-        return min(1.0, self.timeout_s / 10)
+        return min(defaults.LEASE_MARGIN_S, self.timeout_s / 10)
 
     @property
     def stop_grace_s(self) -> float:

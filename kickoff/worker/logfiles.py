@@ -26,10 +26,10 @@ import re
 from collections.abc import Container, Iterator
 from pathlib import Path
 
+from kickoff import defaults
+
 logger = logging.getLogger(__name__)
 
-KEEP_LOGS = 10_000  # default: task log files kept in a log directory
-SPARES = 8  # unnamed files a worker keeps ready
 NAME_RE = re.compile(r"task-(\d+)-(\d+)(?:\.\d+)?\.log")
 MAX_SUFFIX = 1000  # task-<id>-<attempt>.<n>.log: the names tried once the plain one is taken
 _FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
@@ -82,7 +82,7 @@ class LogFiles:
     descriptor).
     """
 
-    def __init__(self, log_dir: Path, *, spares: int = SPARES) -> None:
+    def __init__(self, log_dir: Path, *, spares: int = defaults.LOG_SPARES) -> None:
         self.log_dir = log_dir
         # Naming an unnamed file takes O_TMPFILE and /proc (linkat through /proc/self/fd).
         usable = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")

@@ -22,8 +22,8 @@ WORKER_ID_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.:=+-]{0,127}")
 # Server ids name the worker's log directory for that server: hex digits only.
 SERVER_ID_RE = re.compile(r"[0-9a-f]{8,64}")
 MAX_TASK_ID = (1 << 53) - 1
-MIN_INTERVAL_S = 0.05
-MAX_INTERVAL_S = 60.0
+MIN_INTERVAL_S = defaults.MIN_HEARTBEAT_INTERVAL_S
+MAX_INTERVAL_S = defaults.MAX_HEARTBEAT_INTERVAL_S
 MAX_MESSAGE_CHARS = 500  # of an error message the server sends along with an answer
 
 
