@@ -1,4 +1,5 @@
-"""In-process figures of the core beside SPEC §8's goals: matcher, group commit, replay, memory.
+"""In-process figures of the core beside SPEC §8's goals: matcher, group commit, replay, memory
+(and bench/workflows.py's: claims with waiting tasks and a capped group, a release).
 
     .venv/bin/python bench/core.py [--quick] [--json PATH]
 
@@ -490,6 +491,12 @@ def measure(quick: bool, events: int | None = None) -> list[Figure]:
             f"{before:.1f} us before the tag changes: views of old tag sets are dropped",
         )
     )
+
+    from bench import workflows  # it builds on this module's workload
+
+    more = timed("workflows", lambda: workflows.measure(quick))
+    assert isinstance(more, list)
+    figures += more
 
     pending = 100_000 if quick else 1_000_000
     memory = timed("memory per pending task", lambda: memory_per_task(pending))

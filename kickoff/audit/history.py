@@ -149,7 +149,9 @@ class _Teller:
 def _submitted(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     t.task_id, t.command = data.get("task_id"), data.get("command")
     t.state = "waiting" if data.get("after") or data.get("after_any") else "pending"
-    t.max_attempts, t.submitted_at = data.get("max_attempts"), at
+    t.submitted_at = at
+    if data.get("max_attempts") is not None:  # retries come on top of the restarts
+        t.max_attempts = int(data["max_attempts"]) + int(data.get("retries") or 0)
     by = data.get("submitted_by")
     parts = [f"submitted by {by}" if by else "submitted"]
     if data.get("require"):
@@ -185,10 +187,10 @@ def _workflow(data: EventJSON) -> list[str]:
         parts.append(f"array index {data['array_index']}")
     if data.get("retries"):
         retry = f"{data['retries']} retries"
-        if data.get("retry_delay_s"):
-            retry += f" after {duration(float(data['retry_delay_s']))} (doubling)"
         if data.get("retry_on") is not None:
             retry += f" on {' '.join(str(c) for c in data['retry_on']) or 'nothing'}"
+        if data.get("retry_delay_s"):
+            retry += f", {duration(float(data['retry_delay_s']))} apart (doubling)"
         parts.append(retry)
     return parts
 

@@ -9,12 +9,18 @@ from __future__ import annotations
 # name -> (module under kickoff.cli, the first line of its help; None: hidden)
 COMMANDS: dict[str, tuple[str, str | None]] = {
     "new": ("client_cmds", "Submit a command; print its task id."),
-    "status": ("client_cmds", "List pending and running tasks, with counts (alias: list)."),
+    "status": (
+        "client_cmds",
+        "List pending, waiting and running tasks, with counts (alias: list).",
+    ),
     "list": ("client_cmds", None),
     "info": ("client_cmds", "Show everything about one task."),
-    "cancel": ("client_cmds", "Cancel tasks."),
-    "wait": ("client_cmds", "Wait until tasks finish; exit 0 iff all succeeded."),
-    "stats": ("client_cmds", "Show counts per state, workers and throughput."),
+    "cancel": ("client_cmds", "Cancel tasks, or a whole group."),
+    "wait": ("client_cmds", "Wait until tasks (or a group) finish; exit 0 iff all succeeded."),
+    "stats": (
+        "client_cmds",
+        "Show counts per state, workers and throughput (of one group: --group NAME).",
+    ),
     "workers": ("client_cmds", "List workers: tags, slots, running tasks."),
     "tags": ("client_cmds", "Show or change a worker's tags."),
     "server": ("server_cmds", "Run the kickoff server (no configuration needed)."),
@@ -39,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
     "version": ("version_cmd", "Print kickoff's version (also: kickoff --version)."),
     "projections": (
         "log_cmds",
-        "Rebuild the SQL projections (tasks, workers, task_counts) from the log.",
+        "Rebuild the SQL projections (tasks, workers, task_counts, groups) from the log.",
     ),
 }
 

@@ -17,6 +17,7 @@ STATES = tuple(str(s) for s in TaskState)
 FINAL = frozenset(str(s) for s in TaskState if s not in LIVE_STATES)
 STATE_STYLES = {
     "pending": "yellow",
+    "waiting": "blue",
     "running": "cyan",
     "cancelling": "magenta",
     "succeeded": "green",
@@ -90,12 +91,18 @@ def counts_line(counts: Mapping[str, int]) -> Styled:
     return join(" · ", parts) if parts else styled("no tasks", "dim")
 
 
+# Fields added to an event later, shown only when they differ from their default.
+LATER_DEFAULTS = {"retries": 0, "retry_delay_s": 0.0}
+
+
 def summary(data: Mapping[str, Any], *, skip: Iterable[str] = (), limit: int = 100) -> str:
     """An event payload as `key=value ...` for one table cell."""
     skipped = set(skip)
     parts = []
     for key, value in data.items():
         if key in skipped or value is None or value == [] or value == {}:
+            continue
+        if key in LATER_DEFAULTS and value == LATER_DEFAULTS[key]:
             continue
         shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
         parts.append(f"{key}={shown}")

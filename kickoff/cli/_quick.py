@@ -10,7 +10,7 @@ and client_cmds' typer commands call it.
 from __future__ import annotations
 
 from kickoff import defaults
-from kickoff.cli import _submit, _syntax
+from kickoff.cli import _submit, _syntax, _workflow
 from kickoff.cli._screen import print_json
 from kickoff.client import Client
 from kickoff.errors import InvalidInput
@@ -51,11 +51,20 @@ NEW = {
     "timeout": Opt(type=float, low=defaults.MIN_TIMEOUT_S, high=defaults.MAX_TIMEOUT_S),
     "idempotency-key": Opt(),
     "from": Opt(),
+    "after": MANY,
+    "after-any": MANY,
+    "group": Opt(),
+    "max-running": Opt(type=int, low=1, high=defaults.MAX_GROUP_RUNNING),
+    "array": Opt(),
+    "retries": Opt(type=int, low=0, high=defaults.MAX_RETRIES, default=0),
+    "retry-delay": Opt(type=float, low=0, high=defaults.MAX_RETRY_DELAY_S, default=0.0),
+    "retry-on": MANY,
     "wait": FLAG,
     **SHARED,
 }
 STATUS = {
     "state": MANY,
+    "group": Opt(),
     "all": FLAG,
     "limit": Opt(type=int, low=1, high=defaults.MAX_PAGE, default=defaults.DEFAULT_PAGE),
     "after": Opt(type=int, low=0, default=0),
@@ -181,19 +190,29 @@ def new(
     timeout: float | None = None,
     idempotency_key: str | None = None,
     from_: str | None = None,
+    after: list[str] | None = None,
+    after_any: list[str] | None = None,
+    group: str | None = None,
+    max_running: int | None = None,
+    array: str | None = None,
+    retries: int = 0,
+    retry_delay: float = 0.0,
+    retry_on: list[str] | None = None,
     wait: bool = False,
     as_json: bool = False,
     server: str | None = None,
     token: str | None = None,
 ) -> int:
-    """Submit one command (or `from_`'s lines); print the ids; with `wait`, the exit code
-    `new --wait` ends with (else 0)."""
+    """Submit one command (or `from_`'s lines, or one per `array` index); print the ids;
+    with `wait`, the exit code `new --wait` ends with (else 0)."""
     if bool(command) == bool(from_):
         raise InvalidInput(
             "give a command (kickoff new [OPTIONS] -- CMD...) or --from FILE, not both"
             if command
             else "no command given: kickoff new [OPTIONS] -- CMD...  (or --from FILE)"
         )
+    if array is not None and from_ is not None:
+        raise InvalidInput("--array makes one task per index of one command: not with --from")
     base: dict[str, Any] = {
         "require": tags(require, "require"),
         "want": tags(want, "want"),
@@ -202,15 +221,31 @@ def new(
     }
     if timeout is not None:
         base["timeout_s"] = timeout
-    if command:
+    base.update(_workflow_fields(after, after_any, retries, retry_delay, retry_on))
+    indices, cap = _workflow.array_indices(array) if array is not None else ([], None)
+    if cap is not None and max_running is None:
+        max_running = cap  # `--array 1-240%20`, as Slurm writes it
+    if array is not None:
+        line = _submit.command_string(command)
+        tasks = [
+            {"command": line, **base, "array_index": index}
+            | ({} if idempotency_key is None else {"idempotency_key": f"{idempotency_key}:{index}"})
+            for index in indices
+        ]
+    elif command:
         key = {} if idempotency_key is None else {"idempotency_key": idempotency_key}
         tasks = [{"command": _submit.command_string(command), **base, **key}]
     else:
         assert from_ is not None
         tasks = _submit.from_lines(from_, base, idempotency_key)
+    request = _workflow.group_request(
+        group, max_running, always=array is not None or from_ is not None
+    )
     with Client(server, token=token) as api:
-        ids = _submit.submit(api, tasks)
+        ids, label = _submit.submit(api, tasks, group=request)
         _submit.print_ids(ids, as_json=as_json)
+        if label is not None and group is None:
+            _submit.tell_group(label, len(ids))
         if not wait:
             return 0
         from kickoff.cli import _wait
@@ -222,6 +257,24 @@ def new(
     if command:
         return _wait.exit_code(final[ids[0]])
     return 0 if all(task["state"] == "succeeded" for task in final.values()) else 1
+
+
+def _workflow_fields(
+    after: list[str] | None,
+    after_any: list[str] | None,
+    retries: int,
+    retry_delay: float,
+    retry_on: list[str] | None,
+) -> dict[str, Any]:
+    """The workflow fields of every task of a submission, those given only."""
+    fields: dict[str, Any] = {
+        "after": _workflow.task_ids(after, "--after"),
+        "after_any": _workflow.task_ids(after_any, "--after-any"),
+        "retries": retries,
+        "retry_delay_s": retry_delay,
+        "retry_on": _workflow.retry_codes(retry_on),
+    }
+    return {name: value for name, value in fields.items() if value}
 
 
 def states(values: list[str] | None, everything: bool) -> list[str]:
@@ -246,6 +299,7 @@ def states(values: list[str] | None, everything: bool) -> list[str]:
 def status(
     *,
     state: list[str] | None = None,
+    group: str | None = None,
     all_: bool = False,
     limit: int = defaults.DEFAULT_PAGE,
     after: int = 0,
@@ -258,7 +312,7 @@ def status(
 
     asked = states(state, all_)
     with Client(server, token=token) as api:
-        page = api.get("/v1/tasks", state=asked, limit=limit, after=after or None)
+        page = api.get("/v1/tasks", state=asked, group=group, limit=limit, after=after or None)
     if as_json:
         print_json(page)
     else:

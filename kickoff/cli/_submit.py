@@ -83,26 +83,42 @@ def batches(tasks: list[Task]) -> Iterator[list[Task]]:
         yield batch
 
 
-def submit(api: Client, tasks: list[Task]) -> list[int]:
-    """Submit in batches; the ids in order.
+def submit(
+    api: Client, tasks: list[Task], *, group: dict[str, Any] | None = None
+) -> tuple[list[int], str | None]:
+    """Submit in batches; the ids in order, and the name of the group they joined.
+
+    `group`: the submit's group ({} for a new one the server names); the batches after
+    the first join the group the first one was given.
 
     Raises:
         KickoffError: a batch was refused; the ids of the batches before it are printed
             first, and the message says so.
     """
     ids: list[int] = []
+    label: str | None = None
     with progress_bar("submitting", len(tasks), show=len(tasks) >= PROGRESS_AT) as update:
         for batch in batches(tasks):
             body = batch[0] if len(tasks) == 1 else {"tasks": batch}
+            if group is not None:
+                body = {**body, "group": group if label is None else {"name": label}}
             try:
-                ids.extend(api.post("/v1/tasks", body)["ids"])
+                answer = api.post("/v1/tasks", body)
+                ids.extend(answer["ids"])
+                label = answer.get("group", label)
             except KickoffError as exc:
                 if ids:
                     print_ids(ids, as_json=False)
                     exc.message += f" ({len(ids)} tasks submitted before this; their ids are above)"
                 raise
             update(advance=len(batch))
-    return ids
+    return ids, label
+
+
+def tell_group(label: str, count: int) -> None:
+    """On a terminal's stderr: the name the server gave the submission's group."""
+    if err.is_terminal:
+        err.line(f"{count} tasks in group {label} (kickoff status --group {label})")
 
 
 def print_ids(ids: list[int], *, as_json: bool) -> None:

@@ -28,10 +28,20 @@ NEW_VALUED = frozenset(
         "timeout",
         "idempotency-key",
         "from",
+        "after",
+        "after-any",
+        "group",
+        "max-running",
+        "array",
+        "retries",
+        "retry-delay",
+        "retry-on",
         "server",
         "token",
     }
 )
+# `new`'s options that take every following word, as the tag options do (`--after 3 4`).
+NEW_LISTS = LIST_OPTIONS | {"after", "after-any", "retry-on"}
 HELP_WORDS = frozenset({"-h", "-help", "--help"})
 # Options that may come before the subcommand (`kickoff -server X status`).
 GLOBAL_VALUED = frozenset({"server", "token"})
@@ -161,7 +171,8 @@ def parse_new(words: list[str]) -> NewWords:
     The command is the words before the first option, or every word after `--` (or both,
     when nothing comes between them: one run of words). Before `--`, a word that starts
     with a dash is one of `new`'s options (one dash or two) or refused; a tag option
-    (`-require`, `--want`, ...) takes every word up to the next option; any other option
+    (`-require`, `--want`, ...) and a list one (`--after`, `--after-any`, `--retry-on`)
+    takes every word up to the next option; any other option
     takes the next word as its value (whatever it starts with), or none; any other word
     is refused.
 
@@ -203,7 +214,7 @@ def parse_new(words: list[str]) -> NewWords:
             if inline is not None:
                 raise InvalidInput(f"{word}: --{name} takes no value")
             options.append((name, None))
-        elif name in LIST_OPTIONS:
+        elif name in NEW_LISTS:
             values, i = _swallow(words, i, word, first=inline)
             options.extend((name, value) for value in values)
         elif inline is not None:
@@ -231,9 +242,10 @@ def _check_some_command(options: list[tuple[str, str | None]]) -> None:
     while run > 0 and options[run - 1][0] == last:
         run -= 1
     tags = [str(value) for _, value in options[run:]]
-    if last in LIST_OPTIONS and len(tags) > 1:
+    if last in NEW_LISTS and len(tags) > 1:
+        what = "tags" if last in LIST_OPTIONS else "values"
         raise InvalidInput(
-            f"no command given: {' '.join(tags)} are all tags of "
+            f"no command given: {' '.join(tags)} are all {what} of "
             f"--{last}; put the command after --: kickoff new [OPTIONS] -- CMD..."
         )
 

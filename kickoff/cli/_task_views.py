@@ -67,6 +67,17 @@ def unfinished(tasks: list[Task], *, summary: bool) -> None:
 # ------------------------------------------------------------------------------- status
 
 
+def waits_for(task: Task) -> str | None:
+    """What a waiting task waits for, in a few words: `after 12 13`, `retry at 10:01:02`."""
+    if task["state"] != "waiting":
+        return None
+    if task.get("waiting_for"):
+        return "after " + " ".join(str(i) for i in task["waiting_for"])
+    if task.get("retry_at"):
+        return f"retry at {task['retry_at']}"
+    return "its dependencies"
+
+
 def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator[list[Cell]]:
     for task in tasks:
         row: list[Cell] = [
@@ -74,7 +85,7 @@ def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator
             fmt.state(task["state"]),
             str(task["priority"]),
             _when(task["submitted_at"], now),
-            str(task.get("worker_name") or task.get("worker") or "-"),
+            waits_for(task) or str(task.get("worker_name") or task.get("worker") or "-"),
             ",".join(task["require"]) or "-",
             ",".join(task["want"]) or "-",
         ]
@@ -98,7 +109,9 @@ def status(page: dict[str, Any], states: list[str]) -> None:
         notes.line(styled(f"no {which}", "dim"))
         return
     with_exit = states == ["all"] or any(task["state"] in fmt.FINAL for task in tasks)
-    headers = ["ID", "STATE", "PRI", "AGE" if out.is_terminal else "SUBMITTED", "WORKER"]
+    waiting = any(task["state"] == "waiting" for task in tasks)
+    where = "WORKER / WAITS FOR" if waiting else "WORKER"
+    headers = ["ID", "STATE", "PRI", "AGE" if out.is_terminal else "SUBMITTED", where]
     headers += ["REQUIRE", "WANT", *(["EXIT"] if with_exit else []), "COMMAND"]
     if out.is_terminal:
         out.line()
@@ -129,7 +142,7 @@ def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str
         ("require", fmt.tags(task["require"])),
         ("want", fmt.tags(task["want"])),
         ("priority", str(task["priority"])),
-        ("attempt", f"{task['attempt']} of {task['max_attempts']}"),
+        ("attempt", f"{task['attempt']} of {task['max_attempts'] + (task.get('retries') or 0)}"),
         ("worker", worker),
         ("exit code", "-" if task.get("exit_code") is None else str(task["exit_code"])),
         ("submitted", when(task["submitted_at"])),
@@ -142,6 +155,12 @@ def _info_fields(task: Task, now: datetime) -> list[tuple[str, Cell]]:
     rows = task_fields(task, lambda text: _at(text, now))
     rows.append(("duration", fmt.duration(task.get("duration_s"))))
     optional = (
+        ("waits for", waits_for(task)),
+        ("after", " ".join(str(i) for i in task.get("after") or ()) or None),
+        ("after any", " ".join(str(i) for i in task.get("after_any") or ()) or None),
+        ("group", task.get("group")),
+        ("array index", task.get("array_index")),
+        ("retries", _retries(task)),
         ("reason", task.get("reason")),
         ("timeout", None if task.get("timeout_s") is None else f"{task['timeout_s']:g}s"),
         ("timed out", "yes" if task.get("timed_out") else None),
@@ -150,6 +169,18 @@ def _info_fields(task: Task, now: datetime) -> list[tuple[str, Cell]]:
     )
     rows.extend((key, str(value)) for key, value in optional if value)
     return rows
+
+
+def _retries(task: Task) -> str | None:
+    """`1 of 2 left, after 10s (doubling), on 3 timeout`."""
+    if not task.get("retries"):
+        return None
+    text = f"{task['retries_left']} of {task['retries']} left"
+    if task.get("retry_delay_s"):
+        text += f", after {task['retry_delay_s']:g}s (doubling)"
+    if task.get("retry_on") is not None:
+        text += ", on " + (" ".join(str(c) for c in task["retry_on"]) or "nothing")
+    return text
 
 
 def info(task: Task, events: list[dict[str, Any]]) -> None:
@@ -223,7 +254,23 @@ def stats(data: dict[str, Any]) -> None:
         rows.append(("throughput", f"{rate} ({throughput.get('per_second', 0):g}/s)"))
     if "last_seq" in data:
         rows.append(("log", f"{data['last_seq']:,} events"))
+    group = data.get("group")
+    if group:
+        cap = "no cap" if group["max_running"] is None else f"at most {group['max_running']}"
+        rows.insert(0, ("group", f"{group['name']}: {group['running']} running ({cap})"))
     fields(rows)
+
+
+def group_summary(summary: dict[str, Any]) -> None:
+    """`group shot12: 240 tasks: 238 succeeded · 2 failed` on stderr."""
+    counts = {state: n for state, n in summary["counts"].items() if n}
+    err.line(
+        assemble(f"group {summary['name']}: {summary['total']} tasks: ", fmt.counts_line(counts))
+    )
+
+
+def group_cancelled(answer: dict[str, Any]) -> None:
+    out.line(f"group {answer['group']}: {answer['cancelled']} tasks cancelled or cancelling")
 
 
 def workers(found: list[dict[str, Any]], *, everything: bool) -> None:

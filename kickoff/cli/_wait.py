@@ -86,6 +86,42 @@ def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) 
             delay = min(delay * 1.5, MAX_DELAY_S)
 
 
+def wait_for_group(client: Client, name: str, *, timeout_s: float | None = None) -> dict[str, Any]:
+    """Block until no task of the group is live; its last summary (GET /v1/groups/NAME).
+
+    Raises:
+        NotFound: no such group.
+        KickoffError: `timeout_s` passed first (exit code 1).
+    """
+    from urllib.parse import quote
+
+    path = f"/v1/groups/{quote(name, safe='')}"
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    delay = FIRST_DELAY_S
+    summary: dict[str, Any] = client.get(path)
+    with progress_bar(f"group {summary['name']}", summary["total"], show=True) as update:
+        while True:
+            counts = summary["counts"]
+            done = summary["total"] - summary["live"]
+            update(total=summary["total"], completed=done, description=_group_line(counts))
+            if summary["live"] == 0:
+                return summary
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise KickoffError(
+                    f"timed out after {timeout_s:g}s: {summary['live']} of "
+                    f"{summary['total']} tasks of group {summary['name']} not finished "
+                    f"({_group_line(counts)})"
+                )
+            time.sleep(delay if deadline is None else min(delay, deadline - now))
+            delay = min(delay * 1.5, MAX_DELAY_S)
+            summary = client.get(path)
+
+
+def _group_line(counts: dict[str, int]) -> str:
+    return " · ".join(f"{counts[s]} {s}" for s in STATES if counts.get(s))
+
+
 def exit_code(task: Task) -> int:
     """The exit code `new --wait` ends with: the task's own, 1 when it has none."""
     if task["state"] == "succeeded":

@@ -19,9 +19,15 @@ from kickoff.cli import _task_views as views
 from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
 from kickoff.cli._screen import print_json
 from kickoff.client import Client
-from kickoff.errors import ERRORS_BY_CODE, IllegalTransition, KickoffError, NotFound
+from kickoff.errors import ERRORS_BY_CODE, IllegalTransition, InvalidInput, KickoffError, NotFound
 
 TagsOpt = list[str] | None
+GroupOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--group", metavar="NAME", help="Only the tasks of group NAME.", show_default=False
+    ),
+]
 
 
 def new(
@@ -92,7 +98,79 @@ def new(
         typer.Option(
             "--from",
             metavar="FILE",
-            help="Read one command per line from FILE (- is stdin).",
+            help="Read one command per line from FILE (- is stdin); the tasks are a group.",
+            show_default=False,
+        ),
+    ] = None,
+    after: Annotated[
+        TagsOpt,
+        typer.Option(
+            "--after",
+            metavar="ID",
+            help="Run only after these tasks succeeded (--after 12 13); waits till then.",
+            show_default=False,
+        ),
+    ] = None,
+    after_any: Annotated[
+        TagsOpt,
+        typer.Option(
+            "--after-any",
+            metavar="ID",
+            help="Run only after these tasks ended, in any way.",
+            show_default=False,
+        ),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Join (or start) the group NAME (status/stats/wait/cancel --group NAME).",
+            show_default=False,
+        ),
+    ] = None,
+    max_running: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            min=1,
+            max=defaults.MAX_GROUP_RUNNING,
+            help="At most N tasks of the (new) group run at once.",
+            show_default=False,
+        ),
+    ] = None,
+    array: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SPEC",
+            help="One task per index (1-240, 0-99:2, 1,5,7; 1-240%20 caps it at 20 at once), "
+            "each with KICKOFF_ARRAY_INDEX.",
+            show_default=False,
+        ),
+    ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            metavar="N",
+            min=0,
+            max=defaults.MAX_RETRIES,
+            help="Start it again up to N times after a failure (exit code or timeout).",
+        ),
+    ] = 0,
+    retry_delay: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            min=0,
+            max=defaults.MAX_RETRY_DELAY_S,
+            help="Wait before a retry, doubling each time.",
+        ),
+    ] = 0.0,
+    retry_on: Annotated[
+        TagsOpt,
+        typer.Option(
+            "--retry-on",
+            metavar="CODE",
+            help="Retry only these exit codes (and `timeout`): --retry-on 75 timeout.",
             show_default=False,
         ),
     ] = None,
@@ -107,14 +185,17 @@ def new(
 
     The command is the words before the first option, or everything after --. Before --,
     a word that starts with a dash is one of these options, or refused: a command with
-    words of its own that start with a dash goes after --. A tag option takes every word
-    up to the next option (--require cpu gpu).
+    words of its own that start with a dash goes after --. A tag option, --after,
+    --after-any and --retry-on take every word up to the next option (--require cpu gpu).
 
     \b
       kickoff new ./run.sh arg1 -require cpu -want gpu
       kickoff new --require cpu --priority 5 -- ls -la /data
       id=$(kickoff new -- make test) && kickoff wait $id
       kickoff new --from commands.txt --require cpu     (one command per line)
+      kickoff new --after $id -- ./evaluate.sh
+      kickoff new --array 1-240 --max-running 20 -- ./render.sh
+      kickoff new --retries 2 --retry-delay 10 -- ./download.sh
     """
     code = _quick.new(
         command or [],
@@ -125,6 +206,14 @@ def new(
         timeout=timeout,
         idempotency_key=idempotency_key,
         from_=from_,
+        after=after,
+        after_any=after_any,
+        group=group,
+        max_running=max_running,
+        array=array,
+        retries=retries,
+        retry_delay=retry_delay,
+        retry_on=retry_on,
         wait=wait,
         as_json=as_json,
         server=server,
@@ -144,6 +233,7 @@ def status(
             show_default=False,
         ),
     ] = None,
+    group: GroupOpt = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Tasks in every state, finished ones too.")
     ] = False,
@@ -160,7 +250,7 @@ def status(
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """List pending and running tasks, with counts (alias: list).
+    """List pending, waiting and running tasks, with counts (alias: list).
 
     Pages through any number of tasks: --limit N per page, --after ID for the next.
 
@@ -168,9 +258,11 @@ def status(
       kickoff status
       kickoff status --state failed --limit 20
       kickoff status --all --after 1000     (the page after task 1000)
+      kickoff status --group shot12 --all
     """
     _quick.status(
         state=state,
+        group=group,
         all_=all_,
         limit=limit,
         after=after,
@@ -205,20 +297,39 @@ def info(
 
 def cancel(
     ids: Annotated[
-        list[int], typer.Argument(metavar="ID...", help="Task ids.", show_default=False)
-    ],
+        list[int] | None, typer.Argument(metavar="ID...", help="Task ids.", show_default=False)
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group", metavar="NAME", help="Every live task of group NAME.", show_default=False
+        ),
+    ] = None,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Cancel tasks.
+    """Cancel tasks, or a whole group.
 
-    A pending task is cancelled at once; a running one when its worker has stopped it.
+    A pending or waiting task is cancelled at once, a running one when its worker has
+    stopped it; tasks waiting on a cancelled one (--after) are cancelled too.
 
     \b
       kickoff cancel 42
       kickoff cancel 42 43 44
+      kickoff cancel --group shot12
     """
+    if bool(ids) == bool(group):
+        raise InvalidInput("give task ids or --group NAME (not both)")
+    if group is not None:
+        with client(server, token) as api:
+            answer = api.post(f"/v1/groups/{quote(group, safe='')}/cancel", {})
+        if as_json:
+            print_json(answer)
+        else:
+            views.group_cancelled(answer)
+        return
+    assert ids is not None
     results: list[dict[str, Any]] = []
     finished: dict[int, str] = {}
     with client(server, token) as api:
@@ -240,8 +351,17 @@ def cancel(
 
 def wait(
     ids: Annotated[
-        list[int], typer.Argument(metavar="ID...", help="Task ids.", show_default=False)
-    ],
+        list[int] | None, typer.Argument(metavar="ID...", help="Task ids.", show_default=False)
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option(
+            "--group",
+            metavar="NAME",
+            help="Every task of group NAME (a progress bar on a terminal).",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[
         float | None,
         typer.Option(
@@ -252,14 +372,28 @@ def wait(
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Wait until tasks finish; exit 0 iff all succeeded.
+    """Wait until tasks (or a group) finish; exit 0 iff all succeeded.
 
     Shows progress on stderr; exits 1 if any task failed or was cancelled.
 
     \b
       kickoff wait 42
       kickoff wait $(kickoff new --from jobs.txt) --timeout 3600
+      kickoff wait --group shot12
     """
+    if bool(ids) == bool(group):
+        raise InvalidInput("give task ids or --group NAME (not both)")
+    if group is not None:
+        with client(server, token) as api:
+            summary = _wait.wait_for_group(api, group, timeout_s=timeout)
+        if as_json:
+            print_json(summary)
+        else:
+            views.group_summary(summary)
+        if summary["counts"].get("succeeded", 0) != summary["total"]:
+            raise typer.Exit(1)
+        return
+    assert ids is not None
     with client(server, token) as api:
         final = _wait.wait_for(api, ids, timeout_s=timeout)
     tasks = [final[i] for i in dict.fromkeys(ids)]
@@ -271,15 +405,21 @@ def wait(
         raise typer.Exit(1)
 
 
-def stats(as_json: JsonOpt = False, server: ServerOpt = None, token: TokenOpt = None) -> None:
-    """Show counts per state, workers and throughput.
+def stats(
+    group: GroupOpt = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show counts per state, workers and throughput (of one group: --group NAME).
 
     \b
       kickoff stats
       kickoff stats --json | jq .pending
+      kickoff stats --group shot12
     """
     with client(server, token) as api:
-        data = api.get("/v1/stats")
+        data = api.get("/v1/stats", group=group)
     if as_json:
         print_json(data)
     else:

@@ -608,7 +608,7 @@ def compact(
 projections_app = typer.Typer(
     name="projections",
     help=(
-        "Rebuild the SQL projections (tasks, workers, task_counts) from the log.\n\n"
+        "Rebuild the SQL projections (tasks, workers, task_counts, groups) from the log.\n\n"
         "\b\n"
         "  kickoff projections rebuild --db kickoff.db"
     ),
@@ -652,7 +652,7 @@ def rebuild(
         if lock is not None:
             os.close(lock)
     took = time.perf_counter() - began
-    heading(f"rebuilt tasks, workers and task_counts from {count:,} events in {took:.2f}s")
+    heading(f"rebuilt tasks, workers, task_counts and groups from {count:,} events in {took:.2f}s")
     fields([("tasks", fmt.counts_line(counts))])
 
 

@@ -416,20 +416,21 @@ def complete(state: State, report: Completion) -> list[ev.Event]:
 
 def _retry_in_s(state: State, task: Task, report: Completion) -> float | None:
     """The wait before the next attempt if this failure is to be retried, else None."""
-    policy = state.retry_policies.get(task.id)
+    policy, used = state.retries_of(task.id)
     failed = report.exit_code != 0 or report.timed_out
     if policy is None or not failed or task.state is not TaskState.RUNNING:
         return None
-    if not policy.applies(report.exit_code, report.timed_out):
+    if not policy.applies(used, report.exit_code, report.timed_out):
         return None
-    return policy.next_delay_s()
+    return policy.delay_after(used)
 
 
 def _retry(state: State, task: Task, *, after: ev.TaskCompleted | None = None) -> ev.Event:
     """The TaskRequeued that starts a retry; `after`: the completion that scheduled it,
     not applied yet (so the retry it uses is not counted yet)."""
-    policy = state.retry_policies[task.id]
-    number = policy.used + (1 if after is not None else 0)
+    policy, used = state.retries_of(task.id)
+    assert policy is not None
+    number = used + (1 if after is not None else 0)
     return ev.TaskRequeued(
         task_id=task.id,
         next_attempt=task.attempt + 1,
@@ -502,8 +503,7 @@ def find_group(state: State, name: str) -> int:
 def _requeue_or_fail(state: State, task: Task, *, reason: str) -> list[ev.Event]:
     if task.state is TaskState.CANCELLING:
         return [ev.TaskCancelled(task_id=task.id, attempt=task.attempt, worker_id=task.worker_id)]
-    policy = state.retry_policies.get(task.id)
-    starts = task.attempt - (policy.used if policy is not None else 0)  # retries apart
+    starts = task.attempt - state.retries_of(task.id)[1]  # retries count apart
     if starts >= task.max_attempts:
         why = f"{reason}; all {task.max_attempts} attempts used"
         return [ev.TaskFailed(task_id=task.id, attempt=task.attempt, reason=why)]

@@ -144,6 +144,8 @@ class State:
         self.waiting: dict[int, Waiting] = {}  # tasks waiting for dependencies
         self.dependents: dict[int, list[int]] = {}  # live task -> tasks waiting for it (lazy)
         self.retry_policies: dict[int, Retry] = {}  # live tasks with --retries
+        self.retries_used: dict[int, int] = {}  # of those, the ones retried so far
+        self._policies: dict[tuple[Any, ...], Retry] = {}  # one Retry per distinct policy
         self.retry_due: dict[int, datetime] = {}  # tasks waiting for a delayed retry
         self.retry_heap: list[tuple[datetime, int]] = []  # (due, task id), lazily deleted
         self.failed_ids = IdSet()  # finished tasks that failed
@@ -181,10 +183,23 @@ class State:
                 if any(d in self.waiting for d in ids)
             ),
             "retry_policies": sorted((i, r.snapshot()) for i, r in self.retry_policies.items()),
+            "retries_used": sorted(self.retries_used.items()),
             "retry_due": sorted(self.retry_due.items()),
             "failed_ids": self.failed_ids.ids(),
             "cancelled_ids": self.cancelled_ids.ids(),
         }
+
+    def retry_policy(self, total: int, delay_s: float, on: tuple[int | str, ...] | None) -> Retry:
+        """The shared Retry for this policy."""
+        key = (total, delay_s, on)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies[key] = Retry(total, delay_s, on)
+        return policy
+
+    def retries_of(self, task_id: int) -> tuple[Retry | None, int]:
+        """A live task's retry policy (None: it has none) and the retries it used."""
+        return self.retry_policies.get(task_id), self.retries_used.get(task_id, 0)
 
     def waiting_for(self, task_id: int) -> list[int]:
         """The dependencies a waiting task still waits for (none if it is not waiting)."""
@@ -231,6 +246,7 @@ def _finish(state: State, task: Task, to: TaskState) -> None:
     _free_worker(state, task)
     del state.tasks[task.id]
     state.retry_policies.pop(task.id, None)
+    state.retries_used.pop(task.id, None)
     if to is TaskState.FAILED:
         state.failed_ids.add(task.id)
     elif to is TaskState.CANCELLED:
@@ -276,7 +292,7 @@ def _task_submitted(state: State, e: ev.TaskSubmitted, at: datetime) -> None:
     if e.idempotency_key is not None:
         state.idempotency[e.idempotency_key] = (task_id, submitted_hash(e))
     if e.retries:
-        state.retry_policies[task_id] = Retry(e.retries, e.retry_delay_s, e.retry_on, e.retries)
+        state.retry_policies[task_id] = state.retry_policy(e.retries, e.retry_delay_s, e.retry_on)
     if e.after or e.after_any:
         task.state = _WAITING
         state.counts[_WAITING] += 1
@@ -341,7 +357,7 @@ def _worker_heartbeat(state: State, e: ev.WorkerHeartbeat, at: datetime) -> None
 def _task_completed(state: State, e: ev.TaskCompleted, at: datetime) -> None:
     task = state.tasks[e.task_id]
     if e.retry_in_s is not None:  # not over: it waits for its next attempt
-        state.retry_policies[task.id].left -= 1
+        state.retries_used[task.id] = state.retries_used.get(task.id, 0) + 1
         _move(state, task, _WAITING)
         _free_worker(state, task)
         due = at + timedelta(seconds=e.retry_in_s)

@@ -94,36 +94,30 @@ class Waiting:
 
 
 class Retry:
-    """A task's `--retries` policy and how many retries it has left."""
+    """A `--retries` policy, shared by the tasks that have the same one (a batch's tasks
+    mostly do: a pending task with retries costs one dict entry more, not a record)."""
 
-    __slots__ = ("delay_s", "left", "on", "total")
+    __slots__ = ("delay_s", "on", "total")
 
-    def __init__(
-        self, total: int, delay_s: float, on: tuple[int | str, ...] | None, left: int
-    ) -> None:
+    def __init__(self, total: int, delay_s: float, on: tuple[int | str, ...] | None) -> None:
         self.total = total
         self.delay_s = delay_s
         self.on = on
-        self.left = left
 
-    @property
-    def used(self) -> int:
-        return self.total - self.left
-
-    def applies(self, exit_code: int, timed_out: bool) -> bool:
-        """Whether this failure is one to retry (with retries left)."""
-        if self.left <= 0:
+    def applies(self, used: int, exit_code: int, timed_out: bool) -> bool:
+        """Whether this failure is one to retry, `used` retries having been used."""
+        if used >= self.total:
             return False
         if self.on is None:
             return True
         return "timeout" in self.on if timed_out else exit_code in self.on
 
-    def next_delay_s(self) -> float:
+    def delay_after(self, used: int) -> float:
         """The wait before the next retry: the delay, doubled for each retry so far."""
-        return float(self.delay_s * 2**self.used)
+        return float(self.delay_s * 2**used)
 
     def snapshot(self) -> tuple[Any, ...]:
-        return (self.total, self.delay_s, self.on, self.left)
+        return (self.total, self.delay_s, self.on)
 
 
 class IdSet:

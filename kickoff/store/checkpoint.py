@@ -28,7 +28,7 @@ from kickoff.state.fold import (
 )
 from kickoff.state.matcher import Shape, task_key
 from kickoff.state.task_state import LIVE_STATES, TaskState
-from kickoff.state.workflows import Group, Retry
+from kickoff.state.workflows import Group
 from kickoff.store.log import read_verified
 
 _LIVE = ", ".join(f"'{s}'" for s in LIVE_STATES)
@@ -157,7 +157,9 @@ def _load_workflows(conn: sqlite3.Connection, state: State) -> None:
             index_waiting(state, task_id, tuple(_list(after)), tuple(_list(after_any)))
     heapq.heapify(state.retry_heap)
     for task_id, retries, delay_s, on, left in conn.execute(RETRY_POLICIES):
-        state.retry_policies[task_id] = Retry(retries, delay_s, _codes(on), left)
+        state.retry_policies[task_id] = state.retry_policy(retries, delay_s, _codes(on))
+        if left < retries:
+            state.retries_used[task_id] = retries - left
     for (task_id,) in conn.execute(ENDED, ("failed",)):
         state.failed_ids.add(task_id)
     for (task_id,) in conn.execute(ENDED, ("cancelled",)):

@@ -268,7 +268,7 @@ def test_projections_rebuild_repairs_tampered_projections(
     conn.close()
     assert not verify(copy).ok
     assert run(["projections", "rebuild", "--db", str(copy)]) == 0
-    assert "rebuilt tasks, workers and task_counts from" in capsys.readouterr().out
+    assert "rebuilt tasks, workers, task_counts and groups from" in capsys.readouterr().out
     assert verify(copy).ok
     missing = tmp_path / "missing.db"
     assert run(["projections", "rebuild", "--db", str(missing)]) == 1

@@ -50,7 +50,7 @@ def test_list_is_an_alias_of_status(cli: Cli) -> None:
         (["new", "--from", "/nonexistent/file"], "cannot read"),
         (["info"], "Missing argument"),
         (["info", "abc"], "integer"),
-        (["cancel"], "Missing argument"),
+        (["cancel"], "give task ids or --group NAME"),
         (["wait", "x"], "integer"),
         (["status", "--state", "bogus"], "unknown bogus"),
         (["status", "--limit", "0"], "limit"),

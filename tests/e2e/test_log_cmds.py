@@ -199,7 +199,7 @@ def test_offline_commands_on_a_live_servers_database(server: ServerProcess, kick
     assert server.stop() == 0
     rebuilt = kickoff("projections", "rebuild", "--db", db)
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "rebuilt tasks, workers and task_counts" in rebuilt.stdout
+    assert "rebuilt tasks, workers, task_counts and groups" in rebuilt.stdout
     final = kickoff("verify", "--db", db, "--json")
     assert final.returncode == 0, final.stdout
     assert json.loads(final.stdout)["archived"]["checked"] == 5

@@ -1,0 +1,279 @@
+"""Workflows with a real server, real workers and the real CLI (SPEC §12): dependency
+chains, groups with a running cap, arrays, retries, and a kill -9 in the middle of them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import ServerProcess, WorkerProcess, wait_until
+
+Kickoff = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def new(kickoff: Kickoff, *args: str) -> list[int]:
+    done = kickoff("new", *args)
+    assert done.returncode == 0, done.stderr
+    return [int(line) for line in done.stdout.split()]
+
+
+def task(server: ServerProcess, task_id: int) -> dict[str, Any]:
+    with server.client() as api:
+        found: dict[str, Any] = api.get(f"/v1/tasks/{task_id}")
+        return found
+
+
+def finished(server: ServerProcess, *ids: int) -> bool:
+    return all(task(server, i)["state"] in ("succeeded", "failed", "cancelled") for i in ids)
+
+
+def events(server: ServerProcess, **filters: Any) -> list[dict[str, Any]]:
+    with server.client() as api:
+        found: list[dict[str, Any]] = api.get("/v1/events", limit=10_000, **filters)["events"]
+        return found
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_three_step_chain_runs_in_order(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "steps"
+    start_worker("--slots", "3")
+    (first,) = new(kickoff, f"sleep 0.3; echo prepare >> {log}")
+    (second,) = new(kickoff, "--after", str(first), "--", f"echo train >> {log}")
+    (third,) = new(kickoff, "--after", str(second), "--", f"echo evaluate >> {log}")
+    assert task(server, third)["state"] == "waiting"
+    wait_until(lambda: finished(server, third), timeout=30, what="the chain")
+    assert lines(log) == ["prepare", "train", "evaluate"]
+    assert all(task(server, t)["state"] == "succeeded" for t in (first, second, third))
+    seq = {(e["type"], e["task_id"]): e["seq"] for e in events(server)}
+    assert seq[("TaskCompleted", first)] < seq[("TaskReleased", second)]
+    assert seq[("TaskReleased", second)] < seq[("TaskClaimed", second)]
+    assert seq[("TaskCompleted", second)] < seq[("TaskClaimed", third)]
+
+
+def test_a_failing_middle_step_cancels_the_rest_with_reasons(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    start_worker("--slots", "2")
+    (first,) = new(kickoff, "true")
+    (middle,) = new(kickoff, "--after", str(first), "--", "exit 3")
+    (third,) = new(kickoff, "--after", str(middle), "--", "echo never")
+    (fourth,) = new(kickoff, "--after", str(third), "--", "echo never")
+    (cleanup,) = new(kickoff, "--after-any", str(middle), "--", "echo cleanup")
+    wait_until(lambda: finished(server, fourth, cleanup), timeout=30, what="the chain")
+    assert task(server, middle)["state"] == "failed"
+    assert (task(server, third)["state"], task(server, third)["reason"]) == (
+        "cancelled",
+        f"dependency {middle} failed",
+    )
+    assert task(server, fourth)["reason"] == f"dependency {third} was cancelled"
+    assert task(server, cleanup)["state"] == "succeeded"  # after-any: any end will do
+    info = kickoff("info", str(fourth))
+    assert f"dependency {third} was cancelled" in info.stdout
+    history = kickoff("history", str(fourth))
+    assert f"cancelled: dependency {third} was cancelled" in history.stdout
+
+
+def test_unknown_dependencies_are_refused_and_nothing_is_written(
+    server: ServerProcess, kickoff: Kickoff
+) -> None:
+    refused = kickoff("new", "--after", "99", "--", "true")
+    assert refused.returncode == 4
+    assert refused.stderr == "error: after: no task 99 (nothing was submitted)\n"
+    assert kickoff("new", "--after", "x1", "--", "true").returncode == 2
+    with server.client() as api:
+        assert api.get("/v1/stats")["last_seq"] == len(events(server))
+        assert [e["type"] for e in events(server)] == ["ServerStarted"]
+
+
+def test_status_and_info_show_what_a_task_waits_for(
+    server: ServerProcess, kickoff: Kickoff
+) -> None:
+    (first,) = new(kickoff, "true")
+    (second,) = new(kickoff, "--after", str(first), "--", "true")
+    status = kickoff("status")
+    row = next(line for line in status.stdout.splitlines() if line.startswith(f"{second}\t"))
+    assert "waiting\t0\t" in row and f"after {first}" in row
+    info = kickoff("info", str(second))
+    assert f"after {first}" in info.stdout
+    stats = json.loads(kickoff("stats", "--json").stdout)
+    assert (stats["pending"], stats["waiting"]) == (1, 1)
+
+
+def max_concurrency(found: list[dict[str, Any]], ids: set[int]) -> int:
+    """The most tasks of `ids` running at once, from the log's claims and ends (by seq)."""
+    running = peak = 0
+    for event in sorted(found, key=lambda e: e["seq"]):
+        if event["task_id"] not in ids:
+            continue
+        if event["type"] == "TaskClaimed":
+            running += 1
+        elif event["type"] in ("TaskCompleted", "TaskCancelled", "TaskRequeued"):
+            running -= 1
+        peak = max(peak, running)
+    return peak
+
+
+def test_max_running_2_never_has_three_running(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("".join(f"sleep 0.3; echo {i}\n" for i in range(8)))
+    start_worker("--slots", "4")
+    start_worker("--slots", "4")
+    ids = new(kickoff, "--from", str(jobs), "--group", "shot12", "--max-running", "2")
+    (other,) = new(kickoff, "sleep 0.2")  # not in the group: it runs beside them
+    done = kickoff("wait", "--group", "shot12", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "group shot12: 8 tasks: 8 succeeded" in done.stderr
+    found = events(server)
+    assert max_concurrency(found, set(ids)) == 2  # two at a time, never three
+    assert task(server, ids[0])["group"] == "shot12"
+    wait_until(lambda: finished(server, other), timeout=30)
+    stats = json.loads(kickoff("stats", "--group", "shot12", "--json").stdout)
+    assert stats["succeeded"] == 8 and stats["group"]["max_running"] == 2
+    listed = json.loads(kickoff("status", "--group", "shot12", "--all", "--json").stdout)
+    assert [t["id"] for t in listed["tasks"]] == ids
+
+
+def test_array_indices_and_forms(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "frames"
+    start_worker("--slots", "4")
+    forms = {"1-4": [1, 2, 3, 4], "0-6:3": [0, 3, 6], "1,5,7": [1, 5, 7]}
+    for spec, indices in forms.items():
+        ids = new(
+            kickoff,
+            "--array",
+            spec,
+            "--require",
+            "cpu",
+            "--",
+            f"echo $KICKOFF_ARRAY_INDEX >> {out}",
+        )
+        assert len(ids) == len(indices)
+        assert [task(server, i)["array_index"] for i in ids] == indices
+        assert task(server, ids[0])["group"] is not None  # every array is a group
+    assert kickoff("new", "--array", "5-1", "--", "true").returncode == 2
+    (capped,) = new(
+        kickoff, "--array", "9", "--max-running", "1", "--", f"echo $KICKOFF_ARRAY_INDEX >> {out}"
+    )
+    assert task(server, capped)["require"] == []
+    start_worker("--have", "cpu", "--slots", "4")
+    wait_until(lambda: len(lines(out)) == 11, timeout=30, what="every frame")
+    assert sorted(int(i) for i in lines(out)) == sorted([1, 2, 3, 4, 0, 3, 6, 1, 5, 7, 9])
+
+
+def test_cancel_group_and_wait_group(
+    server: ServerProcess, start_worker: Callable[..., WorkerProcess], kickoff: Kickoff
+) -> None:
+    start_worker("--slots", "2")
+    ids = new(kickoff, "--array", "1-5", "--group", "long", "--", "sleep 30")
+    wait_until(lambda: task(server, ids[0])["state"] == "running", timeout=20)
+    cancelled = kickoff("cancel", "--group", "long")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout == "group long: 5 tasks cancelled or cancelling\n"
+    waited = kickoff("wait", "--group", "long", "--json", timeout=60)
+    assert waited.returncode == 1  # cancelled is not succeeded
+    summary = json.loads(waited.stdout)
+    assert summary["counts"]["cancelled"] == 5 and summary["live"] == 0
+    assert kickoff("wait", "--group", "nope").returncode == 4
+    assert kickoff("cancel", "--group", "long", "1").returncode == 2
+
+
+def test_retries_until_success_and_history_tells_why(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    tries = tmp_path / "tries"
+    start_worker()
+    flaky = f'echo $KICKOFF_ATTEMPT >> {tries}; [ "$KICKOFF_ATTEMPT" -ge 3 ]'
+    (task_id,) = new(kickoff, "--retries", "2", "--retry-delay", "0.2", "--", flaky)
+    wait_until(lambda: finished(server, task_id), timeout=30)
+    found = task(server, task_id)
+    assert (found["state"], found["attempt"], found["retries_left"]) == ("succeeded", 3, 0)
+    assert lines(tries) == ["1", "2", "3"]
+    history = kickoff("history", str(task_id)).stdout
+    assert "started again: retry 1 of 2" in history and "started again: retry 2 of 2" in history
+    timed = {
+        (e["type"], e["data"].get("attempt") or e["data"].get("next_attempt")): e
+        for e in events(server, task=task_id)
+    }
+    # the recorded delays: 0.2 s after the first failure, 0.4 s (doubled) after the second
+    assert timed[("TaskCompleted", 1)]["data"]["retry_in_s"] == 0.2
+    assert timed[("TaskCompleted", 2)]["data"]["retry_in_s"] == 0.4
+
+
+def test_retry_on_limits_the_exit_codes_and_timeouts_are_retried(
+    server: ServerProcess, start_worker: Callable[..., WorkerProcess], kickoff: Kickoff
+) -> None:
+    start_worker("--slots", "3")
+    (other_code,) = new(kickoff, "--retries", "3", "--retry-on", "75", "--", "exit 4")
+    (listed,) = new(kickoff, "--retries", "1", "--retry-on", "4", "75", "--", "exit 4")
+    (slow,) = new(kickoff, "--retries", "1", "--timeout", "0.3", "--", "sleep 10")
+    wait_until(lambda: finished(server, other_code, listed, slow), timeout=60)
+    assert (task(server, other_code)["state"], task(server, other_code)["attempt"]) == ("failed", 1)
+    assert (task(server, listed)["state"], task(server, listed)["attempt"]) == ("failed", 2)
+    found = task(server, slow)
+    assert (found["state"], found["attempt"], found["timed_out"]) == ("failed", 2, True)
+
+
+def test_kill_9_while_tasks_wait_continues_everything_exactly_once(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    runs = tmp_path / "runs"
+    record = f"echo $KICKOFF_TASK_ID:$KICKOFF_ATTEMPT >> {runs}"
+    start_worker("--slots", "3")
+    (slow,) = new(kickoff, f"{record}; sleep 2")
+    (after_slow,) = new(kickoff, "--after", str(slow), "--", record)
+    (chained,) = new(kickoff, "--after", str(after_slow), "--", record)
+    (flaky,) = new(
+        kickoff,
+        "--retries",
+        "1",
+        "--retry-delay",
+        "2",
+        "--",
+        f'{record}; [ "$KICKOFF_ATTEMPT" = 2 ]',
+    )
+    wait_until(
+        lambda: (
+            task(server, flaky)["state"] == "waiting" and task(server, slow)["state"] == "running"
+        ),
+        timeout=20,
+        what="a delayed retry and a running dependency",
+    )
+    server.kill()
+    server.start()
+    wait_until(lambda: finished(server, chained, flaky), timeout=60, what="everything")
+    assert sorted(lines(runs)) == sorted(
+        [f"{slow}:1", f"{after_slow}:1", f"{chained}:1", f"{flaky}:1", f"{flaky}:2"]
+    )
+    assert all(task(server, t)["state"] == "succeeded" for t in (slow, after_slow, chained, flaky))
+    verified = kickoff("verify", "--db", str(server.db_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
