@@ -91,18 +91,19 @@ def counts_line(counts: Mapping[str, int]) -> Styled:
     return join(" · ", parts) if parts else styled("no tasks", "dim")
 
 
-# Fields added to an event later, shown only when they differ from their default.
-LATER_DEFAULTS = {"retries": 0, "retry_delay_s": 0.0}
+SAID_WHEN_ZERO = frozenset({"exit_code"})  # 0 is news here: the command succeeded
 
 
 def summary(data: Mapping[str, Any], *, skip: Iterable[str] = (), limit: int = 100) -> str:
-    """An event payload as `key=value ...` for one table cell."""
+    """An event payload as `key=value ...` for one table cell; a field that holds nothing
+    (None, empty, False, or zero but for SAID_WHEN_ZERO) is left out: `retries=0` and
+    `timed_out=False` say nothing."""
     skipped = set(skip)
     parts = []
     for key, value in data.items():
-        if key in skipped or value is None or value == [] or value == {}:
-            continue
-        if key in LATER_DEFAULTS and value == LATER_DEFAULTS[key]:
+        nothing = value is None or value is False or value in ([], {}, ())
+        zero = isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+        if key in skipped or nothing or (zero and key not in SAID_WHEN_ZERO):
             continue
         shown = " ".join(map(str, value)) if isinstance(value, list) else str(value)
         parts.append(f"{key}={shown}")

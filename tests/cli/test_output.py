@@ -57,6 +57,13 @@ def test_summary_of_an_event_payload() -> None:
     assert _format.summary(data, skip=("task_id",)) == "attempt=1 exit_code=0 tags=a b"
 
 
+def test_a_summary_leaves_out_what_says_nothing() -> None:
+    data = {"priority": 0, "retries": 0, "retry_delay_s": 0.0, "timed_out": False, "after": []}
+    assert _format.summary({**data, "max_attempts": 3, "exit_code": 0}) == (
+        "max_attempts=3 exit_code=0"
+    )
+
+
 @pytest.mark.parametrize(
     ("task", "code"),
     [
