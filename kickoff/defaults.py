@@ -18,6 +18,10 @@ MAX_ATTEMPTS = 3
 SLOTS = 1
 
 MAX_COMMAND_BYTES = 64 * 1024
+MAX_CWD_BYTES = 4096  # a task's working directory (Linux's PATH_MAX)
+MAX_ENV_VARS = 256  # a task's --env/--env-pass variables
+MAX_ENV_NAME_CHARS = 256
+MAX_ENV_BYTES = 64 * 1024  # all of a task's names and values, in UTF-8
 MAX_TAG_CHARS = 64
 MAX_TASK_TAGS = 32  # each of require and want
 MAX_WORKER_TAGS = 256

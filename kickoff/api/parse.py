@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from kickoff import defaults
+from kickoff import defaults, envvars
 from kickoff.errors import InvalidInput, KickoffError, MalformedRequest, TooLarge
 from kickoff.state.decide import Completion, GroupRequest, NewTask
 from kickoff.state.decide import new_task as make_task
@@ -237,6 +237,44 @@ def tags(value: Any, *, field: str, limit: int) -> frozenset[str]:
     return checked
 
 
+def cwd_rule(value: Any, field: str) -> str | None:
+    """An absolute directory (at most MAX_CWD_BYTES, no NUL), or null."""
+    if value is None:
+        return None
+    if type(value) is not str or not value.startswith("/"):
+        raise InvalidInput(f"{field}: expected an absolute directory (starting with /)")
+    if "\x00" in value:
+        raise InvalidInput(f"{field}: must not contain NUL characters")
+    if len(value.encode("utf-8", "surrogatepass")) > defaults.MAX_CWD_BYTES:
+        raise TooLarge(f"{field}: over {defaults.MAX_CWD_BYTES} bytes")
+    return value
+
+
+def env_rule(value: Any, field: str) -> tuple[tuple[str, str], ...]:
+    """An object of variable names to string values, as sorted (name, value) pairs."""
+    if value is None:
+        return ()
+    if type(value) is not dict:
+        raise InvalidInput(f"{field}: expected an object of names to values")
+    if len(value) > defaults.MAX_ENV_VARS:
+        raise TooLarge(f"{field}: {len(value)} variables, at most {defaults.MAX_ENV_VARS}")
+    size = 0
+    for name, text in value.items():
+        problem = envvars.name_problem(name)
+        if problem is not None:
+            raise InvalidInput(f"{field}: {problem}")
+        if type(text) is not str:
+            raise InvalidInput(f"{field}.{name}: expected a string")
+        if "\x00" in text:
+            raise InvalidInput(f"{field}.{name}: must not contain NUL characters")
+        size += envvars.size(name, text)
+    if size > defaults.MAX_ENV_BYTES:
+        raise TooLarge(
+            f"{field}: {size} bytes of names and values, at most {defaults.MAX_ENV_BYTES}"
+        )
+    return tuple(sorted(value.items()))
+
+
 # -- tasks: one rule per field ---------------------------------------------------------
 
 
@@ -255,6 +293,8 @@ TASK_RULES: dict[str, Rule] = {
     "retries": integer_rule(0, defaults.MAX_RETRIES),
     "retry_delay_s": number_rule(0, defaults.MAX_RETRY_DELAY_S),
     "retry_on": exit_codes_rule(defaults.MAX_RETRY_CODES),
+    "cwd": cwd_rule,
+    "env": env_rule,
 }
 TASK_FIELDS = frozenset(TASK_RULES)
 # A task's fields in NewTask's order with their defaults (a given field replaces its own);
@@ -412,7 +452,16 @@ def heartbeat(value: Any) -> list[tuple[int, int]]:
 
 
 COMPLETION_FIELDS = frozenset(
-    {"worker_id", "attempt", "exit_code", "duration_s", "output_tail", "timed_out", "cancelled"}
+    {
+        "worker_id",
+        "attempt",
+        "exit_code",
+        "duration_s",
+        "output_tail",
+        "timed_out",
+        "cancelled",
+        "scratch_dir",
+    }
 )
 
 
@@ -439,6 +488,7 @@ def completion(task: int, value: Any) -> Completion:
         output_tail=tail[-defaults.OUTPUT_TAIL_BYTES :],
         timed_out=timed_out,
         cancelled=cancelled,
+        scratch_dir=cwd_rule(data.get("scratch_dir"), "scratch_dir"),
     )
 
 

@@ -16,7 +16,7 @@ from starlette.routing import Route
 from kickoff import defaults
 from kickoff.api import parse
 from kickoff.clock import from_text, to_text
-from kickoff.errors import InvalidInput, KickoffError, NotFound
+from kickoff.errors import DatabaseRefused, InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries, search
 from kickoff.service import Claimed, Service
 from kickoff.state.task_state import LIVE_STATES, TaskState
@@ -133,7 +133,12 @@ async def _search(service: Service, found: search.Search) -> dict[str, Any]:
 async def get_task(request: Request) -> Response:
     task_id = parse.task_id(request.path_params["task_id"])
     service = svc(request)
-    return ORJSONResponse(_with_waits(service, [await service.get_task(task_id)])[0])
+    task = _with_waits(service, [await service.get_task(task_id)])[0]
+    try:
+        task.update(await service.query(queries.task_setting(task_id)))
+    except DatabaseRefused:  # a damaged submission: `kickoff verify` names it
+        task.update({"cwd": None, "env": {}})
+    return ORJSONResponse(task)
 
 
 async def get_group(request: Request) -> Response:
@@ -264,13 +269,18 @@ async def _hang_up(
 
 
 def _claimed_json(c: Claimed) -> dict[str, Any]:
-    return {
+    claimed = {
         "task_id": c.task_id,
         "attempt": c.attempt,
         "command": c.command,
         "timeout_s": c.timeout_s,
         "array_index": c.array_index,
     }
+    if c.cwd is not None:  # left out when unset, as in the task's submission
+        claimed["cwd"] = c.cwd
+    if c.env:
+        claimed["env"] = dict(c.env)
+    return claimed
 
 
 async def register(request: Request) -> Response:

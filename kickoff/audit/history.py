@@ -167,6 +167,10 @@ def _submitted(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     if data.get("idempotency_key"):
         parts.append(f"idempotency key {data['idempotency_key']}")
     parts.extend(_workflow(data))
+    if data.get("cwd"):
+        parts.append(f"in {data['cwd']}")
+    if data.get("env"):
+        parts.append("env " + " ".join(str(name) for name, _ in data["env"]))
     t.step(seq, at, "submitted", " · ".join(parts))
 
 
@@ -227,7 +231,9 @@ def _completed(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     if retry_in_s is not None:  # not over: a retry is scheduled
         t.state = "waiting"
         text += "; to be retried" + (f" in {duration(float(retry_in_s))}" if retry_in_s else "")
-    else:
+    if data.get("scratch_dir"):
+        text += f"; ran in the scratch directory {data['scratch_dir']} (its own was missing)"
+    if retry_in_s is None:
         t.finish(at, "succeeded" if ok else "failed")
     t.last_seen[worker] = at
     t.step(
@@ -284,6 +290,8 @@ def _cancelled(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     text = f"cancelled (attempt {data['attempt']} on {worker} stopped)" if worker else "cancelled"
     if data.get("reason"):
         text += f": {data['reason']}"
+    if data.get("scratch_dir"):
+        text += f"; ran in the scratch directory {data['scratch_dir']} (its own was missing)"
     t.step(
         seq,
         at,

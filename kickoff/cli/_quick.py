@@ -10,7 +10,7 @@ and client_cmds' typer commands call it.
 from __future__ import annotations
 
 from kickoff import defaults
-from kickoff.cli import _submit, _syntax, _workflow
+from kickoff.cli import _submit, _syntax, _where, _workflow
 from kickoff.cli._screen import print_json
 from kickoff.client import Client
 from kickoff.errors import InvalidInput
@@ -59,7 +59,11 @@ NEW = {
     "retries": Opt(type=int, low=0, high=defaults.MAX_RETRIES, default=0),
     "retry-delay": Opt(type=float, low=0, high=defaults.MAX_RETRY_DELAY_S, default=0.0),
     "retry-on": MANY,
+    "cwd": Opt(),
+    "env": MANY,
+    "env-pass": MANY,
     "wait": FLAG,
+    "follow": FLAG,
     **SHARED,
 }
 STATUS = {
@@ -198,13 +202,17 @@ def new(
     retries: int = 0,
     retry_delay: float = 0.0,
     retry_on: list[str] | None = None,
+    cwd: str | None = None,
+    env: list[str] | None = None,
+    env_pass: list[str] | None = None,
     wait: bool = False,
+    follow: bool = False,
     as_json: bool = False,
     server: str | None = None,
     token: str | None = None,
 ) -> int:
     """Submit one command (or `from_`'s lines, or one per `array` index); print the ids;
-    with `wait`, the exit code `new --wait` ends with (else 0)."""
+    with `wait` or `follow`, the exit code the task ended with (else 0)."""
     if bool(command) == bool(from_):
         raise InvalidInput(
             "give a command (kickoff new [OPTIONS] -- CMD...) or --from FILE, not both"
@@ -221,6 +229,7 @@ def new(
     }
     if timeout is not None:
         base["timeout_s"] = timeout
+    base.update(_where.setting(cwd, env, env_pass))
     base.update(_workflow_fields(after, after_any, retries, retry_delay, retry_on))
     indices, cap = _workflow.array_indices(array) if array is not None else ([], None)
     if cap is not None and max_running is None:

@@ -18,7 +18,7 @@ from kickoff.errors import InvalidInput
 LIST_OPTIONS = frozenset({"have", "require", "want", "add", "remove", "set", "state", "type"})
 
 # `new`'s own options: a word naming one of them ends the command words.
-NEW_FLAGS = frozenset({"wait", "json"})
+NEW_FLAGS = frozenset({"wait", "follow", "json"})
 NEW_VALUED = frozenset(
     {
         "require",
@@ -36,6 +36,9 @@ NEW_VALUED = frozenset(
         "retries",
         "retry-delay",
         "retry-on",
+        "cwd",
+        "env",
+        "env-pass",
         "server",
         "token",
     }

@@ -174,8 +174,42 @@ def new(
             show_default=False,
         ),
     ] = None,
+    cwd: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Run it in DIR (default: this directory); a worker without it uses a "
+            "fresh scratch directory and says so.",
+            show_default=False,
+        ),
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env",
+            metavar="KEY=VALUE",
+            help="Set KEY in its environment (repeat for more).",
+            show_default=False,
+        ),
+    ] = None,
+    env_pass: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--env-pass",
+            metavar="NAME",
+            help="Pass on this shell's NAME (its value now is recorded; repeat for more).",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Block until done; exit with the task's exit code.")
+    ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            help="Print its output as it runs (the id goes to stderr); exit with its exit code.",
+        ),
     ] = False,
     as_json: JsonOpt = False,
     server: ServerOpt = None,
@@ -196,6 +230,7 @@ def new(
       kickoff new --after $id -- ./evaluate.sh
       kickoff new --array 1-240 --max-running 20 -- ./render.sh
       kickoff new --retries 2 --retry-delay 10 -- ./download.sh
+      kickoff new --env EPOCHS=3 --env-pass WANDB_API_KEY --follow -- python3 train.py
     """
     code = _quick.new(
         command or [],
@@ -214,7 +249,11 @@ def new(
         retries=retries,
         retry_delay=retry_delay,
         retry_on=retry_on,
+        cwd=cwd,
+        env=env,
+        env_pass=env_pass,
         wait=wait,
+        follow=follow,
         as_json=as_json,
         server=server,
         token=token,

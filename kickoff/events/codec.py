@@ -41,6 +41,11 @@ def _task_submitted_v2_to_v3(payload: JSON) -> JSON:
     }
 
 
+def _task_submitted_v3_to_v4(payload: JSON) -> JSON:
+    """v4 added cwd and env; a v3 task ran in its worker's directory with its environment."""
+    return {**payload, "cwd": None, "env": []}
+
+
 def _task_completed_v1_to_v2(payload: JSON) -> JSON:
     """v2 added retry_in_s; a v1 completion always ended its task."""
     return {**payload, "retry_in_s": None}
@@ -51,11 +56,24 @@ def _task_cancelled_v1_to_v2(payload: JSON) -> JSON:
     return {**payload, "reason": None}
 
 
+def _task_completed_v2_to_v3(payload: JSON) -> JSON:
+    """v3 added scratch_dir; a v2 attempt ran where it was asked to."""
+    return {**payload, "scratch_dir": None}
+
+
+def _task_cancelled_v2_to_v3(payload: JSON) -> JSON:
+    """v3 added scratch_dir; a v2 attempt ran where it was asked to."""
+    return {**payload, "scratch_dir": None}
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("TaskSubmitted", 1): _task_submitted_v1_to_v2,
     ("TaskSubmitted", 2): _task_submitted_v2_to_v3,
+    ("TaskSubmitted", 3): _task_submitted_v3_to_v4,
     ("TaskCompleted", 1): _task_completed_v1_to_v2,
     ("TaskCancelled", 1): _task_cancelled_v1_to_v2,
+    ("TaskCompleted", 2): _task_completed_v2_to_v3,
+    ("TaskCancelled", 2): _task_cancelled_v2_to_v3,
 }
 
 

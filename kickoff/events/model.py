@@ -41,7 +41,7 @@ class TaskSubmitted:
     end) starts `waiting`; the others start `pending`.
     """
 
-    VERSION: ClassVar[int] = 3
+    VERSION: ClassVar[int] = 4
     task_id: int
     command: str
     require: frozenset[str] = frozenset()
@@ -60,6 +60,9 @@ class TaskSubmitted:
     retry_delay_s: float = _later(0.0)  # before the first retry; doubles for each next one
     retry_on: tuple[int | str, ...] | None = _later(None)  # exit codes (and "timeout") to
     # retry; None: any failure
+    # added in v4 (where and with what it runs), each left out of the payload at its default:
+    cwd: str | None = _later(None)  # the absolute directory to run in; None: the worker's
+    env: tuple[tuple[str, str], ...] = _later(())  # (name, value) pairs, sorted by name
 
 
 def fast_constructor(cls: type[T]) -> Callable[..., T]:
@@ -88,7 +91,7 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
 task_submitted = fast_constructor(TaskSubmitted)
 """TaskSubmitted(task_id, command, require, want, priority, max_attempts, timeout_s,
 idempotency_key, submitted_by, after, after_any, group_id, array_index, retries,
-retry_delay_s, retry_on) for a bulk submit, which makes one per task."""
+retry_delay_s, retry_on, cwd, env) for a bulk submit, which makes one per task."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,7 +140,7 @@ class TaskCompleted:
     for its next attempt (`--retries`), which a TaskRequeued starts.
     """
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     task_id: int
     worker_id: str
     attempt: int
@@ -146,6 +149,7 @@ class TaskCompleted:
     output_tail: str = ""
     timed_out: bool = False
     retry_in_s: float | None = _later(None)  # added in v2
+    scratch_dir: str | None = _later(None)  # added in v3: where it ran, its cwd missing
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -162,12 +166,13 @@ class TaskCancelled:
     """The task ended as cancelled (its process, if any, was killed). `reason` says why
     when nobody asked for it (a dependency failed)."""
 
-    VERSION: ClassVar[int] = 2
+    VERSION: ClassVar[int] = 3
     task_id: int
     attempt: int
     worker_id: str | None = None
     output_tail: str = ""
     reason: str | None = _later(None)  # added in v2
+    scratch_dir: str | None = _later(None)  # added in v3: where it ran, its cwd missing
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

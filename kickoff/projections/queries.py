@@ -15,6 +15,7 @@ import orjson
 
 from kickoff import defaults
 from kickoff.events import codec
+from kickoff.events import model as ev
 
 JSONObj = dict[str, Any]
 RowT = Sequence[Any]
@@ -97,6 +98,23 @@ def get_task(task_id: int) -> Query:
         (task_id,),
         lambda rows: task_json(rows[0]) if rows else None,
     )
+
+
+SELECT_SETTING = "SELECT version, payload FROM events WHERE task_id = ? AND type = 'TaskSubmitted'"
+
+
+def _setting(rows: list[RowT]) -> JSONObj:
+    if len(rows) != 1:
+        return {"cwd": None, "env": {}}
+    submitted = codec.decode("TaskSubmitted", rows[0][0], rows[0][1])
+    assert isinstance(submitted, ev.TaskSubmitted)
+    return {"cwd": submitted.cwd, "env": dict(submitted.env)}
+
+
+def task_setting(task_id: int) -> Query:
+    """Where and with what a task runs (`cwd`, `env`), from its submission in the log:
+    they are not projected (only one task's page shows them)."""
+    return Query(SELECT_SETTING, (task_id,), _setting)
 
 
 def list_tasks(

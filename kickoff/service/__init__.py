@@ -88,6 +88,10 @@ class _Parked:
     gone: asyncio.Future[None] | None
 
 
+# What a claim hands out of a submission: command, timeout, array index, cwd, env.
+_Runnable = tuple[str, float | None, int | None, str | None, tuple[tuple[str, str], ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A task handed to a worker."""
@@ -97,6 +101,8 @@ class Claimed:
     command: str
     timeout_s: float | None
     array_index: int | None = None
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 class Service:
@@ -130,9 +136,7 @@ class Service:
         self._expirer: asyncio.Task[None] | None = None
         self._retrier: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        self._recent_commands: OrderedDict[int, tuple[str, float | None, int | None]] = (
-            OrderedDict()
-        )
+        self._recent_commands: OrderedDict[int, _Runnable] = OrderedDict()
         self._broken: KickoffError | None = None  # set while the state cannot be reloaded
         self._leases_stale = False  # set after a failed write: restart leases before expiry
         self._written_since_failure = True
@@ -377,7 +381,13 @@ class Service:
         recent = self._recent_commands
         for event in events:
             if isinstance(event, TaskSubmitted) and len(event.command) <= RECENT_COMMAND_CHARS:
-                recent[event.task_id] = (event.command, event.timeout_s, event.array_index)
+                recent[event.task_id] = (
+                    event.command,
+                    event.timeout_s,
+                    event.array_index,
+                    event.cwd,
+                    event.env,
+                )
         while len(recent) > RECENT_COMMANDS:
             recent.popitem(last=False)
 
@@ -481,7 +491,13 @@ class Service:
             await self._commit(decide.fail_unreadable(self.state, task_id, attempt, reason=reason))
             return None
         return Claimed(
-            task_id, attempt, submitted.command, submitted.timeout_s, submitted.array_index
+            task_id,
+            attempt,
+            submitted.command,
+            submitted.timeout_s,
+            submitted.array_index,
+            submitted.cwd,
+            submitted.env,
         )
 
     async def heartbeat(self, worker_id: str, running: list[tuple[int, int]]) -> list[int]:

@@ -48,12 +48,14 @@ class NewTask:
     retries: int = 0
     retry_delay_s: float = 0.0
     retry_on: tuple[int | str, ...] | None = None
+    cwd: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
 
 new_task = ev.fast_constructor(NewTask)
 """NewTask(command, require, want, priority, max_attempts, timeout_s, idempotency_key,
-after, after_any, array_index, retries, retry_delay_s, retry_on) for the parser, which
-makes one per task of a bulk submit."""
+after, after_any, array_index, retries, retry_delay_s, retry_on, cwd, env) for the parser,
+which makes one per task of a bulk submit."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,7 @@ class Completion:
     output_tail: str = ""
     timed_out: bool = False
     cancelled: bool = False
+    scratch_dir: str | None = None  # where it ran instead of its missing directory
 
 
 def server_started(heartbeat_timeout_s: float) -> list[ev.Event]:
@@ -144,6 +147,8 @@ def submit(
                 new.retries,
                 new.retry_delay_s,
                 new.retry_on,
+                new.cwd,
+                new.env,
             )
         )
         if new.after or new.after_any:
@@ -392,6 +397,7 @@ def complete(state: State, report: Completion) -> list[ev.Event]:
             attempt=report.attempt,
             worker_id=report.worker_id,
             output_tail=report.output_tail,
+            scratch_dir=report.scratch_dir,
         )
         return with_dependents(state, [cancelled])
     if report.cancelled:  # killed without a cancel request: the worker gave it up
@@ -406,6 +412,7 @@ def complete(state: State, report: Completion) -> list[ev.Event]:
         output_tail=report.output_tail,
         timed_out=report.timed_out,
         retry_in_s=retry_in_s,
+        scratch_dir=report.scratch_dir,
     )
     if retry_in_s is None:
         return with_dependents(state, [completed])

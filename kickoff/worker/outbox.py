@@ -41,6 +41,7 @@ class Report:
             "output_tail": o.output_tail,
             "timed_out": o.timed_out,
             "cancelled": o.cancelled,
+            **({} if o.scratch_dir is None else {"scratch_dir": o.scratch_dir}),
         }
 
 

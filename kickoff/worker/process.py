@@ -11,6 +11,7 @@ import logging
 import os
 import select
 import signal
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class Assignment:
     command: str
     timeout_s: float | None = None
     array_index: int | None = None  # KICKOFF_ARRAY_INDEX, for a task of an array
+    cwd: str | None = None  # where to run it (None: the worker's own directory)
+    env: tuple[tuple[str, str], ...] = ()  # set on top of the worker's environment
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,6 +56,7 @@ class Outcome:
     output_tail: str
     timed_out: bool = False
     cancelled: bool = False
+    scratch_dir: str | None = None  # where it ran instead of its missing directory
 
 
 def exit_code(status: int) -> int:
@@ -94,9 +98,19 @@ class TaskEnv:
             self.base[RUN_VAR.encode()] = run.encode()
 
     def for_attempt(
-        self, task_id: int, attempt: int, worker_id: str, array_index: int | None = None
+        self,
+        task_id: int,
+        attempt: int,
+        worker_id: str,
+        array_index: int | None = None,
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> dict[bytes, bytes]:
+        """The environment of one attempt: the worker's, the task's own variables over it
+        (`extra`, from its submission), and the attempt's ids over both."""
         env = self.base.copy()
+        for name, value in extra:
+            if name not in WORKER_ONLY_ENV:  # the server refuses them; a worker trusts no one
+                env[os.fsencode(name)] = os.fsencode(value)
         env[b"KICKOFF_TASK_ID"] = b"%d" % task_id
         env[b"KICKOFF_ATTEMPT"] = b"%d" % attempt
         env[b"KICKOFF_WORKER"] = worker_id.encode()
@@ -158,6 +172,45 @@ def _reaper(loop: asyncio.AbstractEventLoop) -> _Reaper:
     return reaper
 
 
+def scratch_note(asked: str, scratch: str) -> bytes:
+    """The first line of an attempt's output when its directory is missing here."""
+    return (
+        f"kickoff worker: the directory {asked} does not exist on this worker; "
+        f"running in the empty scratch directory {scratch}\n"
+    ).encode("utf-8", "surrogateescape")
+
+
+def make_scratch(task_id: int, attempt: int) -> str:
+    """A fresh, empty, private directory for one attempt (kept afterwards: it may hold
+    the results; the system's temporary directory is cleaned by the system).
+
+    Raises:
+        OSError: it cannot be made.
+    """
+    return tempfile.mkdtemp(prefix=f"kickoff-task-{task_id}-{attempt}-")
+
+
+class _Chdir:
+    """Spawn a process in another directory: posix_spawn takes no directory (Python's has
+    no POSIX_SPAWN_CHDIR), and forking a subprocess costs ten times the spawn. So the
+    worker changes its own directory for the spawn and goes back by a descriptor of its
+    own. The event loop's thread does both with nothing between them; the worker's
+    other threads (name lookups) use no relative paths."""
+
+    home = -1  # a descriptor of the worker's own directory, opened on first use
+
+    @classmethod
+    def enter(cls, path: str) -> None:
+        """Raises: OSError (FileNotFoundError, NotADirectoryError, PermissionError)."""
+        if cls.home < 0:
+            cls.home = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        os.chdir(path)
+
+    @classmethod
+    def leave(cls) -> None:
+        os.fchdir(cls.home)
+
+
 def seal_inherited_fds() -> None:
     """Make every descriptor above stderr close-on-exec, so that tasks never inherit them.
 
@@ -194,32 +247,44 @@ class Process:
         env: Mapping[str, str] | Mapping[bytes, bytes],
         log_fd: int,
         loop: asyncio.AbstractEventLoop | None = None,
+        cwd: str | None = None,
     ) -> Process:
         """Spawn the command with stdin from /dev/null and stdout+stderr to log_fd (which
-        the Process then owns: `close()` closes it, and so does a failed start).
+        the Process then owns: `close()` closes it, and so does a failed start), in `cwd`
+        (None: the worker's own directory).
 
         Raises:
-            OSError: the shell cannot be started.
+            OSError: the shell cannot be started, or cwd cannot be entered.
             ValueError: the command or environment holds a NUL byte.
         """
         try:
-            pid = os.posix_spawn(
-                SHELL,
-                [SHELL, "-c", command],
-                env,
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 1),
-                    (os.POSIX_SPAWN_DUP2, log_fd, 2),
-                ],
-                setsid=True,
-                setsigdef=_DEFAULT_SIGNALS,
-                setsigmask=(),
-            )
+            if cwd is not None:
+                _Chdir.enter(cwd)
+            try:
+                pid = cls._spawn(command, env, log_fd)
+            finally:
+                if cwd is not None:
+                    _Chdir.leave()
         except BaseException:
             os.close(log_fd)
             raise
         return cls(pid, log_fd, loop)
+
+    @staticmethod
+    def _spawn(command: str, env: Mapping[str, str] | Mapping[bytes, bytes], log_fd: int) -> int:
+        return os.posix_spawn(
+            SHELL,
+            [SHELL, "-c", command],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log_fd, 1),
+                (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            ],
+            setsid=True,
+            setsigdef=_DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Resolve `exited` when the process ends: a pidfd in the loop's reaper, no thread."""
@@ -315,6 +380,7 @@ class Job:
         self.timed_out = False
         self.abandoned = False  # its registration is gone: nobody will take its report
         self._started_at: float | None = None
+        self.scratch_dir: str | None = None  # where it runs instead of its missing cwd
         self._failed: Outcome | None = None  # why it never started
         self._stopping: asyncio.Task[None] | None = None
 
@@ -334,7 +400,7 @@ class Job:
         """The worker's environment without its credentials, plus the task's own ids."""
         env = self.env if isinstance(self.env, TaskEnv) else TaskEnv(self.env)
         a = self.assignment
-        return env.for_attempt(a.task_id, a.attempt, self.worker_id, a.array_index)
+        return env.for_attempt(a.task_id, a.attempt, self.worker_id, a.array_index, a.env)
 
     def start(self) -> None:
         """Spawn the command now, on the caller's stack (once; never after a stop)."""
@@ -358,9 +424,7 @@ class Job:
                 if files is not None
                 else (logfiles.create(self.log_dir, a.task_id, a.attempt), False)
             )
-            self.process = Process.start(  # owns log_fd
-                a.command, env=env, log_fd=log_fd, loop=self.loop
-            )
+            self.process = self._spawn(a, env, log_fd)
             if files is not None:
                 files.started(log_fd, a.task_id, a.attempt, unnamed=unnamed)
         except (OSError, ValueError) as exc:
@@ -373,6 +437,32 @@ class Job:
                 self._failed = self._unstarted("internal error while starting the task", code=1)
             return
         logger.debug("started task=%d attempt=%d pid=%d", a.task_id, a.attempt, self.process.pid)
+
+    def _spawn(self, a: Assignment, env: dict[bytes, bytes], log_fd: int) -> Process:
+        """The process, in the task's directory; where that is missing here (or cannot be
+        looked at), in a fresh scratch directory, said on the first line of its output
+        (SPEC §9: never silently in the worker's own directory).
+
+        Raises:
+            OSError, ValueError: see Process.start (log_fd is closed then).
+        """
+        cwd = a.cwd
+        if cwd is not None and not os.path.isdir(cwd):
+            try:
+                self.scratch_dir = make_scratch(a.task_id, a.attempt)
+                os.write(log_fd, scratch_note(cwd, self.scratch_dir))
+            except OSError:
+                os.close(log_fd)
+                raise
+            logger.info(
+                "task=%d attempt=%d: no directory %s here; running in %s",
+                a.task_id,
+                a.attempt,
+                cwd,
+                self.scratch_dir,
+            )
+            cwd = self.scratch_dir
+        return Process.start(a.command, env=env, log_fd=log_fd, loop=self.loop, cwd=cwd)
 
     def _unstarted(self, why: str, *, code: int = SPAWN_FAILED_EXIT) -> Outcome:
         started = self._started_at or time.monotonic()
@@ -420,6 +510,7 @@ class Job:
             output_tail=process.tail(),
             timed_out=self.timed_out,
             cancelled=self.cancelled,
+            scratch_dir=self.scratch_dir,
         )
 
     def _time_out(self) -> None:

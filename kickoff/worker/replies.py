@@ -24,6 +24,7 @@ SERVER_ID_RE = re.compile(r"[0-9a-f]{8,64}")
 MAX_TASK_ID = (1 << 53) - 1
 MIN_INTERVAL_S = defaults.MIN_HEARTBEAT_INTERVAL_S
 MAX_INTERVAL_S = defaults.MAX_HEARTBEAT_INTERVAL_S
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 MAX_MESSAGE_CHARS = 500  # of an error message the server sends along with an answer
 
 
@@ -136,13 +137,44 @@ def assignment(raw: Any, *, id_key: str = "task_id") -> Assignment | Refused:
     if timeout_s is not None:
         timeout_s = min(timeout_s, defaults.MAX_TIMEOUT_S)
     index = _int(raw.get("array_index"), low=0, high=defaults.MAX_ARRAY_INDEX)
+    cwd, env, problem = _where(raw.get("cwd")), _env(raw.get("env")), None
+    if raw.get("cwd") is not None and cwd is None:
+        problem = "cwd is not an absolute directory"
+    elif env is None:
+        problem = "env is not an object of variable names to strings"
+    if problem is not None:
+        return Refused(task_id=task_id, attempt=attempt, reason=problem)
+    assert env is not None
     return Assignment(
         task_id=task_id,
         attempt=attempt,
         command=raw["command"],
         timeout_s=timeout_s,
         array_index=index,
+        cwd=cwd,
+        env=env,
     )
+
+
+def _where(value: Any) -> str | None:
+    """An absolute directory without NUL, or None."""
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        return None
+    return value if len(value.encode("utf-8", "surrogatepass")) <= defaults.MAX_CWD_BYTES else None
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...] | None:
+    """Sorted (name, value) pairs from an object of names to strings; None if it is not one."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or len(value) > defaults.MAX_ENV_VARS:
+        return None
+    size = 0
+    for name, text in value.items():
+        if not (ENV_NAME_RE.fullmatch(name) and isinstance(text, str)) or "\0" in text:
+            return None
+        size += len(name) + len(text.encode("utf-8", "surrogatepass"))
+    return tuple(sorted(value.items())) if size <= defaults.MAX_ENV_BYTES else None
 
 
 def claimed(answer: Any, *, limit: int) -> tuple[list[Assignment | Refused], list[str]]:

@@ -32,6 +32,7 @@ BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
     "float | None": st.none() | floats,
     "tuple[tuple[int, int], ...]": st.lists(st.tuples(ints, ints), max_size=5).map(tuple),
     "tuple[int, ...]": st.lists(ints, max_size=5).map(tuple),
+    "tuple[tuple[str, str], ...]": st.lists(st.tuples(texts, texts), max_size=4).map(tuple),
     "tuple[int | str, ...] | None": st.none()
     | st.lists(ints | st.just("timeout"), max_size=4).map(tuple),
 }
@@ -172,7 +173,7 @@ def test_payload_format_is_pinned() -> None:
     event = ev.TaskSubmitted(task_id=7, command="echo é", require=frozenset({"gpu", "cpu"}))
     assert codec.encode(event) == (
         "TaskSubmitted",
-        3,  # v3's fields are left out at their default: the same bytes as v2
+        4,  # v3's and v4's fields are left out at their default: the same bytes as v2
         '{"command":"echo é","idempotency_key":null,"max_attempts":3,"priority":0,'
         '"require":["cpu","gpu"],"submitted_by":null,"task_id":7,"timeout_s":null,"want":[]}',
     )
@@ -262,6 +263,9 @@ def test_fields_added_later_are_left_out_at_their_default() -> None:
     assert '"after":[1,2]' in codec.encode(chained)[2]
     assert '"after_any"' not in codec.encode(chained)[2]
     assert codec.decode(*codec.encode(chained)) == chained
+    placed = ev.TaskSubmitted(task_id=4, command="true", cwd="/srv", env=(("A", "1"),))
+    assert '"cwd":"/srv","env":[["A","1"]]' in codec.encode(placed)[2]
+    assert codec.decode(*codec.encode(placed)) == placed
 
 
 @pytest.mark.parametrize(
@@ -273,6 +277,29 @@ def test_fields_added_later_are_left_out_at_their_default() -> None:
             '{"command":"x","idempotency_key":null,"max_attempts":3,"priority":0,"require":[],'
             '"submitted_by":null,"task_id":1,"timeout_s":null,"want":[]}',
             ev.TaskSubmitted(task_id=1, command="x"),
+        ),
+        (
+            "TaskSubmitted",
+            3,
+            '{"command":"x","idempotency_key":null,"max_attempts":3,"priority":0,"require":[],'
+            '"retries":2,"submitted_by":null,"task_id":1,"timeout_s":null,"want":[]}',
+            ev.TaskSubmitted(task_id=1, command="x", retries=2, cwd=None, env=()),
+        ),
+        (
+            "TaskCompleted",
+            2,
+            '{"attempt":1,"duration_s":1.5,"exit_code":3,"output_tail":"","retry_in_s":2.0,'
+            '"task_id":2,"timed_out":false,"worker_id":"w1"}',
+            ev.TaskCompleted(
+                task_id=2, worker_id="w1", attempt=1, exit_code=3, duration_s=1.5, retry_in_s=2.0
+            ),
+        ),
+        (
+            "TaskCancelled",
+            2,
+            '{"attempt":1,"output_tail":"","reason":"dependency 3 failed","task_id":4,'
+            '"worker_id":null}',
+            ev.TaskCancelled(task_id=4, attempt=1, reason="dependency 3 failed"),
         ),
         (
             "TaskCompleted",
