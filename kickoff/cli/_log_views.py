@@ -26,6 +26,8 @@ EventJSON = dict[str, Any]
 TYPE_STYLES = {
     "ServerStarted": "bold",
     "TaskSubmitted": "yellow",
+    "GroupCreated": "yellow",
+    "TaskReleased": "yellow",
     "TaskClaimed": "cyan",
     "WorkerHeartbeat": "dim",
     "TaskCompleted": "green",
@@ -45,7 +47,12 @@ OUTCOME_STYLES = {
     "cancelled": "magenta",
     "warning": "yellow",
 }
-KIND_STYLES = {"heartbeats": "dim", "claimed": "cyan", "submitted": "yellow"}
+KIND_STYLES = {
+    "heartbeats": "dim",
+    "claimed": "cyan",
+    "submitted": "yellow",
+    "released": "yellow",
+}
 
 
 def _step_time(at: datetime, first: datetime | None, *, same_day: bool) -> str:

@@ -154,7 +154,9 @@ def _payload_function(cls: type[Event], *, encode: bool) -> Callable[[Any], Any]
     wrap = "dumps({})" if encode else "{}"
     lines = [f"return {wrap.format(display(names))}"]
     if omitted:  # mostly all of them hold their default: one display without them
-        at_default = " and ".join(f"e.{n} == default_{n}" for n in sorted(omitted))
+        # `is`: the defaults reach events as the very objects (a miss only costs the slow
+        # path, which compares with ==)
+        at_default = " and ".join(f"e.{n} is default_{n}" for n in sorted(omitted))
         kept = [n for n in names if n not in omitted]
         lines = [
             f"if {at_default}: return {wrap.format(display(kept))}",

@@ -16,7 +16,7 @@ from kickoff.projections.tasks import (
     WORKFLOW_TASK_VALUES,
     Op,
     TaskProjector,
-    is_plain,
+    plain_submission,
 )
 from kickoff.store.log import Recorded, insert_rows
 
@@ -35,6 +35,7 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
     # flat params).
     runs: list[tuple[str, list[Any]]] = []
     new_tasks: list[object] | None = None  # the last run's, if it is one of new tasks
+    submitted, is_plain = tasks.submitted, plain_submission
     last_at: datetime | None = None
     at = ""
     for rec in records:
@@ -42,15 +43,16 @@ def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
             last_at, at = rec.at, to_text(rec.at)
         e = rec.event
         if type(e) is TaskSubmitted:  # a bulk submit: nothing for workers
-            insert, add = (
-                (INSERT_TASKS, tasks.submitted)
-                if is_plain(e)
-                else (INSERT_WORKFLOW_TASKS, tasks.submitted_workflow)
-            )
-            if new_tasks is None or runs[-1][0] is not insert:
+            if is_plain(e):
+                if new_tasks is None or runs[-1][0] is not INSERT_TASKS:
+                    new_tasks = []
+                    runs.append((INSERT_TASKS, new_tasks))
+                submitted(e, rec.seq, at, new_tasks)
+                continue
+            if new_tasks is None or runs[-1][0] is not INSERT_WORKFLOW_TASKS:
                 new_tasks = []
-                runs.append((insert, new_tasks))
-            add(e, rec.seq, at, new_tasks)
+                runs.append((INSERT_WORKFLOW_TASKS, new_tasks))
+            tasks.submitted_workflow(e, rec.seq, at, new_tasks)
             continue
         ops = tasks.ops(e, rec.seq, at) + workers.ops(e, rec.seq, at)
         if ops:

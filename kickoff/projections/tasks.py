@@ -78,7 +78,7 @@ def list_json(values: tuple[int, ...]) -> str | None:
     return orjson.dumps(values).decode() if values else None
 
 
-def is_plain(e: ev.TaskSubmitted) -> bool:
+def plain_submission(e: ev.TaskSubmitted) -> bool:
     """A task without any workflow field: the bulk submit's hot path."""
     return (
         e.group_id is None
@@ -173,7 +173,7 @@ class TaskProjector:
         match e:
             case ev.TaskSubmitted():
                 params: list[object] = []
-                if is_plain(e):
+                if plain_submission(e):
                     self.submitted(e, seq, at, params)
                     return [(INSERT_TASK, tuple(params))]
                 self.submitted_workflow(e, seq, at, params)
