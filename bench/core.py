@@ -28,14 +28,14 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kickoff.database import Database
 from kickoff.events import model as ev
 from kickoff.server import tune_runtime
 from kickoff.service import Service
 from kickoff.state import decide
 from kickoff.state.decide import NewTask
 from kickoff.state.fold import State, apply
-from kickoff.store.database import Database
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 TAGS = tuple(f"t{i}" for i in range(10))

@@ -277,9 +277,9 @@ def drain(tasks: int = 2000, *, watch: Watch | None = None) -> Drained:
 def make_big_log(db: Path, tasks: int = 1_000_000, events: int = 3_000_000) -> None:
     """A database with `tasks` tasks and `events` events: all submitted, half run to the end
     (claim + complete), the rest of the events heartbeats; half the tasks stay pending."""
+    from kickoff.database import Database
     from kickoff.events import model as ev
-    from kickoff.store.database import Database
-    from kickoff.store.log import Recorded
+    from kickoff.store.chain import Recorded
 
     database = Database(db)
     at = datetime(2026, 1, 1, tzinfo=UTC)

@@ -21,9 +21,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kickoff.database import Database
 from kickoff.events import model as ev
-from kickoff.store.database import Database
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
 
 WORKERS = 10
 TASKS_PER_ROUND = 1_000

@@ -20,9 +20,9 @@ from kickoff import auth, defaults
 from kickoff.api.app import create_app
 from kickoff.api.protocol import protocol_class
 from kickoff.errors import CannotListen, KickoffError
-from kickoff.service import Service
+from kickoff.service import Service, StartUp
 from kickoff.state.task_state import LIVE_STATES
-from kickoff.store.db import lock_exclusive
+from kickoff.store.connection import lock_exclusive
 
 logger = logging.getLogger(__name__)
 
@@ -112,14 +112,25 @@ def worker_lines(host: str, port: int, token: str) -> list[str]:
     ]
 
 
+def _loaded(start: StartUp) -> str:
+    """How the state was loaded: what `replayed N events` used to claim for the tail only."""
+    if start.checkpoint_seq == 0 and start.folded == 0:
+        return f"an empty log, opened in {start.seconds:.3f}s"
+    if start.checkpoint_seq == 0:
+        return f"replayed {start.folded:,} events in {start.seconds:.3f}s"
+    return (
+        f"loaded the checkpoint at seq {start.checkpoint_seq:,} and {start.folded:,} "
+        f"events after it in {start.seconds:.3f}s"
+    )
+
+
 def startup_lines(service: Service, host: str, port: int, token: str) -> list[str]:
     counts = service.state.counts
     live = ", ".join(f"{counts[s]} {s}" for s in LIVE_STATES)
     return [
         f"kickoff server listening on http://{host}:{port}",
         f"database: {service.db_path}",
-        f"replayed {service.replayed} events in {service.replay_s:.3f}s; tasks: {live}; "
-        f"{len(service.state.workers)} workers known",
+        f"{_loaded(service.start_up)}; tasks: {live}; {len(service.state.workers)} workers known",
         *worker_lines(host, port, token),
     ]
 

@@ -135,7 +135,7 @@ async def get_task(request: Request) -> Response:
     service = svc(request)
     task = _with_waits(service, [await service.get_task(task_id)])[0]
     try:
-        task.update(await service.query(queries.task_setting(task_id)))
+        task.update(await service.query(queries.task_setting(service.recorder, task_id)))
     except DatabaseRefused:  # a damaged submission: `kickoff verify` names it
         task.update({"cwd": None, "env": {}})
     return ORJSONResponse(task)
@@ -169,7 +169,9 @@ async def task_events(request: Request) -> Response:
     task_id = parse.task_id(request.path_params["task_id"])
     service = svc(request)
     await service.get_task(task_id)  # 404 for an unknown task
-    events = await service.query(queries.list_events(task_id=task_id, limit=100_000))
+    events = await service.query(
+        queries.list_events(service.recorder, task_id=task_id, limit=100_000)
+    )
     if request.query_params.get("heartbeats", "1") not in ("0", "false"):
         events = await _with_heartbeats(service, task_id, events)
     return ORJSONResponse({"events": events})
@@ -186,6 +188,7 @@ async def _with_heartbeats(
         end = next((e["seq"] for e in events[i + 1 :]), None)
         beats = await service.query(
             queries.list_events(
+                service.recorder,
                 after_seq=event["seq"],
                 until_seq=None if end is None else end - 1,
                 types=["WorkerHeartbeat"],
@@ -349,15 +352,9 @@ async def stats(request: Request) -> Response:
     counts = await service.query(queries.counts(group_id=group_id))
     now = service.clock()
     minute_ago = to_text(now - timedelta(seconds=60))
-    done, first_at = await service.query(
-        queries.Query(
-            "SELECT (SELECT count(*) FROM events WHERE at >= ? AND type IN "
-            "('TaskCompleted', 'TaskCancelled', 'TaskFailed')), "
-            "(SELECT at FROM events ORDER BY seq LIMIT 1)",
-            (minute_ago,),
-            lambda rows: rows[0],
-        )
-    )
+    finished = ("TaskCompleted", "TaskCancelled", "TaskFailed")
+    done = await service.query(service.recorder.count(since=minute_ago, types=finished))
+    first_at = await service.query(service.recorder.first_at())
     # the rate over the time the log actually covers: a server started 3 s ago that
     # finished 43 tasks did 14/s, not 43/60
     observed = 60.0 if first_at is None else (now - from_text(first_at)).total_seconds()
@@ -415,7 +412,11 @@ async def events(request: Request) -> Response:
     service = svc(request)
     found = await service.query(
         queries.list_events(
-            after_seq=after, until_seq=until, limit=limit, **_event_filters(request)
+            service.recorder,
+            after_seq=after,
+            until_seq=until,
+            limit=limit,
+            **_event_filters(request),
         )
     )
     return ORJSONResponse({"events": found, "last_seq": service.last_seq})
@@ -472,7 +473,9 @@ async def event_stream(request: Request) -> Response:
                 if behind or live.behind:  # read the log up to date, in pages
                     live.resume()
                     while True:
-                        query = queries.list_events(after_seq=sent, limit=PAGE, **filters)
+                        query = queries.list_events(
+                            service.recorder, after_seq=sent, limit=PAGE, **filters
+                        )
                         page = await service.query(query)
                         for event in page:
                             yield _sse(event)
@@ -485,7 +488,7 @@ async def event_stream(request: Request) -> Response:
                 rows = live.take()
                 for row in rows:
                     if row.seq > sent:
-                        event = queries.event_json(row)  # a Row's first columns are EVENT_COLUMNS
+                        event = queries.event_json(row)
                         if _matches(event, filters):
                             yield _sse(event)
                         sent = row.seq
@@ -535,9 +538,9 @@ async def metrics(request: Request) -> Response:
         "# HELP kickoff_event_streams Open event streams (GET /v1/events/stream).",
         "# TYPE kickoff_event_streams gauge",
         f"kickoff_event_streams {len(service.subscribers)}",
-        "# HELP kickoff_replay_seconds Time the start-up replay took.",
+        "# HELP kickoff_replay_seconds Time start-up took to load the state.",
         "# TYPE kickoff_replay_seconds gauge",
-        f"kickoff_replay_seconds {service.replay_s:.6f}",
+        f"kickoff_replay_seconds {service.start_up.seconds:.6f}",
     ]
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

@@ -1,5 +1,5 @@
 """The log as a tool for users: a task's story, point-in-time replay, verify, compaction.
 
-`history` and `points` are pure; `pointintime`, `verify` and `compact` read (and, for
-compaction, write) a database file directly, for the offline commands.
+`history` and `timespec` are pure; `replay`, `verify` and `compact` (the policy; moving
+rows is store/archive.py's) read a database through store/, for the offline commands.
 """

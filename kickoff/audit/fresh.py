@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlite3
 
 from kickoff.projections.project import project
-from kickoff.projections.schema import PROJECTION_SCHEMA
-from kickoff.store.log import Recorded
+from kickoff.projections.schema import PROJECTION_STATEMENTS
+from kickoff.store.chain import Recorded
 
 CHUNK = 20_000
 
@@ -21,7 +21,8 @@ def empty_projections() -> sqlite3.Connection:
     conn = sqlite3.connect("", isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA cache_size = -262144")  # 256 MiB in memory before it spills
     conn.execute("PRAGMA synchronous = OFF")
-    conn.executescript(PROJECTION_SCHEMA)
+    for statement in PROJECTION_STATEMENTS:
+        conn.execute(statement)
     return conn
 
 

@@ -16,15 +16,17 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from kickoff.audit import compact
 from kickoff.audit.fresh import Builder
+from kickoff.database import SCHEMA_VERSION, open_connection
 from kickoff.errors import DatabaseRefused
 from kickoff.events.model import task_id_of, worker_id_of
 from kickoff.projections.schema import WORKFLOW_DOWNGRADE
 from kickoff.state.fold import State, apply
-from kickoff.store import schema
-from kickoff.store.db import connect
-from kickoff.store.log import GENESIS, Recorded, Row, read_rows
+from kickoff.store.archive import archived_rows, open_archive
+from kickoff.store.chain import GENESIS, Recorded, Row, Run
+from kickoff.store.query import run as run_query
+from kickoff.store.recorder import Compaction
+from kickoff.store.sqlite import SqliteRecorder
 
 CHECKS: dict[str, str] = {
     "integrity": "SQLite integrity_check; the log's append-only triggers are in place",
@@ -43,10 +45,6 @@ COMPARED = (
     ("projection_state", "name"),
 )
 MAX_PROBLEMS = 50  # per check; the rest are counted
-ARCHIVE_ROWS = (
-    "SELECT seq, at, type, version, task_id, worker_id, payload, hash FROM events "
-    "WHERE seq BETWEEN ? AND ? ORDER BY seq"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,7 @@ class _Archives:
     """The archive files compactions wrote (or --archive names), opened read-only on demand."""
 
     def __init__(
-        self, records: Sequence[compact.Record], extra: Sequence[Path], log_id: bytes | None
+        self, records: Sequence[Compaction], extra: Sequence[Path], log_id: bytes | None
     ) -> None:
         self.records = {r.id: r for r in records}
         self.extra, self.log_id = list(extra), log_id
@@ -126,16 +124,16 @@ class _Archives:
 
     def conn(self, path: Path) -> sqlite3.Connection | None:
         if path not in self.open:
-            self.open[path] = compact.open_archive(path, self.log_id)
+            self.open[path] = open_archive(path, self.log_id)
         return self.open[path]
 
-    def rows(self, run: compact.Run) -> list[Row] | None:
+    def rows(self, run: Run) -> list[Row] | None:
         """The run's rows from the first archive that holds them all (the one its
         compaction recorded, then those given), or None."""
         record = self.records.get(run.compaction_id)
         for path in [*([Path(record.archive)] if record else []), *self.extra]:
             conn = self.conn(path)
-            rows = None if conn is None else _archived(conn, run)
+            rows = None if conn is None else archived_rows(conn, run.first_seq, run.last_seq)
             if rows is not None:
                 return rows
         return None
@@ -146,21 +144,10 @@ class _Archives:
                 conn.close()
 
 
-def _archived(conn: sqlite3.Connection, run: compact.Run) -> list[Row] | None:
-    try:
-        found = conn.execute(ARCHIVE_ROWS, (run.first_seq, run.last_seq)).fetchall()
-    except sqlite3.Error:
-        return None
-    rows = [Row(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7])) for r in found]
-    if [r.seq for r in rows] != list(range(run.first_seq, run.last_seq + 1)):
-        return None
-    return rows
-
-
 class _Scan:
     """One pass over the log: sequence, chain, payloads, fold and a fresh rebuild."""
 
-    def __init__(self, report: Report, runs: list[compact.Run], archives: _Archives) -> None:
+    def __init__(self, report: Report, runs: list[Run], archives: _Archives) -> None:
         self.report, self.runs, self.archives = report, {r.first_seq: r for r in runs}, archives
         self.starts = sorted(self.runs)
         self.prev, self.expect, self.unchecked = GENESIS, 1, False
@@ -211,7 +198,7 @@ class _Scan:
             self.cross(run)
             self.expect = run.last_seq + 1
 
-    def cross(self, run: compact.Run) -> None:
+    def cross(self, run: Run) -> None:
         """Walk over archived seqs: with their archived rows if readable, else trust."""
         n = run.last_seq - run.first_seq + 1
         self.report.archived += n
@@ -321,37 +308,16 @@ class _Scan:
         self.builder = None
 
 
-def _check_integrity(conn: sqlite3.Connection, report: Report) -> None:
-    found = [r[0] for r in conn.execute("PRAGMA integrity_check(20)")]
-    if found != ["ok"]:
-        for message in found:
-            report.add("integrity", None, f"integrity_check: {message}")
-    _check_triggers(conn, report)
-    report.ran.add("integrity")
-
-
-def _check_triggers(conn: sqlite3.Connection, report: Report) -> None:
-    """The log's triggers are there, exactly as the schema writes them."""
-    found = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version < schema.SCHEMA_VERSION:  # never opened by a server since: as it was written
-        expected = dict.fromkeys(schema.V1_TRIGGERS, "")
+def _check_integrity(recorder: SqliteRecorder, report: Report) -> None:
+    for message in recorder.schema_problems():
+        report.add("integrity", None, message)
+    version = recorder.conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < SCHEMA_VERSION:  # never opened by a writer since
         report.notes.append(
-            f"schema version {version}: a kickoff server upgrades it to "
-            f"{schema.SCHEMA_VERSION} when it opens it"
+            f"schema version {version}: a kickoff server upgrades it to {SCHEMA_VERSION} "
+            "when it opens it"
         )
-    else:
-        expected = schema.TRIGGERS
-    for name, sql in expected.items():
-        if name not in found:
-            report.add("integrity", None, f"trigger {name} is missing: {_guards(name)}")
-        elif sql and not schema.same_sql(found[name], sql):
-            report.add("integrity", None, f"trigger {name} was changed: {_guards(name)}")
-
-
-def _guards(trigger: str) -> str:
-    table, verb = trigger.rsplit("_no_", 1)
-    return f"the {table} table no longer refuses every {verb.upper()} it must"
+    report.ran.add("integrity")
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
@@ -413,7 +379,7 @@ def _compare(live: sqlite3.Connection, fresh: sqlite3.Connection, report: Report
     report.ran.add("projections")
 
 
-def _check_digests(scan: _Scan, records: list[compact.Record], report: Report) -> None:
+def _check_digests(scan: _Scan, records: list[Compaction], report: Report) -> None:
     counted: dict[int, int] = {}
     for run in scan.runs.values():
         counted[run.compaction_id] = (
@@ -446,14 +412,14 @@ def _check_digests(scan: _Scan, records: list[compact.Record], report: Report) -
     report.ran.add("archive")
 
 
-def _scan(conn: sqlite3.Connection, report: Report, archives: Sequence[Path]) -> None:
-    runs, records = compact.read_runs(conn), compact.read_records(conn)
-    first = conn.execute("SELECT seq, hash FROM events ORDER BY seq LIMIT 1").fetchone()
-    log_id = bytes(first[1]) if first and first[0] == 1 else None
+def _scan(recorder: SqliteRecorder, report: Report, archives: Sequence[Path]) -> None:
+    runs, records = recorder.runs(), recorder.compactions()
+    first: list[Row] = run_query(recorder.conn, recorder.select(limit=1))
+    log_id = first[0].hash if first and first[0].seq == 1 else None
     opened = _Archives(records, archives, log_id)
     scan = _Scan(report, runs, opened)
     try:
-        for row in read_rows(conn):
+        for row in recorder.rows():
             scan.row(row)
         builder = scan.finish()
         report.ran.update(("sequence", "chain", "payloads"))
@@ -462,10 +428,10 @@ def _scan(conn: sqlite3.Connection, report: Report, archives: Sequence[Path]) ->
         if records or runs:
             _check_digests(scan, records, report)
         if builder is not None:
-            if conn.execute("PRAGMA user_version").fetchone()[0] < 3:  # before workflows
-                for sql in WORKFLOW_DOWNGRADE:
+            if recorder.conn.execute("PRAGMA user_version").fetchone()[0] < 3:
+                for sql in WORKFLOW_DOWNGRADE:  # a database from before workflows
                     builder.conn.execute(sql)
-            _compare(conn, builder.conn, report)
+            _compare(recorder.conn, builder.conn, report)
             builder.conn.close()
     finally:
         opened.close()
@@ -475,22 +441,23 @@ def verify(path: Path, *, archives: Sequence[Path] = ()) -> Report:
     """Check the database at `path` (read-only); never raises for a bad database."""
     report = Report(path=path)
     try:
-        conn = connect(path, readonly=True)
+        conn = open_connection(path, readonly=True)
     except DatabaseRefused as exc:
         report.add("open", None, exc.message)
         return report
     try:
+        recorder = SqliteRecorder(conn)
         try:
-            _check_integrity(conn, report)
+            _check_integrity(recorder, report)
         except sqlite3.DatabaseError as exc:
             report.add("integrity", None, f"integrity_check cannot run: {exc}")
         try:
-            conn.execute("BEGIN")  # one snapshot: a live server may append meanwhile
-            _scan(conn, report, archives)
+            with recorder.snapshot():  # one snapshot: a live server may append meanwhile
+                _scan(recorder, report, archives)
         except sqlite3.DatabaseError as exc:
             seq = report.last_seq + 1 if report.events else None
             where = f" after seq {report.last_seq}" if report.events else ""
             report.add("read", seq, f"cannot read the log{where}: {exc} (damaged or truncated?)")
     finally:
-        conn.close()  # also ends the read transaction
+        conn.close()
     return report

@@ -18,7 +18,7 @@ from kickoff.cli._task_views import task_fields
 from kickoff.cli._text import Cell, Styled, assemble, join, one_line, styled
 
 if TYPE_CHECKING:  # the offline commands' (replay, verify): imported by them alone
-    from kickoff.audit import pointintime
+    from kickoff.audit import replay as replaying
     from kickoff.audit import verify as verifying
 
 EventJSON = dict[str, Any]
@@ -189,7 +189,7 @@ def before(text: str | None, point_at: datetime) -> str:
     )
 
 
-def print_view(view: pointintime.View, *, limit: int, path: Path) -> None:
+def print_view(view: replaying.View, *, limit: int, path: Path) -> None:
     point, at = view.point, hist.parse_ts(view.point.at) if view.point.at else _now()
     later = view.point.last_seq - point.seq
     where = f"after seq {point.seq:,}" + (f" at {point.at}" if point.at else "")
@@ -253,7 +253,7 @@ def print_view(view: pointintime.View, *, limit: int, path: Path) -> None:
         )
 
 
-def print_task_then(view: pointintime.View, task: EventJSON, events: list[EventJSON]) -> None:
+def print_task_then(view: replaying.View, task: EventJSON, events: list[EventJSON]) -> None:
     at = hist.parse_ts(view.point.at) if view.point.at else _now()
     heading(f"replay: task {task['id']} as it was after seq {view.point.seq:,} ({view.point.at})")
     heading("")

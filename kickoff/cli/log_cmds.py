@@ -23,7 +23,7 @@ import typer
 
 from kickoff import defaults
 from kickoff.audit import history as hist
-from kickoff.audit import points
+from kickoff.audit import timespec
 from kickoff.cli import _format as fmt
 from kickoff.cli import _log_views as views
 from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
@@ -33,7 +33,7 @@ from kickoff.client import Client
 from kickoff.errors import DatabaseRefused, InvalidInput, NotFound, ServerUnreachable
 
 if TYPE_CHECKING:
-    from kickoff.audit import pointintime
+    from kickoff.audit import replay as replaying
 
 EventJSON = dict[str, Any]
 PAGE = defaults.MAX_PAGE  # as much as the server gives in one answer
@@ -56,7 +56,7 @@ def _now() -> datetime:
 
 
 def _db(path: Path | None) -> Path:
-    from kickoff.store.db import default_db_path
+    from kickoff.store.connection import default_db_path
 
     return path or default_db_path()
 
@@ -178,13 +178,13 @@ def _filters(
     now = _now()
     params: dict[str, Any] = {"type": selection.server_types() or None, "task": task}
     if since is not None:
-        point = points.parse_point(since, now=now)
+        point = timespec.parse_point(since, now=now)
         if isinstance(point, int):
             params["after"] = max(point - 1, 0)
         else:
             params["since"] = point.isoformat()
     if until is not None:
-        point = points.parse_point(until, now=now)
+        point = timespec.parse_point(until, now=now)
         params["until" if isinstance(point, int) else "until_time"] = (
             point if isinstance(point, int) else point.isoformat()
         )
@@ -425,16 +425,18 @@ def replay(
     """
     if until is not None and at is not None:
         raise InvalidInput("give --until SEQ or --at TIME, not both")
-    from kickoff.audit import pointintime
-    from kickoff.store.db import connect
+    from kickoff.audit import replay as replaying
+    from kickoff.database import open_connection
+    from kickoff.store.sqlite import SqliteRecorder
 
-    when = points.parse_time(at, now=_now()) if at is not None else None
+    when = timespec.parse_time(at, now=_now()) if at is not None else None
     path = _db(db)
-    conn = connect(path, readonly=True)
+    conn = open_connection(path, readonly=True)
     try:
-        point = pointintime.resolve(conn, until_seq=until, at=when)
-        events = pointintime.task_events(conn, task, until_seq=point.seq) if task else []
-        view = pointintime.build(conn, point)
+        recorder = SqliteRecorder(conn)
+        point = replaying.resolve(recorder, until_seq=until, at=when)
+        events = replaying.task_events(recorder, task, until_seq=point.seq) if task else []
+        view = replaying.build(recorder, point)
     finally:
         conn.close()
     try:
@@ -444,7 +446,7 @@ def replay(
 
 
 def _show_replay(
-    view: pointintime.View,
+    view: replaying.View,
     path: Path,
     *,
     task: int | None,
@@ -571,7 +573,7 @@ def compact(
         raise DatabaseRefused(f"no database at {path}")
     from kickoff.audit import compact as compaction
 
-    point = points.parse_point(before, now=_now())
+    point = timespec.parse_point(before, now=_now())
     target = archive or path.with_name(f"{path.stem}.archive{path.suffix or '.db'}")
     result = compaction.compact(path, before=point, archive=target, now=_now())
     if vacuum:
@@ -633,8 +635,10 @@ def rebuild(
     \b
       kickoff projections rebuild --db kickoff.db
     """
+    from kickoff.database import open_connection
     from kickoff.projections.rebuild import rebuild as rebuild_projections
-    from kickoff.store.db import connect, lock_exclusive
+    from kickoff.store.connection import lock_exclusive
+    from kickoff.store.sqlite import SqliteRecorder
 
     path = _db(db)
     if not path.exists():
@@ -642,9 +646,9 @@ def rebuild(
     lock = None if force else lock_exclusive(path)
     began = time.perf_counter()
     try:
-        conn = connect(path)
+        conn = open_connection(path)
         try:
-            count = rebuild_projections(conn)
+            count = rebuild_projections(conn, SqliteRecorder(conn))
             counts = dict(conn.execute("SELECT state, n FROM task_counts").fetchall())
         finally:
             conn.close()

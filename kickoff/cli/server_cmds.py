@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from kickoff import defaults
-from kickoff.store.db import default_db_path
+from kickoff.store.connection import default_db_path
 
 HostOpt = Annotated[
     str, typer.Option("--host", metavar="HOST", help="Address to listen on (0.0.0.0 for all).")

@@ -17,7 +17,7 @@ from kickoff import auth
 from kickoff.cli._screen import err
 from kickoff.client import resolve_token
 from kickoff.errors import NotFound
-from kickoff.store.db import default_db_path
+from kickoff.store.connection import default_db_path
 
 
 def token(

@@ -19,29 +19,25 @@ from kickoff import defaults
 from kickoff.clock import from_text, to_text
 from kickoff.projections.queries import Query
 from kickoff.service import Service
-from kickoff.store.log import Row
+from kickoff.store.chain import Row
+from kickoff.store.recorder import Recorder
 
 logger = logging.getLogger(__name__)
 
 FINISHED = ("TaskCompleted", "TaskCancelled", "TaskFailed")
-SELECT_FINISHED = (  # a range of the primary key: bounded by the range, whatever the log holds
-    "SELECT seq, at FROM events WHERE seq > ? AND seq <= ? AND type IN (?, ?, ?) "
-    "ORDER BY seq LIMIT ?"
-)
-SELECT_AT = "SELECT at FROM events WHERE seq > ? ORDER BY seq LIMIT 1"
 PAGE = 10_000
 
 
-def _finished(after_seq: int, until_seq: int) -> Query:
-    return Query(
-        SELECT_FINISHED,
-        (after_seq, until_seq, *FINISHED, PAGE),
-        lambda rows: [(r[0], r[1]) for r in rows],
-    )
+def _finished(recorder: Recorder, after_seq: int, until_seq: int) -> Query:
+    """(seq, time) of finishing events in a range of seqs: bounded by the range (the log's
+    primary key), whatever the log holds."""
+    rows = recorder.select(after_seq=after_seq, until_seq=until_seq, types=FINISHED, limit=PAGE)
+    return Query(rows.sql, rows.params, lambda found: [(r.seq, r.at) for r in rows.shape(found)])
 
 
-def _first_at(after_seq: int) -> Query:
-    return Query(SELECT_AT, (after_seq,), lambda rows: rows[0][0] if rows else None)
+def _first_at(recorder: Recorder, after_seq: int) -> Query:
+    rows = recorder.select(after_seq=after_seq, limit=1)
+    return Query(rows.sql, rows.params, lambda found: next((r.at for r in rows.shape(found)), None))
 
 
 class Throughput:
@@ -59,7 +55,9 @@ class Throughput:
     async def _read_log(self, until_seq: int) -> None:
         """Count the finished tasks of the log's rows after counted_seq, up to until_seq."""
         while True:
-            rows = await self.service.query(_finished(self.counted_seq, until_seq))
+            rows = await self.service.query(
+                _finished(self.service.recorder, self.counted_seq, until_seq)
+            )
             for seq, at in rows:
                 self.counted_seq = seq
                 self.per_second[at[:19]] += 1
@@ -78,7 +76,9 @@ class Throughput:
         with self.service.subscribers.subscribe() as live:
             last = self.service.last_seq
             self.counted_seq = max(0, last - defaults.THROUGHPUT_SEED_EVENTS)
-            self.since = await self.service.query(_first_at(self.counted_seq))
+            self.since = await self.service.query(
+                _first_at(self.service.recorder, self.counted_seq)
+            )
             await self._read_log(last)
             self._ready.set()
             while not live.ended:

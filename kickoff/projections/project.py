@@ -18,7 +18,8 @@ from kickoff.projections.tasks import (
     TaskProjector,
     plain_submission,
 )
-from kickoff.store.log import Recorded, insert_rows
+from kickoff.store.chain import Recorded
+from kickoff.store.sqlite import insert_rows
 
 MULTI_ROW = {INSERT_TASKS: TASK_VALUES, INSERT_WORKFLOW_TASKS: WORKFLOW_TASK_VALUES}
 

@@ -1,14 +1,13 @@
-"""Read queries over the projections and the log, as (sql, params) plus a row shaper.
+"""Read queries over the projections, and the log's rows as the documented event JSON.
 
-The same Query runs on a plain sqlite3 connection (offline commands, tests) and on the
-server's aiosqlite reader. Shapers return the `--json` contract documented in the README.
+Each is a store.query.Query: it runs on a plain sqlite3 connection (offline commands,
+tests) and on the server's async reader. Shapers return the `--json` contract documented
+in the README. The log's own SQL is the recorder's (store/); `events` shapes its rows.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -16,21 +15,12 @@ import orjson
 from kickoff import defaults
 from kickoff.events import codec
 from kickoff.events import model as ev
+from kickoff.store.chain import Row
+from kickoff.store.query import Query, RowT, run
+from kickoff.store.recorder import Recorder
 
 JSONObj = dict[str, Any]
-RowT = Sequence[Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Query:
-    sql: str
-    params: tuple[Any, ...]
-    shape: Callable[[list[RowT]], Any]
-
-
-def run(conn: sqlite3.Connection, query: Query) -> Any:
-    """Run a query on a synchronous connection."""
-    return query.shape(conn.execute(query.sql, query.params).fetchall())
+__all__ = ["JSONObj", "Query", "RowT", "run"]  # with the queries below
 
 
 TASK_COLUMNS = (
@@ -100,21 +90,20 @@ def get_task(task_id: int) -> Query:
     )
 
 
-SELECT_SETTING = "SELECT version, payload FROM events WHERE task_id = ? AND type = 'TaskSubmitted'"
-
-
-def _setting(rows: list[RowT]) -> JSONObj:
-    if len(rows) != 1:
-        return {"cwd": None, "env": {}}
-    submitted = codec.decode("TaskSubmitted", rows[0][0], rows[0][1])
-    assert isinstance(submitted, ev.TaskSubmitted)
-    return {"cwd": submitted.cwd, "env": dict(submitted.env)}
-
-
-def task_setting(task_id: int) -> Query:
+def task_setting(recorder: Recorder, task_id: int) -> Query:
     """Where and with what a task runs (`cwd`, `env`), from its submission in the log:
     they are not projected (only one task's page shows them)."""
-    return Query(SELECT_SETTING, (task_id,), _setting)
+    rows = recorder.select(task_id=task_id, types=["TaskSubmitted"])
+
+    def shape(found: list[RowT]) -> JSONObj:
+        submitted = rows.shape(found)
+        if len(submitted) != 1:
+            return {"cwd": None, "env": {}}
+        event = submitted[0].decode().event
+        assert isinstance(event, ev.TaskSubmitted)
+        return {"cwd": event.cwd, "env": dict(event.env)}
+
+    return Query(rows.sql, rows.params, shape)
 
 
 def list_tasks(
@@ -235,23 +224,21 @@ def get_worker(key: str) -> Query:
     )
 
 
-def event_json(r: RowT) -> JSONObj:
+def event_json(r: Row) -> JSONObj:
     """A log row as the documented event JSON (payload upcast to the current version)."""
-    event = codec.decode(r[2], r[3], r[6])
+    event = codec.decode(r.type, r.version, r.payload)
     return {
-        "seq": r[0],
-        "ts": r[1],
-        "type": r[2],
-        "task_id": r[4],
-        "worker_id": r[5],
+        "seq": r.seq,
+        "ts": r.at,
+        "type": r.type,
+        "task_id": r.task_id,
+        "worker_id": r.worker_id,
         "data": codec.to_payload(event),
     }
 
 
-EVENT_COLUMNS = "seq, at, type, version, task_id, worker_id, payload"
-
-
 def list_events(
+    recorder: Recorder,
     *,
     after_seq: int = 0,
     until_seq: int | None = None,
@@ -262,33 +249,15 @@ def list_events(
     worker_id: str | None = None,
     limit: int = defaults.DEFAULT_EVENTS_PAGE,
 ) -> Query:
-    """Log rows in seq order, filtered; `since`/`until` are ISO times."""
-    where: list[str] = ["seq > ?"]
-    params: list[Any] = [after_seq]
-    if until_seq is not None:
-        where.append("seq <= ?")
-        params.append(until_seq)
-    if since is not None:
-        where.append("at >= ?")
-        params.append(since)
-    if until is not None:
-        where.append("at <= ?")
-        params.append(until)
-    if types:
-        where.append(f"type IN ({', '.join('?' * len(types))})")
-        params.extend(types)
-    if task_id is not None:
-        where.append("task_id = ?")
-        params.append(task_id)
-    if worker_id is not None:
-        where.append("worker_id = ?")
-        params.append(worker_id)
-    return Query(
-        f"SELECT {EVENT_COLUMNS} FROM events WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
-        (*params, limit),
-        lambda rows: [event_json(r) for r in rows],
+    """Log rows in seq order, filtered (`since`/`until` are ISO times), as event JSON."""
+    rows = recorder.select(
+        after_seq=after_seq,
+        until_seq=until_seq,
+        since=since,
+        until=until,
+        types=types,
+        task_id=task_id,
+        worker_id=worker_id,
+        limit=limit,
     )
-
-
-def last_seq() -> Query:
-    return Query("SELECT coalesce(max(seq), 0) FROM events", (), lambda rows: rows[0][0])
+    return Query(rows.sql, rows.params, lambda found: [event_json(r) for r in rows.shape(found)])

@@ -5,26 +5,26 @@ from __future__ import annotations
 import sqlite3
 
 from kickoff.projections.project import project
-from kickoff.projections.schema import DROP_PROJECTIONS, PROJECTION_SCHEMA
-from kickoff.store.log import read_log
+from kickoff.projections.schema import DROP_STATEMENTS, PROJECTION_STATEMENTS
+from kickoff.store.recorder import Recorder
 
 CHUNK = 20_000
 
 
-def rebuild(conn: sqlite3.Connection) -> int:
-    """Rebuild tasks, workers and task_counts from the log in one transaction.
+def rebuild(conn: sqlite3.Connection, recorder: Recorder) -> int:
+    """Rebuild tasks, workers and task_counts from the log (read by `recorder`, on the same
+    database) in one transaction.
 
     Returns the number of events read.
     """
     count = 0
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for statement in (DROP_PROJECTIONS + PROJECTION_SCHEMA).split(";\n"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in (*DROP_STATEMENTS, *PROJECTION_STATEMENTS):
+            conn.execute(statement)
         batch = []
-        for rec in read_log(conn):
-            batch.append(rec)
+        for row in recorder.rows():
+            batch.append(row.decode())
             if len(batch) >= CHUNK:
                 project(conn, batch)
                 count += len(batch)

@@ -132,3 +132,11 @@ WORKFLOW_DOWNGRADE = (
         )
     ),
 )
+
+
+def _statements(script: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in script.split(";\n") if s.strip())
+
+
+PROJECTION_STATEMENTS = _statements(PROJECTION_SCHEMA)  # one by one, for a transaction
+DROP_STATEMENTS = _statements(DROP_PROJECTIONS)

@@ -13,7 +13,7 @@ import orjson
 
 from kickoff.clock import from_text, to_text
 from kickoff.events import model as ev
-from kickoff.store.log import NULL
+from kickoff.store.sqlite import NULL
 
 Op = tuple[str, tuple[Any, ...]]
 

@@ -24,6 +24,7 @@ import aiosqlite
 
 from kickoff import defaults
 from kickoff.clock import Clock, utc_now
+from kickoff.database import Database
 from kickoff.errors import DatabaseRefused, KickoffError, NotFound, Unavailable
 from kickoff.events.model import (
     Event,
@@ -45,9 +46,8 @@ from kickoff.state import decide
 from kickoff.state.decide import Completion, GroupRequest, NewTask
 from kickoff.state.fold import State, apply
 from kickoff.state.workflows import group_label
-from kickoff.store import log
-from kickoff.store.database import Database
-from kickoff.store.log import Encoded, Recorded, Row, encode
+from kickoff.store.chain import Encoded, Recorded, Row
+from kickoff.store.recorder import Recorder
 from kickoff.store.writer import GroupWriter
 
 logger = logging.getLogger(__name__)
@@ -92,6 +92,16 @@ class _Parked:
 _Runnable = tuple[str, float | None, int | None, str | None, tuple[tuple[str, str], ...]]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartUp:
+    """How the server got its state: from the projections' checkpoint at `checkpoint_seq`
+    plus the `folded` events after it (a full replay: checkpoint 0, every event folded)."""
+
+    checkpoint_seq: int
+    folded: int
+    seconds: float
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A task handed to a worker."""
@@ -123,9 +133,8 @@ class Service:
         self.expire_every_s = expire_every_s or min(1.0, heartbeat_timeout_s / 4)
         self.full_replay = full_replay
         self.state = State()
-        self.replayed = 0
+        self.start_up = StartUp(checkpoint_seq=0, folded=0, seconds=0.0)
         self.log_id = ""  # the database's identity (set by start)
-        self.replay_s = 0.0
         self._db: Database | None = None
         self._writer: GroupWriter | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -155,10 +164,13 @@ class Service:
         self._db = await asyncio.to_thread(Database, self.db_path)
         if self.full_replay:
             self.state = await asyncio.to_thread(self._db.replay)
-            self.replayed = self.state.last_seq
+            checkpoint, folded = 0, self.state.last_seq
         else:
-            self.state, self.replayed = await asyncio.to_thread(self._db.load, checked=True)
-        self.replay_s = time.perf_counter() - started
+            self.state, folded = await asyncio.to_thread(self._db.open_checked)
+            checkpoint = self.state.last_seq - folded
+        self.start_up = StartUp(
+            checkpoint_seq=checkpoint, folded=folded, seconds=time.perf_counter() - started
+        )
         self._seq, self._tail_hash = self._db.tail()
         assert self._seq == self.state.last_seq
         self.log_id = self._db.log_id()  # "" for a new database: its ServerStarted's, below
@@ -246,7 +258,8 @@ class Service:
         None if they cannot be encoded (a bug): the writer then encodes them and fails.
         """
         try:
-            encoded = encode(self._tail_hash, records[0].seq - 1, records)
+            assert self._db is not None
+            encoded = self._db.recorder.encode(self._tail_hash, records[0].seq - 1, records)
         except Exception:
             logger.exception("cannot encode events %d-%d", records[0].seq, records[-1].seq)
             return None
@@ -482,9 +495,7 @@ class Service:
         if known is not None:
             return Claimed(task_id, attempt, *known)
         try:
-            submitted = await self._fetch(
-                queries.Query(log.SELECT_SUBMISSION, (task_id,), log.submission)
-            )
+            submitted = await self._fetch(self.recorder.submission(task_id))
         except DatabaseRefused as exc:
             logger.error("damaged submission of task=%d: %s", task_id, exc.message)
             reason = f"its submission in the log is damaged: {exc.message}"
@@ -632,6 +643,12 @@ class Service:
         if task is None:
             raise NotFound(f"no task {task_id}")
         return dict(task)
+
+    @property
+    def recorder(self) -> Recorder:
+        """The log's recorder: its queries run on `query`."""
+        assert self._db is not None
+        return self._db.recorder
 
     async def query(self, query: queries.Query) -> Any:
         return await self._fetch(query)

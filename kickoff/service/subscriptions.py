@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Iterator
 
 from kickoff import defaults
-from kickoff.store.log import Row
+from kickoff.store.chain import Row
 
 
 class Subscription:

@@ -10,13 +10,13 @@ Commands never live here.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from kickoff.events import model as ev
-from kickoff.state.matcher import Matcher, Shape
+from kickoff.state.matcher import Matcher, Shape, task_key
 from kickoff.state.task_state import TaskState
 from kickoff.state.workflows import Group, IdSet, Retry, Waiting
 
@@ -220,6 +220,105 @@ class State:
         return isinstance(other, State) and self.snapshot() == other.snapshot()
 
     __hash__ = None  # type: ignore[assignment]
+
+
+LiveWorker = tuple[str, str, frozenset[str], int, datetime]
+"""id, name, tags, slots, last seen"""
+LiveTask = tuple[int, frozenset[str], frozenset[str], int, int, int, str, str | None, int | None]
+"""id, require, want, priority, max_attempts, attempt, state, worker id, group id"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """What a checkpoint holds, as plain values, for `restore` (the projections' start-up
+    checkpoint fills it from its rows; each iterable is read once, in this order)."""
+
+    last_seq: int
+    workers: Iterable[LiveWorker]  # the live ones
+    worker_ids: Iterable[str]  # every worker id ever given
+    last_task_id: int
+    idempotency: Iterable[tuple[str, int, int]]  # key, task id, request_hash
+    counts: Iterable[tuple[str, int]]  # tasks per state
+    groups: Iterable[tuple[int, str | None, int | None]]  # id, name, max_running
+    tasks: Iterable[LiveTask]  # the live ones
+    waiting: Iterable[tuple[int, tuple[int, ...], tuple[int, ...], datetime | None]]
+    """waiting tasks in id order: id, after, after_any, when a delayed retry is due"""
+    retry_policies: Iterable[tuple[int, int, float, tuple[int | str, ...] | None, int]]
+    """live tasks with retries: id, retries, delay, retry_on, retries left"""
+    failed_ids: Iterable[int]
+    cancelled_ids: Iterable[int]
+
+
+def restore(checkpoint: Checkpoint) -> State:
+    """The State a checkpoint describes: the one the fold reaches at its `last_seq`
+    (tests/store/test_checkpoint.py holds both equal). The fold's rules build every State:
+    this is the one other way in."""
+    c = checkpoint
+    state = State()
+    state.last_seq = c.last_seq
+    for worker_id, name, tags, slots, last_seen in c.workers:
+        state.workers[worker_id] = Worker(worker_id, name, tags, slots, last_seen)
+    state.next_worker_no = max((worker_number(w) for w in c.worker_ids), default=0) + 1
+    state.next_task_id = c.last_task_id + 1
+    state.idempotency = {key: (task_id, digest) for key, task_id, digest in c.idempotency}
+    state.counts.update((TaskState(name), n) for name, n in c.counts)
+    for group_id, label, max_running in c.groups:
+        state.groups[group_id] = Group(group_id, label, max_running)
+        if label is not None:
+            state.group_names[label] = group_id
+        state.next_group_id = max(state.next_group_id, group_id + 1)
+    _restore_tasks(state, c.tasks)
+    for task_id, after, after_any, retry_due in c.waiting:
+        if retry_due is not None:
+            state.retry_due[task_id] = retry_due
+            state.retry_heap.append((retry_due, task_id))
+        else:
+            index_waiting(state, task_id, after, after_any)
+    heapq.heapify(state.retry_heap)
+    for task_id, retries, delay_s, on, left in c.retry_policies:
+        state.retry_policies[task_id] = state.retry_policy(retries, delay_s, on)
+        if left < retries:
+            state.retries_used[task_id] = retries - left
+    for task_id in c.failed_ids:
+        state.failed_ids.add(task_id)
+    for task_id in c.cancelled_ids:
+        state.cancelled_ids.add(task_id)
+    return state
+
+
+def _restore_tasks(state: State, tasks: Iterable[LiveTask]) -> None:
+    """The live tasks, the matcher's shapes and heaps, and the groups' running counts."""
+    shapes: dict[tuple[frozenset[str], frozenset[str], int | None], Shape] = {}
+    pending: dict[Shape, list[int]] = {}
+    matcher, live, workers, groups = state.matcher, state.tasks, state.workers, state.groups
+    for task_id, require, want, priority, max_attempts, attempt, status, on, group_id in tasks:
+        group = None if group_id is None else groups[group_id]
+        cap = group_id if group is not None and group.max_running is not None else None
+        shape = shapes.get((require, want, cap))
+        if shape is None:
+            shape = (
+                matcher.shape(require, want)
+                if group is None
+                else group.shape(matcher, require, want)
+            )
+            shapes[(require, want, cap)] = shape
+        task = live[task_id] = Task(task_id, shape, priority, max_attempts, attempt, group)
+        if status == _PENDING:
+            pending.setdefault(shape, []).append(task_key(priority, task_id))
+            continue
+        task.state = TaskState(status)
+        task.worker_id = on
+        if group is not None and task.state in BUSY:
+            group.running += 1
+        worker = workers.get(on) if on else None
+        if worker is not None:
+            worker.running.add(task_id)
+    for shape, keys in pending.items():
+        matcher.load(shape, keys)
+    for group in groups.values():
+        if group.at_cap:
+            for shape in group.shapes:
+                matcher.suspend(shape)
 
 
 def _move(state: State, task: Task, to: TaskState) -> None:

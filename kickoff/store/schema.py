@@ -1,19 +1,18 @@
-"""The log's SQLite schema: tables, indexes, the append-only triggers, the schema version
-and the migrations from older versions. No connection handling here (see db.py).
+"""The log's SQLite schema: tables, indexes, the append-only triggers, and the log's
+steps of the migrations between schema versions. No connection handling here (see
+connection.py); the database's schema version, which counts the projections' changes too,
+is kickoff/database.py's.
 
-`PRAGMA user_version` holds the schema version. A migration is a list of statements that
-takes a database from one version to the next; they run in order, in one transaction,
-when a writer opens an older database. Never edit a migration once it has shipped.
+A migration is a list of statements that takes a database from one version to the next;
+they run in order, in one transaction, when a writer opens an older database. Never edit
+a migration once it has shipped.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 
-from kickoff.projections.schema import WORKFLOW_MIGRATION
-
-SCHEMA_VERSION = 3
+TRIGGERS_SINCE = 2  # the version that wrote the triggers below (see V1_TRIGGERS)
 
 EVENTS_COLUMNS = """(
     seq INTEGER PRIMARY KEY,
@@ -101,7 +100,7 @@ exactly as written here."""
 V1_TRIGGERS = ("events_no_update", "events_no_delete", "events_no_replace")
 """The triggers a version 1 database has (not migrated while only readers opened it)."""
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+LOG_MIGRATIONS: dict[int, tuple[str, ...]] = {
     # v1 -> v2: the compaction tables become part of the schema (a v1 compaction created
     # them, with these columns, outside it), the log's DELETE trigger lets a compaction
     # remove archived heartbeats without being dropped, every trigger is as written above,
@@ -116,22 +115,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         *TRIGGERS.values(),
         WORKER_CHANGES_INDEX,
     ),
-    # v2 -> v3: the projections' workflow columns and tables (projections/schema.py)
-    2: WORKFLOW_MIGRATION,
 }
 
 
 def statements() -> tuple[str, ...]:
     """Everything that creates the log's part of a new database, in order."""
     return (*TABLES, *TRIGGERS.values())
-
-
-def migrate(conn: sqlite3.Connection, version: int) -> None:
-    """Bring the log's schema from `version` to SCHEMA_VERSION, inside the caller's
-    transaction (the caller sets user_version)."""
-    for step in range(version, SCHEMA_VERSION):
-        for sql in MIGRATIONS[step]:
-            conn.execute(sql)
 
 
 def same_sql(a: str, b: str) -> bool:

@@ -21,10 +21,10 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from kickoff.errors import Unavailable
-from kickoff.store.database import Database
-from kickoff.store.log import Encoded, Recorded, Row, joined
+from kickoff.store.chain import Encoded, Recorded, Row, joined
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +39,20 @@ INLINE_MAX_RECORDS = 256
 Queued = tuple[list[Recorded], Encoded | None, asyncio.Future[None]]
 
 
+class Batches(Protocol):
+    """Where batches go: one durable transaction each (kickoff/database.py's Database)."""
+
+    def write(self, records: list[Recorded], encoded: Encoded | None = None) -> list[Row]:
+        """Raises: Unavailable: nothing of the batch was written."""
+        ...
+
+
 class GroupWriter:
     """The one thread that writes to the database."""
 
     def __init__(
         self,
-        db: Database,
+        db: Batches,
         *,
         on_commit: Callable[[list[Row]], None] | None = None,
         on_failure: Callable[[BaseException], None] | None = None,

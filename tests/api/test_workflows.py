@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kickoff.store.database import Database
+from kickoff.database import Database
 from tests.api.conftest import Api
 from tests.conftest import wait_until
 

@@ -14,11 +14,12 @@ import pytest
 from kickoff.audit import compact
 from kickoff.audit.verify import verify
 from kickoff.cli import run
+from kickoff.database import open_connection as connect
+from kickoff.database import replay
 from kickoff.errors import InvalidInput
 from kickoff.service import Service
 from kickoff.state.decide import Completion, NewTask
-from kickoff.store.database import replay
-from kickoff.store.db import connect
+from kickoff.store.sqlite import SqliteRecorder
 from tests.audit.conftest import Scenario, projection_rows
 from tests.audit.test_verify import tamper
 
@@ -37,7 +38,7 @@ def rows(path: Path, sql: str = ROWS) -> list[tuple[Any, ...]]:
 def state_and_projections(path: Path) -> tuple[object, object]:
     conn = connect(path, readonly=True)
     try:
-        return replay(conn).snapshot(), projection_rows(conn)
+        return replay(SqliteRecorder(conn)).snapshot(), projection_rows(conn)
     finally:
         conn.close()
 

@@ -8,17 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from kickoff.audit import pointintime
+from kickoff.audit import replay as replaying
 from kickoff.cli import run
+from kickoff.database import open_connection as connect
 from kickoff.errors import NotFound
-from kickoff.store.db import connect
+from kickoff.store.sqlite import SqliteRecorder
 from tests.audit.conftest import START, Scenario, projection_rows
 
 
-def view_at(path: Path, seq: int) -> pointintime.View:
+def view_at(path: Path, seq: int) -> replaying.View:
     conn = connect(path, readonly=True)
     try:
-        return pointintime.build(conn, pointintime.resolve(conn, until_seq=seq))
+        return replaying.build(
+            SqliteRecorder(conn), replaying.resolve(SqliteRecorder(conn), until_seq=seq)
+        )
     finally:
         conn.close()
 
@@ -43,10 +46,10 @@ def test_a_time_names_the_last_event_at_or_before_it(scenario: Scenario) -> None
         last_then = conn.execute("SELECT max(seq) FROM events WHERE at <= ?", (at,)).fetchone()[0]
         from kickoff.clock import from_text
 
-        point = pointintime.resolve(conn, at=from_text(at))
+        point = replaying.resolve(SqliteRecorder(conn), at=from_text(at))
         assert point.seq == last_then >= 20
-        assert pointintime.resolve(conn, at=START.replace(year=2020)).seq == 0
-        assert pointintime.resolve(conn, until_seq=10**9).seq == point.last_seq
+        assert replaying.resolve(SqliteRecorder(conn), at=START.replace(year=2020)).seq == 0
+        assert replaying.resolve(SqliteRecorder(conn), until_seq=10**9).seq == point.last_seq
     finally:
         conn.close()
 
@@ -58,14 +61,14 @@ def test_task_as_it_was_with_its_story_so_far(scenario: Scenario) -> None:
         requeued = conn.execute(
             "SELECT seq FROM events WHERE type = 'TaskRequeued' AND task_id = ?", (lost,)
         ).fetchone()[0]
-        events = pointintime.task_events(conn, lost, until_seq=requeued)
+        events = replaying.task_events(SqliteRecorder(conn), lost, until_seq=requeued)
         assert [e["type"] for e in events][:2] == ["TaskSubmitted", "TaskClaimed"]
         assert sum(e["type"] == "WorkerHeartbeat" for e in events) == 12
         assert events[-1]["type"] == "TaskRequeued"
         with pytest.raises(NotFound, match="did not exist yet"):
-            pointintime.task_events(conn, lost, until_seq=2)
+            replaying.task_events(SqliteRecorder(conn), lost, until_seq=2)
         with pytest.raises(NotFound, match="no task 999"):
-            pointintime.task_events(conn, 999, until_seq=requeued)
+            replaying.task_events(SqliteRecorder(conn), 999, until_seq=requeued)
     finally:
         conn.close()
 

@@ -12,7 +12,7 @@ import pytest
 
 from kickoff.audit.verify import verify
 from kickoff.cli import run
-from kickoff.store.log import GENESIS, chain_hash
+from kickoff.store.chain import GENESIS, chain_hash
 from tests.audit.conftest import Scenario
 
 TRIGGERS = ("events_no_update", "events_no_delete")

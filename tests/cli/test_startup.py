@@ -64,12 +64,12 @@ def test_the_quick_commands_import_no_framework(server: ServerProcess, args: lis
     ],
 )
 def test_no_client_command_loads_the_server(server: ServerProcess, args: list[str]) -> None:
-    """(Each may use the pure story-telling of audit/history.py and audit/points.py, and
+    """(Each may use the pure story-telling of audit/history.py and audit/timespec.py, and
     `events` the event types' names, from events/model.py.)"""
     with server.client() as api:
         api.post("/v1/tasks", {"command": "true"})
     modules = imported(server, *args)
-    pure = {"kickoff.audit", "kickoff.audit.history", "kickoff.audit.points"}
+    pure = {"kickoff.audit", "kickoff.audit.history", "kickoff.audit.timespec"}
     if args[0] == "events":
         pure |= {"kickoff.events", "kickoff.events.model"}
     assert [m for m in modules if SERVER_PARTS.match(m) and m not in pure] == []

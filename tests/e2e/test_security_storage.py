@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kickoff.store.db import SCHEMA_VERSION
+from kickoff.database import SCHEMA_VERSION
 from tests.conftest import ServerProcess, free_port, kickoff_cmd
 from tests.store.test_faults import (
     assert_projections_match_the_log,

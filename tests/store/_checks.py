@@ -12,9 +12,10 @@ from typing import Any
 import orjson
 
 from kickoff.clock import to_text
+from kickoff.database import Database
 from kickoff.state.fold import State
-from kickoff.store.database import Database
-from kickoff.store.log import GENESIS, Recorded, chain_hash, read_rows
+from kickoff.store.chain import GENESIS, Recorded, chain_hash
+from kickoff.store.sqlite import SqliteRecorder
 
 PROJECTION_TABLES = ("tasks", "workers", "task_counts", "groups", "projection_state")
 
@@ -33,7 +34,7 @@ def assert_log_is_whole(conn: sqlite3.Connection) -> int:
     count, low, high = conn.execute("SELECT count(*), min(seq), max(seq) FROM events").fetchone()
     assert (low, high) == ((1, count) if count else (None, None)), (count, low, high)
     prev, expected_seq = GENESIS, 0
-    for row in read_rows(conn, chunk=997):
+    for row in SqliteRecorder(conn).rows(chunk=997):
         expected_seq += 1
         assert row.seq == expected_seq
         digest = chain_hash(

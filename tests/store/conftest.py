@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kickoff.store.database import Database
+from kickoff.database import Database
 
 
 @pytest.fixture

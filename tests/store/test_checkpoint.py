@@ -6,14 +6,13 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kickoff.database import Database, replay
 from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State, apply
 from kickoff.state.task_state import TaskState
-from kickoff.store.checkpoint import load_state
-from kickoff.store.database import Database, replay
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
 
 TAGS = ["a", "b", "c", "d"]
 
@@ -112,10 +111,10 @@ def test_checkpoint_equals_full_replay(tmp_path: Path) -> None:
     for seed in range(6):
         db = Database(tmp_path / f"run{seed}.db")
         live = random_run(random.Random(seed), db, 400)
-        loaded, tail = load_state(db.conn)
+        loaded, tail = db.load()
         assert tail == 0
         assert loaded.snapshot() == live.snapshot()
-        assert replay(db.conn).snapshot() == live.snapshot()
+        assert replay(db.recorder).snapshot() == live.snapshot()
         db.close()
 
 
@@ -125,6 +124,6 @@ def test_checkpoint_plus_tail(tmp_path: Path) -> None:
     live = random_run(random.Random(42), db, 300)
     db.conn.execute("UPDATE projection_state SET last_seq = 0")  # pretend nothing projected
     db.conn.executescript("DELETE FROM tasks; DELETE FROM workers; UPDATE task_counts SET n = 0;")
-    loaded, tail = load_state(db.conn)
+    loaded, tail = db.load()
     assert tail == live.last_seq
     assert loaded.snapshot() == live.snapshot()

@@ -1,4 +1,4 @@
-"""Start-up checks (`Database.load(checked=True)`): a sound database always loads; every
+"""Start-up checks (`Database.open_checked()`): a sound database always loads; every
 piece of the checkpoint start-up uses is compared with the log, and a difference is
 refused, blamed on the projection or on the log. tests/store/test_damage.py does the same
 with bytes flipped in real files under a real server.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from kickoff.database import Database
 from kickoff.errors import DatabaseRefused
-from kickoff.store.database import Database
 from kickoff.store.schema import TRIGGERS
 from tests.audit.conftest import play
 from tests.store._checks import write_in_batches
@@ -35,7 +35,7 @@ def simulated(path: Path, seed: int, steps: int = 1200) -> Sim:
 def load_checked(path: Path) -> object:
     db = Database(path)
     try:
-        state, _ = db.load(checked=True)
+        state, _ = db.open_checked()
         return state
     finally:
         db.close()

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from kickoff.database import SCHEMA_VERSION, Database
+from kickoff.database import open_connection as connect
 from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
-from kickoff.store.database import Database
-from kickoff.store.db import APPLICATION_ID, SCHEMA_VERSION, connect
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
+from kickoff.store.connection import APPLICATION_ID
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 

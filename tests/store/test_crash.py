@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from kickoff.database import Database
 from kickoff.projections.rebuild import rebuild
-from kickoff.store.database import Database
+from kickoff.store.sqlite import SqliteRecorder
 from tests.store._checks import assert_log_is_whole, assert_projections_agree_with, projections
 
 HELPER = Path(__file__).with_name("_crash_writer.py")
@@ -70,7 +71,7 @@ def check_after_crash(db_path: Path, acked: set[int]) -> set[int]:
         assert_projections_agree_with(conn, state)  # last_seq == max(seq): no partial batch
         assert database.load() == (state, 0)
         live = projections(conn)
-        rebuild(conn)
+        rebuild(conn, SqliteRecorder(conn))
         assert projections(conn) == live
         assert events == state.last_seq
         return tasks

@@ -26,13 +26,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from kickoff.api.app import create_app
+from kickoff.database import SCHEMA_VERSION, Database
+from kickoff.database import open_connection as connect
 from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.events import model as ev
 from kickoff.projections.rebuild import rebuild
 from kickoff.service import Service
-from kickoff.store.database import Database
-from kickoff.store.db import APPLICATION_ID, SCHEMA_VERSION, connect, lock_exclusive
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
+from kickoff.store.connection import APPLICATION_ID, lock_exclusive
+from kickoff.store.sqlite import SqliteRecorder
 from tests.api.conftest import TOKEN, Api, FakeClock
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
@@ -116,7 +118,7 @@ def assert_projections_match_the_log(path: Path, tmp_path: Path) -> None:
     copy_path = tmp_path / "rebuilt.db"
     copy = sqlite3.connect(copy_path, isolation_level=None)
     live.backup(copy)
-    rebuild(copy)
+    rebuild(copy, SqliteRecorder(copy))
     try:
         assert projection_rows(live) == projection_rows(copy)
     finally:
@@ -269,7 +271,8 @@ def test_a_second_server_on_the_same_database_is_refused(tmp_path: Path) -> None
     fd = lock_exclusive(path)
     try:
         code = (
-            "import sys; from pathlib import Path; from kickoff.store.db import lock_exclusive\n"
+            "import sys; from pathlib import Path\n"
+            "from kickoff.store.connection import lock_exclusive\n"
             "from kickoff.errors import DatabaseRefused\n"
             f"try: lock_exclusive(Path({str(path)!r}))\n"
             "except DatabaseRefused as e: print(e.message); sys.exit(1)\n"
@@ -324,7 +327,7 @@ def test_a_full_disk_leaves_nothing_and_the_next_write_works(tmp_path: Path) -> 
     with pytest.raises(Unavailable, match="disk is full"):
         db.write(big)
     assert events_count(db.conn) == 10
-    assert db.log.last_seq == 10 or db._tail_stale
+    assert db.recorder.last_seq == 10 or db._tail_stale
     db.conn.execute(f"PRAGMA max_page_count = {pages * 1000}")
     db.write(big)
     assert events_count(db.conn) == 210

@@ -10,13 +10,14 @@ import orjson
 import pytest
 
 from kickoff.clock import to_text
+from kickoff.database import Database, replay
 from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
 from kickoff.projections import queries
 from kickoff.projections.rebuild import rebuild
 from kickoff.state.task_state import TaskState
-from kickoff.store.database import Database, replay
-from kickoff.store.log import EVENT_VALUES, INSERT_EVENTS, Recorded, chain_hash
+from kickoff.store.chain import Recorded, chain_hash
+from kickoff.store.sqlite import EVENT_VALUES, INSERT_EVENTS, SqliteRecorder
 from tests.store._checks import (
     assert_log_is_whole,
     assert_projections_agree_with,
@@ -35,9 +36,9 @@ def test_rebuild_yields_exactly_the_live_rows(database: Database, seed: int) -> 
     live = projections(database.conn)
     assert live["tasks"] and live["workers"]
     assert_projections_agree_with(database.conn, sim.state)
-    assert rebuild(database.conn) == len(sim.records)
+    assert rebuild(database.conn, SqliteRecorder(database.conn)) == len(sim.records)
     assert projections(database.conn) == live
-    assert rebuild(database.conn) == len(sim.records)  # and again
+    assert rebuild(database.conn, SqliteRecorder(database.conn)) == len(sim.records)  # and again
     assert projections(database.conn) == live
     assert database.replay() == sim.state
     state, tail = database.load()
@@ -46,7 +47,7 @@ def test_rebuild_yields_exactly_the_live_rows(database: Database, seed: int) -> 
 
 def test_rebuild_of_an_empty_log(database: Database) -> None:
     empty = projections(database.conn)
-    assert rebuild(database.conn) == 0
+    assert rebuild(database.conn, SqliteRecorder(database.conn)) == 0
     assert projections(database.conn) == empty
 
 
@@ -54,11 +55,11 @@ def test_rebuild_continues_where_writes_go_on(database: Database) -> None:
     sim = Sim().run(random_operations(random.Random(7), 400))
     half = len(sim.records) // 2
     database.write(sim.records[:half])
-    rebuild(database.conn)
+    rebuild(database.conn, SqliteRecorder(database.conn))
     write_in_batches(database, sim.records[half:], random.Random(7))
     assert_projections_agree_with(database.conn, sim.state)
     live = projections(database.conn)
-    rebuild(database.conn)
+    rebuild(database.conn, SqliteRecorder(database.conn))
     assert projections(database.conn) == live
 
 
@@ -86,19 +87,19 @@ def insert_raw(
 ) -> None:
     """A row as an older kickoff wrote it, chained correctly to the tail."""
     at = to_text(AT)
-    prev = database.log.last_hash
+    prev = database.recorder.last_hash
     digest = chain_hash(prev, seq, at, type_name, version, task_id, worker_id, payload)
     database.conn.execute(
         f"{INSERT_EVENTS} VALUES {EVENT_VALUES}",
         (seq, at, type_name, version, task_id, worker_id, payload, digest),
     )
-    database.log.reset()
+    database.recorder.reset()
 
 
 def test_a_v1_task_submitted_row_replays(db_path: Path) -> None:
     database = Database(db_path)
     insert_raw(database, 1, "TaskSubmitted", 1, 1, None, V1_PAYLOAD)
-    rebuild(database.conn)
+    rebuild(database.conn, SqliteRecorder(database.conn))
     database.close()
 
     database = Database(db_path)  # reopened: the tail is the v1 row
@@ -126,7 +127,7 @@ def test_a_v1_task_submitted_row_replays(db_path: Path) -> None:
         row = queries.run(database.conn, queries.get_task(1))
         assert row["timeout_s"] is None and row["idempotency_key"] is None
         assert row["command"] == "make -j8" and row["state"] == "running"
-        first = queries.run(database.conn, queries.list_events(limit=1))[0]
+        first = queries.run(database.conn, queries.list_events(database.recorder, limit=1))[0]
         assert first["data"]["timeout_s"] is None  # shown upcast to the current version
         assert first["data"]["submitted_by"] is None
     finally:
@@ -136,4 +137,4 @@ def test_a_v1_task_submitted_row_replays(db_path: Path) -> None:
 def test_a_row_from_a_newer_kickoff_stops_replay(database: Database) -> None:
     insert_raw(database, 1, "TaskSubmitted", 99, 1, None, V1_PAYLOAD)
     with pytest.raises(DatabaseRefused, match="newer"):
-        replay(database.conn)
+        replay(database.recorder)

@@ -13,12 +13,13 @@ import pytest
 
 from kickoff.audit import compact
 from kickoff.audit.verify import verify
+from kickoff.database import SCHEMA_VERSION, Database, replay
+from kickoff.database import open_connection as connect
 from kickoff.events import model as ev
 from kickoff.state.task_state import TaskState
-from kickoff.store.database import Database, replay
-from kickoff.store.db import connect
-from kickoff.store.log import Recorded
-from kickoff.store.schema import SCHEMA_VERSION, TRIGGERS, same_sql
+from kickoff.store.chain import Recorded
+from kickoff.store.schema import TRIGGERS, same_sql
+from kickoff.store.sqlite import SqliteRecorder
 
 DATA = Path(__file__).parent.parent / "data"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -61,7 +62,7 @@ def snapshot(path: Path) -> tuple[object, list[tuple[object, ...]], list[tuple[o
     try:
         events = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
         tasks = conn.execute(f"SELECT {V2_TASK_COLUMNS} FROM tasks ORDER BY id").fetchall()
-        return replay(conn).snapshot(), events, tasks
+        return replay(SqliteRecorder(conn)).snapshot(), events, tasks
     finally:
         conn.close()
 

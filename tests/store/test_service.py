@@ -9,12 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+from kickoff.database import Database
+from kickoff.database import open_connection as connect
 from kickoff.projections.rebuild import rebuild
 from kickoff.service import Service
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State
-from kickoff.store.database import Database
-from kickoff.store.db import connect
+from kickoff.store.sqlite import SqliteRecorder
 from tests.store._checks import assert_log_is_whole, assert_projections_agree_with, projections
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ def check_database(db_path: Path, state: State) -> None:
         assert_log_is_whole(database.conn)
         assert_projections_agree_with(database.conn, state)
         live = projections(database.conn)
-        rebuild(database.conn)
+        rebuild(database.conn, SqliteRecorder(database.conn))
         assert projections(database.conn) == live
     finally:
         database.close()

@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from kickoff.store.database import WAL_ALARM_BYTES
+from kickoff.store.connection import WAL_ALARM_BYTES
 from tests.conftest import ServerProcess
 from tests.store.test_faults import run_root_tool
 

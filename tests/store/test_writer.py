@@ -7,9 +7,9 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kickoff.database import Database
 from kickoff.events import model as ev
-from kickoff.store.database import Database
-from kickoff.store.log import Recorded, Row, read_log
+from kickoff.store.chain import Recorded, Row
 from kickoff.store.writer import INLINE_MAX_RECORDS, GroupWriter
 from tests.store._checks import assert_log_is_whole
 
@@ -67,6 +67,6 @@ def test_small_batches_are_written_on_the_loop_big_ones_by_the_thread(db_path: P
     assert db.writes[0] == (loop_thread, 5)
     assert db.writes[1] == ("kickoff-writer", INLINE_MAX_RECORDS + 1)
     assert db.writes[2:] == [("kickoff-writer", 1)]
-    assert [r.seq for r in read_log(db.conn)] == list(range(1, 8 + INLINE_MAX_RECORDS))
+    assert [r.seq for r in db.recorder.rows()] == list(range(1, 8 + INLINE_MAX_RECORDS))
     assert_log_is_whole(db.conn)
     db.close()

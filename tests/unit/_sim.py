@@ -27,7 +27,7 @@ from kickoff.events import model as ev
 from kickoff.state import decide
 from kickoff.state.fold import State, apply, worker_number
 from kickoff.state.task_state import TaskState
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
 
 TAGS = ("a", "b", "c", "d", "e")
 PRIORITIES = range(-2, 3)

@@ -15,7 +15,7 @@ from kickoff.state import decide
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State, apply
 from kickoff.state.task_state import LIVE_STATES, TaskState
-from kickoff.store.log import Recorded
+from kickoff.store.chain import Recorded
 from tests.unit._sim import Sim, operations, random_operations
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -116,7 +116,7 @@ def test_the_pure_packages_are_all_checked() -> None:
         "from random import random",
         "from pathlib import Path",
         "import orjson",
-        "from kickoff.store.log import Recorded",
+        "from kickoff.store.chain import Recorded",
         "from kickoff import clock",
         "from ..store import db",
         "def f():\n    import logging",

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kickoff.audit.points import parse_point, parse_time
+from kickoff.audit.timespec import parse_point, parse_time
 from kickoff.errors import InvalidInput
 
 NOW = datetime(2026, 3, 4, 12, 30, tzinfo=UTC)

@@ -21,15 +21,11 @@ from kickoff.events import codec
 from kickoff.projections import queries
 from kickoff.state.fold import State, apply
 from kickoff.state.task_state import LIVE_STATES, TaskState
-from kickoff.store.log import Recorded, Row, read_verified
+from kickoff.store.chain import Recorded, Row
+from kickoff.store.sqlite import SqliteRecorder
 
 JSONObj = dict[str, Any]
-SELECT_TAIL = "SELECT seq, at FROM events ORDER BY seq DESC LIMIT 1"
-SELECT_AT_OR_BEFORE_SEQ = "SELECT seq, at FROM events WHERE seq <= ? ORDER BY seq DESC LIMIT 1"
-SELECT_LAST_BEFORE_TIME = "SELECT max(seq) FROM events WHERE at <= ?"
-SELECT_AT = "SELECT at FROM events WHERE seq = ?"
 CHUNK = 20_000
-SELECT_SUBMITTED = "SELECT seq, at FROM events WHERE task_id = ? AND type = 'TaskSubmitted'"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,23 +38,29 @@ class Point:
 
 
 def resolve(
-    conn: sqlite3.Connection, *, until_seq: int | None = None, at: datetime | None = None
+    recorder: SqliteRecorder, *, until_seq: int | None = None, at: datetime | None = None
 ) -> Point:
     """The point named by a seq (the last event at or before it) or a time (the last
     event recorded at or before it); the end of the log when neither is given."""
+    conn = recorder.conn
     try:
-        tail = conn.execute(SELECT_TAIL).fetchone()
-        last_seq = tail[0] if tail else 0
+        last: list[Row] = queries.run(conn, recorder.select(descending=True, limit=1))
         if until_seq is not None:
-            row = conn.execute(SELECT_AT_OR_BEFORE_SEQ, (until_seq,)).fetchone()
+            found = queries.run(
+                conn, recorder.select(until_seq=until_seq, descending=True, limit=1)
+            )
         elif at is not None:
-            seq = conn.execute(SELECT_LAST_BEFORE_TIME, (to_text(at),)).fetchone()[0]
-            row = None if seq is None else (seq, conn.execute(SELECT_AT, (seq,)).fetchone()[0])
+            found = queries.run(conn, recorder.select(until=to_text(at), descending=True, limit=1))
         else:
-            row = tail
+            found = last
     except sqlite3.DatabaseError as exc:
         raise DatabaseRefused(f"cannot read the log: {exc}") from exc
-    return Point(seq=row[0] if row else 0, at=row[1] if row else None, last_seq=last_seq)
+    row = found[0] if found else None
+    return Point(
+        seq=row.seq if row else 0,
+        at=row.at if row else None,
+        last_seq=last[0].seq if last else 0,
+    )
 
 
 @dataclass(slots=True)
@@ -111,7 +113,7 @@ class View:
         self.projections.close()
 
 
-def _needed(conn: sqlite3.Connection, until_seq: int) -> Iterator[tuple[Row, bool]]:
+def _needed(recorder: SqliteRecorder, until_seq: int) -> Iterator[tuple[Row, bool]]:
     """Log rows up to a seq, each checked against the hash chain, with whether it matters
     for the end result.
 
@@ -123,7 +125,7 @@ def _needed(conn: sqlite3.Connection, until_seq: int) -> Iterator[tuple[Row, boo
         DatabaseRefused: a row that does not verify (nothing after it is trusted).
     """
     chunk: list[Row] = []
-    for row in read_verified(conn, until_seq=until_seq):
+    for row in recorder.verified_rows(until_seq=until_seq):
         chunk.append(row)
         if len(chunk) >= CHUNK:
             yield from _marked(chunk)
@@ -141,7 +143,7 @@ def _marked(chunk: list[Row]) -> Iterator[tuple[Row, bool]]:
     yield from zip(chunk, keep, strict=True)
 
 
-def build(conn: sqlite3.Connection, point: Point) -> View:
+def build(recorder: SqliteRecorder, point: Point) -> View:
     """Fold the log up to the point into a State and fresh projections.
 
     Raises:
@@ -150,9 +152,8 @@ def build(conn: sqlite3.Connection, point: Point) -> View:
     """
     state, builder, count = State(), Builder(), 0
     try:
-        conn.execute("BEGIN")  # one snapshot, even while a server appends
-        try:
-            for row, needed in _needed(conn, point.seq):
+        with recorder.snapshot():
+            for row, needed in _needed(recorder, point.seq):
                 count += 1
                 if needed:
                     rec = Recorded(
@@ -161,8 +162,6 @@ def build(conn: sqlite3.Connection, point: Point) -> View:
                     _fold(state, rec)
                     builder.add(rec)
             builder.flush()
-        finally:
-            conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         builder.conn.close()
         raise DatabaseRefused(f"cannot read the log: {exc}") from exc
@@ -207,23 +206,26 @@ def _disagreements(view: View) -> list[str]:
     return found
 
 
-def task_events(conn: sqlite3.Connection, task_id: int, *, until_seq: int) -> list[JSONObj]:
+def task_events(recorder: SqliteRecorder, task_id: int, *, until_seq: int) -> list[JSONObj]:
     """The task's events up to a seq, with its workers' heartbeats while they ran it (as
     `GET /v1/tasks/{id}/events` gives them).
 
     Raises:
         NotFound: the task had not been submitted by then.
     """
+    conn = recorder.conn
     own: list[JSONObj] = queries.run(
-        conn, queries.list_events(task_id=task_id, until_seq=until_seq, limit=1 << 30)
+        conn, queries.list_events(recorder, task_id=task_id, until_seq=until_seq, limit=1 << 30)
     )
     if not own:
-        submitted = conn.execute(SELECT_SUBMITTED, (task_id,)).fetchone()
-        if submitted is None:
+        submitted: list[Row] = queries.run(
+            conn, recorder.select(task_id=task_id, types=["TaskSubmitted"])
+        )
+        if not submitted:
             raise NotFound(f"no task {task_id}")
         raise NotFound(
             f"task {task_id} did not exist yet at seq {until_seq}: it was submitted at "
-            f"seq {submitted[0]} ({submitted[1]})"
+            f"seq {submitted[0].seq} ({submitted[0].at})"
         )
     extra: list[JSONObj] = []
     for i, event in enumerate(own):
@@ -233,6 +235,7 @@ def task_events(conn: sqlite3.Connection, task_id: int, *, until_seq: int) -> li
         beats: list[JSONObj] = queries.run(
             conn,
             queries.list_events(
+                recorder,
                 after_seq=event["seq"],
                 until_seq=end,
                 types=["WorkerHeartbeat"],

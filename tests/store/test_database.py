@@ -1,7 +1,6 @@
-"""The log store's contract, run against a file and against `:memory:`.
-
-One abstract class (as eventsourcing's tests/persistence.py does); each subclass only says
-how to open a database.
+"""The database (kickoff/database.py): log and projections written in one transaction, run
+against a file and against `:memory:` (one abstract class; each subclass only says how to
+open a database). The recorder's own contract is tests/store/test_recorder.py.
 """
 
 from __future__ import annotations
@@ -14,20 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from kickoff.database import Database, replay
 from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
-from kickoff.store.database import Database, replay
-from kickoff.store.log import (
-    GENESIS,
-    Log,
-    Recorded,
-    chain_hash,
-    encode,
-    joined,
-    read_log,
-    read_rows,
-    to_row,
-)
+from kickoff.store.chain import GENESIS, Recorded, chain_hash, joined, to_rows
+from kickoff.store.sqlite import SqliteRecorder
 from tests.store._checks import assert_log_is_whole, assert_projections_agree_with, write_in_batches
 from tests.unit._sim import Sim, random_operations
 
@@ -45,30 +35,30 @@ def events_count(db: Database) -> int:
     return int(db.conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
-class LogContract:
-    """What every log store must do. Subclasses provide the `db` fixture."""
+class DatabaseContract:
+    """What a database must do, on any file. Subclasses provide the `db` fixture."""
 
     @pytest.fixture
     def db(self) -> Iterator[Database]:
         raise NotImplementedError
 
     def test_a_new_log_is_empty(self, db: Database) -> None:
-        assert (db.log.last_seq, db.log.last_hash) == (0, GENESIS)
-        assert list(read_log(db.conn)) == []
+        assert (db.recorder.last_seq, db.recorder.last_hash) == (0, GENESIS)
+        assert [r.decode() for r in db.recorder.rows()] == []
         assert db.replay() == Sim().state
 
     def test_append_and_read_back(self, db: Database) -> None:
         sim = Sim().run(random_operations(random.Random(1), 150))
         write_in_batches(db, sim.records, random.Random(1))
-        assert list(read_log(db.conn)) == sim.records
+        assert [r.decode() for r in db.recorder.rows()] == sim.records
         assert db.replay() == sim.state
         assert_log_is_whole(db.conn)
         assert_projections_agree_with(db.conn, sim.state)
 
     def test_rows_returned_are_the_rows_stored(self, db: Database) -> None:
         rows = db.write(some_records())
-        assert list(read_rows(db.conn)) == rows
-        assert (db.log.last_seq, db.log.last_hash) == (5, rows[-1].hash)
+        assert list(db.recorder.rows()) == rows
+        assert (db.recorder.last_seq, db.recorder.last_hash) == (5, rows[-1].hash)
         stored = db.conn.execute("SELECT at, task_id, worker_id FROM events WHERE seq = 2")
         assert stored.fetchone() == ("2026-02-03T04:05:06.789012Z", 2, None)
 
@@ -117,13 +107,11 @@ class LogContract:
         """The server encodes as it records; the rows are byte-equal to the log's own, and
         rows that do not follow the tail (seq or hash) are refused before any is written."""
         db.write(some_records(1, 3))
-        tail = (db.log.last_seq, db.log.last_hash)
-        first = encode(db.log.last_hash, 3, some_records(4, 2))
+        tail = (db.recorder.last_seq, db.recorder.last_hash)
+        encode = db.recorder.encode
+        first = encode(db.recorder.last_hash, 3, some_records(4, 2))
         second = encode(first.rows[-1].hash, 5, some_records(6, 3))
-        assert first.rows == [
-            to_row(tail[1], some_records(4, 1)[0]),
-            to_row(first.rows[0].hash, some_records(5, 1)[0]),
-        ]
+        assert first.rows == to_rows(tail[1], 3, some_records(4, 2))
         for bad in (
             encode(GENESIS, 3, some_records(4, 2)),  # the wrong previous hash
             encode(tail[1], 2, some_records(3, 2)),  # a repeated seq
@@ -136,7 +124,7 @@ class LogContract:
             joined([second, first])
         both = joined([first, second])
         assert db.write(some_records(4, 5), both) == both.rows
-        assert list(read_rows(db.conn)) == [*list(read_rows(db.conn))[:3], *both.rows]
+        assert list(db.recorder.rows()) == [*list(db.recorder.rows())[:3], *both.rows]
         assert_log_is_whole(db.conn)
 
     def test_a_batch_that_fails_half_way_leaves_nothing(self, db: Database) -> None:
@@ -167,7 +155,7 @@ class LogContract:
         rows = db.write(some_records())
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             db.conn.execute(sql)
-        assert list(read_rows(db.conn)) == rows
+        assert list(db.recorder.rows()) == rows
 
     @pytest.mark.parametrize("verb", ["INSERT OR REPLACE", "REPLACE"])
     def test_the_database_refuses_replace(self, db: Database, verb: str) -> None:
@@ -178,14 +166,14 @@ class LogContract:
                 f"{verb} INTO events SELECT seq, at, type, version, task_id, 'w666', payload, "
                 "hash FROM events WHERE seq = 2"
             )
-        assert list(read_rows(db.conn)) == rows
+        assert list(db.recorder.rows()) == rows
 
     def test_reading_ranges_and_chunks(self, db: Database) -> None:
         rows = db.write(some_records(1, 50))
-        assert list(read_rows(db.conn, chunk=7)) == rows
-        assert list(read_rows(db.conn, 10, until_seq=20, chunk=3)) == rows[10:20]
-        assert [r.seq for r in read_log(db.conn, 45)] == [46, 47, 48, 49, 50]
-        assert list(read_rows(db.conn, 50)) == []
+        assert list(db.recorder.rows(chunk=7)) == rows
+        assert list(db.recorder.rows(10, until_seq=20, chunk=3)) == rows[10:20]
+        assert [r.seq for r in db.recorder.rows(45)] == [46, 47, 48, 49, 50]
+        assert list(db.recorder.rows(50)) == []
 
     def test_replay_until_a_seq_is_the_state_then(self, db: Database) -> None:
         sim = Sim()
@@ -196,8 +184,8 @@ class LogContract:
                 cut, then = sim.state.last_seq, sim.state.snapshot()
         db.write(sim.records)
         assert cut is not None
-        assert replay(db.conn, until_seq=cut).snapshot() == then
-        assert replay(db.conn) == sim.state
+        assert replay(db.recorder, until_seq=cut).snapshot() == then
+        assert replay(db.recorder) == sim.state
 
     @pytest.mark.parametrize("variables", [None, 100, 11])
     def test_big_batches_take_many_rows_per_insert(
@@ -214,7 +202,7 @@ class LogContract:
             assert [r.seq for r in rows] == list(range(seq + 1, seq + size + 1))
             stored.extend(rows)
             seq += size
-        assert list(read_rows(db.conn)) == stored
+        assert list(db.recorder.rows()) == stored
         assert assert_log_is_whole(db.conn) == seq
         state = db.replay()
         assert_projections_agree_with(db.conn, state)
@@ -222,7 +210,7 @@ class LogContract:
         assert ids == list(range(1, seq + 1))
 
     def test_missing_values_are_stored_as_null(self, db: Database) -> None:
-        """Bulk inserts bind a zero-length blob for None (see log.NULL): never stored."""
+        """Bulk inserts bind a zero-length blob for None (see sqlite.NULL): never stored."""
         db.write(
             [
                 Recorded(1, AT, ev.WorkerRegistered(worker_id="w1", name="n")),
@@ -255,18 +243,18 @@ class LogContract:
         )
         assert tasks.fetchall() == [(None, None, None), (1.5, "k", "127.0.0.1")]
 
-    def test_log_append_needs_no_database_object(self, db: Database) -> None:
-        """Log works on a bare connection, inside the caller's transaction."""
-        log = Log(db.conn)
+    def test_the_recorder_needs_no_database_object(self, db: Database) -> None:
+        """The recorder works on a bare connection, inside the caller's transaction."""
+        recorder = SqliteRecorder(db.conn)
         db.conn.execute("BEGIN")
-        rows = log.append(some_records(1, 2))
+        rows = recorder.insert(some_records(1, 2))
         db.conn.execute("ROLLBACK")
-        log.reset()
-        assert (log.last_seq, log.last_hash) == (0, GENESIS)
-        assert rows[0] == to_row(GENESIS, some_records(1, 1)[0])
+        recorder.reset()
+        assert (recorder.last_seq, recorder.last_hash) == (0, GENESIS)
+        assert rows == to_rows(GENESIS, 0, some_records(1, 2))
 
 
-class TestFileLog(LogContract):
+class TestFileDatabase(DatabaseContract):
     @pytest.fixture
     def db(self, tmp_path: Path) -> Iterator[Database]:
         db = Database(tmp_path / "log.db")
@@ -278,14 +266,14 @@ class TestFileLog(LogContract):
         db.close()
         db = Database(db.path)
         try:
-            assert (db.log.last_seq, db.log.last_hash) == (4, rows[-1].hash)
+            assert (db.recorder.last_seq, db.recorder.last_hash) == (4, rows[-1].hash)
             db.write(some_records(5, 2))
             assert_log_is_whole(db.conn)
         finally:
             db.close()
 
 
-class TestMemoryLog(LogContract):
+class TestMemoryDatabase(DatabaseContract):
     @pytest.fixture
     def db(self) -> Iterator[Database]:
         db = Database(":memory:")

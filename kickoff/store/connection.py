@@ -1,8 +1,9 @@
-"""Opening a kickoff database: pragmas, schema, version checks, the log's triggers.
+"""Opening a kickoff database file: its header, identity, schema version and pragmas;
+the lock a server holds; the WAL's health while it writes. No event SQL here (sqlite.py).
 
 A kickoff database carries `PRAGMA application_id = KICK` and its schema version in
 `PRAGMA user_version`. Anything else (another program's database, a newer schema, a
-damaged file) is refused with a DatabaseRefused that says what to do.
+damaged or emptied file) is refused with a DatabaseRefused that says what to do.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ import fcntl
 import logging
 import os
 import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 from kickoff.errors import DatabaseRefused
-from kickoff.projections.schema import PROJECTION_SCHEMA
 from kickoff.store import schema
-from kickoff.store.schema import SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,18 @@ def _check_not_emptied(path: Path) -> None:
         )
 
 
-def _create_file(path: Path) -> None:
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What a kickoff database holds, as the unit above store/ (kickoff/database.py)
+    composes it: the schema version, what a new one holds beside the log (the projections),
+    and the statements that take an older one to the next version, log's and projections'."""
+
+    version: int
+    rest: tuple[str, ...]
+    migrations: Mapping[int, tuple[str, ...]]
+
+
+def _create_file(path: Path, layout: Layout) -> None:
     """Make a new database beside `path`, complete and durable, then link it into place: a
     crash leaves either no file or a whole new database, never an empty one.
 
@@ -160,7 +172,7 @@ def _create_file(path: Path) -> None:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
-            _create(conn)
+            _create(conn, layout)
         finally:
             conn.close()  # the last connection: the WAL is written into the file
         _fsync(new)
@@ -185,7 +197,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _check_identity(conn: sqlite3.Connection, path: Path) -> bool:
+def _check_identity(conn: sqlite3.Connection, path: Path, newest: int) -> bool:
     """True when the database is a kickoff one; False when it is empty (new)."""
     app_id = _pragma_int(conn, "application_id")
     version = _pragma_int(conn, "user_version")
@@ -194,10 +206,10 @@ def _check_identity(conn: sqlite3.Connection, path: Path) -> bool:
         return False
     if app_id != APPLICATION_ID:
         raise DatabaseRefused(f"{path} is not a kickoff database (another program's file?)")
-    if version > SCHEMA_VERSION:
+    if version > newest:
         raise DatabaseRefused(
             f"{path} has schema version {version}, newer than this kickoff knows "
-            f"({SCHEMA_VERSION}); upgrade kickoff to open it"
+            f"({newest}); upgrade kickoff to open it"
         )
     return True
 
@@ -226,48 +238,47 @@ def _check_writable(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _create(conn: sqlite3.Connection) -> None:
+def _create(conn: sqlite3.Connection, layout: Layout) -> None:
+    """The log's schema, then the rest (the projections'), in one transaction."""
     conn.execute("BEGIN")
     try:
-        for sql in schema.statements():
+        for sql in (*schema.statements(), *layout.rest):
             conn.execute(sql)
-        _script(conn, PROJECTION_SCHEMA)
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA user_version = {layout.version}")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
 
 
-def _script(conn: sqlite3.Connection, script: str) -> None:
-    for statement in script.split(";\n"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+def _migrate(conn: sqlite3.Connection, path: Path, layout: Layout) -> None:
     """Bring an older kickoff database up to this schema version, in one transaction."""
     version = _pragma_int(conn, "user_version")
-    if version >= SCHEMA_VERSION:
+    if version >= layout.version:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        schema.migrate(conn, version)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for step in range(version, layout.version):
+            for sql in layout.migrations[step]:
+                conn.execute(sql)
+        conn.execute(f"PRAGMA user_version = {layout.version}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    logger.info("upgraded %s from schema version %d to %d", path, version, SCHEMA_VERSION)
+    logger.info("upgraded %s from schema version %d to %d", path, version, layout.version)
 
 
-def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open (creating if needed, unless read-only) a kickoff database.
+def connect(
+    path: Path | str, layout: Layout, *, readonly: bool = False, create: bool = False
+) -> sqlite3.Connection:
+    """Open a kickoff database laid out as `layout` (a writer upgrades an older one); with
+    `create`, a missing or empty one is created.
 
     Raises:
-        DatabaseRefused: not kickoff's, newer schema, damaged, or unreadable.
+        DatabaseRefused: missing, not kickoff's, newer schema, damaged, or unreadable.
     """
     path = Path(path)
     memory = str(path) == ":memory:"
@@ -276,10 +287,10 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             _check_header(path)
             if not readonly:
                 _check_not_emptied(path)
-        elif readonly:
+        elif readonly or not create:
             raise DatabaseRefused(f"no database at {path}")
         else:
-            _create_file(path)
+            _create_file(path, layout)
     conn: sqlite3.Connection | None = None
     try:
         if readonly:
@@ -291,17 +302,17 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA cache_size = -65536")
         # Identity first: switching to WAL rewrites the header, and another program's
         # database must be left exactly as it was.
-        known = _check_identity(conn, path)
+        known = _check_identity(conn, path, layout.version)
         if not readonly:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
         if not known:
-            if readonly:
+            if readonly or not create:
                 raise DatabaseRefused(f"{path} is empty: not a kickoff database yet")
-            _create(conn)
+            _create(conn, layout)
         elif not readonly:
             _check_writable(conn)
-            _migrate(conn, path)
+            _migrate(conn, path, layout)
         if not memory:
             _check_size(conn, path)
     except BaseException as exc:
@@ -313,3 +324,61 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
             raise DatabaseRefused(f"cannot open {path}: {exc.strerror}") from exc
         raise
     return conn
+
+
+def second_reader(path: Path) -> sqlite3.Connection:
+    """Another, read-only connection to a database the caller has open (checks that run
+    beside the writer's work)."""
+    conn = sqlite3.connect(
+        f"file:{quote(str(path))}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA busy_timeout = 10000")
+    return conn
+
+
+WAL_LIMIT_BYTES = 32 << 20  # PRAGMA journal_size_limit: a WAL is cut back to this
+WAL_ALARM_BYTES = 64 << 20  # a WAL past this may not be written back (see WalWatch)
+
+
+class WalWatch:
+    """Says so when the WAL cannot be written back into the database file.
+
+    SQLite copies the WAL into the file every ~1,000 pages and ignores a failure to do so:
+    with the file unwritable (`chattr +i`, say) commits still go to the WAL, which then
+    grows with each of them, without a word. A WAL past WAL_ALARM_BYTES (healthy, it stays
+    under WAL_LIMIT_BYTES) gets a write-back tried after a commit: a failure is logged at
+    once, and again each time the WAL has doubled since; success after one, once. Commits
+    carry on meanwhile: they are durable in the WAL.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self.conn, self.path = conn, path
+        self.wal = Path(f"{path}-wal")
+        self.stuck = 0  # the WAL's size when a write-back last failed and was logged
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+
+    def after_commit(self) -> None:
+        try:
+            size = self.wal.stat().st_size
+        except OSError:
+            return
+        if size < WAL_ALARM_BYTES and not self.stuck:
+            return
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            if size >= 2 * self.stuck:
+                logger.error(
+                    "cannot write the write-ahead log back into %s: %s; it has grown to "
+                    "%d MiB and grows with every commit (every commit is still durable) "
+                    "until the file can be written again (immutable? `lsattr %s`)",
+                    self.path,
+                    explain(exc),
+                    size >> 20,
+                    self.path,
+                )
+                self.stuck = size
+            return
+        if self.stuck:
+            logger.info("the write-ahead log is written back into %s again", self.path)
+            self.stuck = 0

@@ -1,9 +1,14 @@
-"""A kickoff database: the log and the projections, written together in one transaction."""
+"""A kickoff database: the log (store/) and its projections (projections/) in one file,
+written together in one transaction; opened, checked and loaded here, above both.
+
+`Database` is the server's single writer. `open_checked` is how a server starts: the file
+whole (SQLite's quick_check), the checkpoint in agreement with the log, the live state
+loaded; the checks run on their own connections while the state loads.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
@@ -12,19 +17,38 @@ from pathlib import Path
 from typing import TypeVar
 
 from kickoff.errors import DatabaseRefused, Unavailable
+from kickoff.projections import checkpoint
 from kickoff.projections.project import project
+from kickoff.projections.schema import PROJECTION_STATEMENTS, WORKFLOW_MIGRATION
 from kickoff.state.fold import State, apply
 from kickoff.state.task_state import LIVE_STATES
-from kickoff.store import checks
-from kickoff.store.checkpoint import checkpoint_seq, load_state
-from kickoff.store.db import connect, explain
-from kickoff.store.log import SELECT_FIRST_HASH, Encoded, Log, Recorded, Row, read_verified
+from kickoff.store.chain import Encoded, Recorded, Row
+from kickoff.store.connection import Layout, WalWatch, connect, explain, second_reader
+from kickoff.store.query import run
+from kickoff.store.schema import LOG_MIGRATIONS
+from kickoff.store.sqlite import SqliteRecorder
 
 T = TypeVar("T")
-logger = logging.getLogger(__name__)
 
-WAL_LIMIT_BYTES = 32 << 20  # PRAGMA journal_size_limit: a WAL is cut back to this
-WAL_ALARM_BYTES = 64 << 20  # a WAL past this may not be written back (see _watch_wal)
+
+SCHEMA_VERSION = 3
+"""`PRAGMA user_version`: 1 the first; 2 the compaction tables and the log's triggers as
+store/schema.py writes them; 3 the projections' workflow columns and groups."""
+LAYOUT = Layout(
+    version=SCHEMA_VERSION,
+    rest=PROJECTION_STATEMENTS,
+    migrations={1: LOG_MIGRATIONS[1], 2: WORKFLOW_MIGRATION},
+)
+
+
+def open_connection(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to a kickoff database (a writer creates a missing one, complete, and
+    upgrades an older one).
+
+    Raises:
+        DatabaseRefused: missing (for a reader), not kickoff's, newer, damaged, unreadable.
+    """
+    return connect(path, LAYOUT, readonly=readonly, create=not readonly)
 
 
 class Database:
@@ -32,21 +56,19 @@ class Database:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.conn = connect(path)
-        self.conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
+        self.conn = open_connection(path)
         try:
-            self.log = Log(self.conn)
+            self.recorder = SqliteRecorder(self.conn)
         except sqlite3.Error as exc:
             self.conn.close()
             raise DatabaseRefused(f"cannot read the log in {path}: {explain(exc)}") from exc
         self._tail_stale = False
-        self._wal = None if str(path) == ":memory:" else Path(f"{path}-wal")
-        self._wal_stuck = 0  # the WAL's size when a write-back last failed and was logged
+        self._wal = None if str(path) == ":memory:" else WalWatch(self.conn, self.path)
 
     def write(self, records: list[Recorded], encoded: Encoded | None = None) -> list[Row]:
         """Append records and update the projections in one durable transaction.
 
-        `encoded`: the records' rows, already encoded (see log.encode).
+        `encoded`: the records' rows, already encoded (see Recorder.encode).
 
         Raises:
             Unavailable: the write failed (disk full, read-only, I/O error); nothing of it
@@ -57,9 +79,9 @@ class Database:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 if self._tail_stale:  # a failed write left the in-memory tail unsure
-                    self.log.reset()
+                    self.recorder.reset()
                     self._tail_stale = False
-                rows = self.log.append(records, encoded)
+                rows = self.recorder.insert(records, encoded)
                 project(self.conn, records)
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -73,51 +95,16 @@ class Database:
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot write to {self.path}: {explain(exc)}") from exc
         if self._wal is not None:
-            self._watch_wal(self._wal)
+            self._wal.after_commit()
         return rows
-
-    def _watch_wal(self, wal: Path) -> None:
-        """Say so when the WAL cannot be written back into the database file.
-
-        SQLite copies the WAL into the file every ~1,000 pages and ignores a failure to
-        do so: with the file unwritable (`chattr +i`, say) commits still go to the WAL,
-        which then grows with each of them, without a word. A WAL past WAL_ALARM_BYTES
-        (healthy, it stays under WAL_LIMIT_BYTES) gets a write-back tried here: a failure
-        is logged at once, and again each time the WAL has doubled since; success after
-        one, once. Commits carry on meanwhile: they are durable in the WAL.
-        """
-        try:
-            size = wal.stat().st_size
-        except OSError:
-            return
-        if size < WAL_ALARM_BYTES and not self._wal_stuck:
-            return
-        try:
-            self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error as exc:
-            if size >= 2 * self._wal_stuck:
-                logger.error(
-                    "cannot write the write-ahead log back into %s: %s; it has grown to "
-                    "%d MiB and grows with every commit (every commit is still durable) "
-                    "until the file can be written again (immutable? `lsattr %s`)",
-                    self.path,
-                    explain(exc),
-                    size >> 20,
-                    self.path,
-                )
-                self._wal_stuck = size
-            return
-        if self._wal_stuck:
-            logger.info("the write-ahead log is written back into %s again", self.path)
-            self._wal_stuck = 0
 
     def replay(self) -> State:
         """Rebuild the in-memory state by folding the whole log.
 
         Raises:
-            DatabaseRefused: the log does not fold (an unreadable or inconsistent event).
+            DatabaseRefused: the log does not verify or fold.
         """
-        return replay(self.conn)
+        return replay(self.recorder)
 
     def log_id(self) -> str:
         """The log's identity: its first row's hash, in hex ("" while the log is empty).
@@ -127,10 +114,10 @@ class Database:
             Unavailable: the log cannot be read.
         """
         try:
-            row = self.conn.execute(SELECT_FIRST_HASH).fetchone()
+            first: list[Row] = run(self.conn, self.recorder.select(limit=1))
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot read the log in {self.path}: {explain(exc)}") from exc
-        return bytes(row[0]).hex() if row else ""
+        return first[0].hash.hex() if first else ""
 
     def tail(self) -> tuple[int, bytes]:
         """The seq and hash of the log's last durable row, as read now.
@@ -139,30 +126,36 @@ class Database:
             Unavailable: the log cannot be read.
         """
         try:
-            self.log.reset()
+            self.recorder.reset()
         except sqlite3.Error as exc:
             raise Unavailable(f"cannot read the log in {self.path}: {explain(exc)}") from exc
-        return self.log.last_seq, self.log.last_hash
+        return self.recorder.last_seq, self.recorder.last_hash
 
-    def load(self, *, checked: bool = False) -> tuple[State, int]:
-        """The live state from the projections' checkpoint plus the log's tail.
+    def load(self) -> tuple[State, int]:
+        """The live state from the projections' checkpoint plus the log's tail (each tail
+        row checked against the chain). Returns (state, tail events folded).
 
-        Returns (state, number of tail events folded). `checked`: first make sure the
-        file is whole (SQLite's quick_check) and the checkpoint agrees with the log (see
-        store/checks.py); both run on their own connections while the state loads.
+        Raises:
+            DatabaseRefused: the checkpoint or the tail cannot be read, verified or folded.
+        """
+        return checkpoint.load(self.conn, self.recorder)
+
+    def open_checked(self) -> tuple[State, int]:
+        """`load`, once the file is known whole (SQLite's quick_check) and the checkpoint
+        known to agree with the log (projections/checkpoint.py); both run on their own
+        connections while the state loads.
 
         Raises:
             DatabaseRefused: the database is damaged, or the checkpoint disagrees with it.
         """
-        if not checked:
-            return load_state(self.conn)
-        memory = str(self.path) == ":memory:"
-        seq = checkpoint_seq(self.conn)
+        seq = checkpoint.checkpoint_seq(self.conn)
         with ThreadPoolExecutor(2, thread_name_prefix="kickoff-check") as pool:
-            whole = pool.submit(self._checked, checks.quick_check, memory)
-            agrees = pool.submit(self._checked, lambda c: checks.against_log(c, seq), memory)
+            whole = pool.submit(self._beside, lambda conn, rec: rec.quick_check())
+            agrees = pool.submit(
+                self._beside, lambda conn, rec: checkpoint.disagreement(conn, rec, seq)
+            )
             try:
-                loaded: tuple[State, int] | None = load_state(self.conn)
+                loaded: tuple[State, int] | None = self.load()
                 failure: DatabaseRefused | None = None
             except DatabaseRefused as exc:
                 loaded, failure = None, exc
@@ -174,7 +167,7 @@ class Database:
                 f"{self.path} is damaged (SQLite quick_check: {damage}); run `kickoff verify "
                 f"--db {self.path}` and restore it from a backup"
             )
-        if isinstance(finding, checks.Finding):
+        if isinstance(finding, checkpoint.Finding):
             raise DatabaseRefused(self._disagreement(finding))
         if failure is not None:
             raise DatabaseRefused(f"{self.path}: {failure.message}") from failure
@@ -182,21 +175,21 @@ class Database:
         _check_counts(self.path, loaded[0])
         return loaded
 
-    def _checked(self, check: Callable[[sqlite3.Connection], T], memory: bool) -> T | str:
+    def _beside(self, check: Callable[[sqlite3.Connection, SqliteRecorder], T]) -> T | str:
         """Run a check on its own read-only connection (a memory database: on this one);
         a database it cannot even read is damaged, and says so."""
         try:
-            if memory:
-                return check(self.conn)
-            conn = checks.read_only(self.path)
+            if str(self.path) == ":memory:":
+                return check(self.conn, self.recorder)
+            conn = second_reader(self.path)
             try:
-                return check(conn)
+                return check(conn, SqliteRecorder(conn))
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
             return explain(exc)
 
-    def _disagreement(self, finding: checks.Finding) -> str:
+    def _disagreement(self, finding: checkpoint.Finding) -> str:
         path = self.path
         if finding.log_damaged:
             fix = f"run `kickoff verify --db {path}` and restore it from a backup"
@@ -224,15 +217,16 @@ def _check_counts(path: Path, state: State) -> None:
             )
 
 
-def replay(conn: sqlite3.Connection, *, until_seq: int | None = None) -> State:
-    """Fold the log (up to `until_seq`) into a fresh State.
+def replay(recorder: SqliteRecorder, *, until_seq: int | None = None) -> State:
+    """Fold the log (up to `until_seq`) into a fresh State, each row checked against the
+    hash chain.
 
     Raises:
         DatabaseRefused: an event that does not verify, decode or fold.
     """
     state = State()
     try:
-        for row in read_verified(conn, until_seq=until_seq):
+        for row in recorder.verified_rows(until_seq=until_seq):
             rec = row.decode()
             try:
                 apply(state, rec.event, seq=rec.seq, at=rec.at)
