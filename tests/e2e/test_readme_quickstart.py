@@ -11,10 +11,12 @@ import os
 import pty
 import re
 import shlex
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 from pathlib import Path
 
@@ -28,6 +30,7 @@ COLUMNS = 100
 
 # run-to-run differences, in order: each becomes its placeholder (a heartbeat of the
 # worker while it ran task 2 is one line of its history, or none, as the clock falls)
+HOME_DIR = "/home/you/render"  # where the README's user types, as `cwd` shows
 VARIABLE = [
     (r"(?m)^.*\b\d+ heartbeats? from w\d+\b.*\n", ""),
     (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", "<time>"),
@@ -59,12 +62,12 @@ def normalised(text: str, worker: str) -> list[str]:
     return [line.rstrip() for line in text.strip("\n").splitlines()]
 
 
-def on_a_terminal(script: str, env: dict[str, str]) -> str:
-    """Run a bash script with stdin, stdout and stderr on a pty of COLUMNS columns."""
+def on_a_terminal(script: str, env: dict[str, str], cwd: str) -> str:
+    """Run a bash script in `cwd` with stdin, stdout and stderr on a pty of COLUMNS columns."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, COLUMNS, 0, 0))
     proc = subprocess.Popen(
-        ["bash", "-c", script], stdin=slave, stdout=slave, stderr=slave, env=env
+        ["bash", "-c", script], stdin=slave, stdout=slave, stderr=slave, env=env, cwd=cwd
     )
     os.close(slave)
     chunks = []
@@ -102,7 +105,15 @@ def test_the_first_minute_word_for_word(tmp_path: Path, isolated_env: dict[str, 
         wait_until(lambda: _worker(port, env), timeout=20, what="kickoff up and its worker")
         shown = "".join(f"printf '%s\\n' {shlex.quote('$ ' + c)}\n{c}\n" for c in commands)
         terminal_env = {**env, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": str(COLUMNS)}
-        transcript = on_a_terminal("set -e\n" + shown, terminal_env)
+        # The README's user works in HOME_DIR; a directory of the same length stands in for
+        # it, so that lines cut at the terminal's width are cut at the same place.
+        here = tempfile.mkdtemp(prefix="ko-", dir="/tmp")
+        assert len(here) == len(HOME_DIR), here
+        try:
+            transcript = on_a_terminal("set -e\n" + shown, terminal_env, here)
+        finally:
+            shutil.rmtree(here, ignore_errors=True)
+        transcript = transcript.replace(here, HOME_DIR)
         worker = _worker(port, env)
         readme = console_blocks()[0]
         readme_worker = re.search(r"^worker\s+(\S+) \(w1\)$", readme, re.MULTILINE)

@@ -60,12 +60,15 @@ def claims(work: Path) -> list[Answer]:
                     "touch ok-10",
                     shell="/bin/bash",
                     argv=["touch", "PWNED-argv"],
-                    env={"LD_PRELOAD": str(work / "PWNED.so"), "PATH": "/nonexistent"},
-                    cwd="/",
                     preexec="touch PWNED-preexec",
                 )
             ]
         },
+        # cwd and env are the task's own (issue 14), but only in their one shape
+        {"tasks": [task(17, "touch PWNED-env", env={"PATH": 5})]},
+        {"tasks": [task(18, "touch PWNED-env2", env={"A=B; touch PWNED-n": "x"})]},
+        {"tasks": [task(19, "touch PWNED-env3", env=["LD_PRELOAD=/x.so"])]},
+        {"tasks": [task(20, "touch PWNED-cwd", cwd="relative/dir")]},
         {"tasks": [task(11, "touch PWNED-timeout", timeout_s="1; touch PWNED-t")]},
         {"tasks": "touch PWNED-tasks"},
         "touch PWNED-raw",  # not JSON
@@ -96,7 +99,7 @@ def claims(work: Path) -> list[Answer]:
     ]
 
 
-EXPECTED_REFUSED = {1, 2, 3, 4, 5, 6, 11}
+EXPECTED_REFUSED = {1, 2, 3, 4, 5, 6, 11, 17, 18, 19, 20}
 EXPECTED_RUN = {10, 13, 16}
 
 
