@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
+from kickoff import dblocation
 from kickoff.client import Client
+from kickoff.errors import InvalidInput
 
 ServerOpt = Annotated[
     str | None,
@@ -29,6 +32,27 @@ TokenOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (stable, documented).")]
+
+
+def db_location(text: str) -> Path:
+    """`--db` / `$KICKOFF_DB` as a database location: a usage error (exit 2) for a URL
+    this build does not support, before anything is created."""
+    try:
+        return dblocation.parse(text)
+    except InvalidInput as exc:
+        raise typer.BadParameter(exc.message.removeprefix("--db ")) from None
+
+
+def db_option(help_text: str) -> Any:
+    """The `--db` option of the commands that open a database (or sit beside one)."""
+    return typer.Option(
+        "--db",
+        metavar="PATH",
+        envvar="KICKOFF_DB",
+        parser=db_location,
+        show_default=False,
+        help=help_text,
+    )
 
 
 def client(server: str | None, token: str | None) -> Client:

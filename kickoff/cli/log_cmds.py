@@ -26,7 +26,7 @@ from kickoff.audit import history as hist
 from kickoff.audit import timespec
 from kickoff.cli import _format as fmt
 from kickoff.cli import _log_views as views
-from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
+from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client, db_option
 from kickoff.cli._screen import err, fields, heading, print_json, print_json_line
 from kickoff.cli._text import assemble, styled
 from kickoff.client import Client
@@ -40,14 +40,7 @@ PAGE = defaults.MAX_PAGE  # as much as the server gives in one answer
 RECONNECT_S = 1.0
 
 DbOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        metavar="PATH",
-        envvar="KICKOFF_DB",
-        show_default=False,
-        help="Database file (default: $KICKOFF_DB, else the XDG data dir).",
-    ),
+    Path | None, db_option("Database file (default: $KICKOFF_DB, else the XDG data dir).")
 ]
 
 

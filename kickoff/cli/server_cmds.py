@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from kickoff import defaults
+from kickoff.cli._options import db_option
 from kickoff.store.connection import default_db_path
 
 HostOpt = Annotated[
@@ -21,16 +22,7 @@ HostOpt = Annotated[
 PortOpt = Annotated[
     int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")
 ]
-DbOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--db",
-        metavar="PATH",
-        envvar="KICKOFF_DB",
-        help="Database file (default: XDG data dir).",
-        show_default=False,
-    ),
-]
+DbOpt = Annotated[Path | None, db_option("Database file (default: XDG data dir).")]
 TimeoutOpt = Annotated[
     float,
     typer.Option(

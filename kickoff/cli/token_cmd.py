@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from kickoff import auth
+from kickoff.cli._options import db_option
 from kickoff.cli._screen import err
 from kickoff.client import resolve_token
 from kickoff.errors import NotFound
@@ -23,13 +24,7 @@ from kickoff.store.connection import default_db_path
 def token(
     db: Annotated[
         Path | None,
-        typer.Option(
-            "--db",
-            metavar="PATH",
-            envvar="KICKOFF_DB",
-            help="The server's database (default: XDG data dir); its token sits beside it.",
-            show_default=False,
-        ),
+        db_option("The server's database (default: XDG data dir); its token sits beside it."),
     ] = None,
     server: Annotated[
         str | None,

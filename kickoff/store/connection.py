@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from kickoff import dblocation
 from kickoff.errors import DatabaseRefused
 from kickoff.store import schema
 
@@ -28,9 +29,13 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 def default_db_path() -> Path:
-    """`$KICKOFF_DB`, else `$XDG_DATA_HOME/kickoff/kickoff.db` (~/.local/share/...)."""
+    """`$KICKOFF_DB`, else `$XDG_DATA_HOME/kickoff/kickoff.db` (~/.local/share/...).
+
+    Raises:
+        InvalidInput: `$KICKOFF_DB` is a URL this build does not support.
+    """
     if os.environ.get("KICKOFF_DB"):
-        return Path(os.environ["KICKOFF_DB"])
+        return dblocation.parse(os.environ["KICKOFF_DB"])
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "kickoff" / "kickoff.db"
 
@@ -279,8 +284,9 @@ def connect(
 
     Raises:
         DatabaseRefused: missing, not kickoff's, newer schema, damaged, or unreadable.
+        InvalidInput: a URL (as text) this build does not support.
     """
-    path = Path(path)
+    path = dblocation.parse(path) if isinstance(path, str) else path
     memory = str(path) == ":memory:"
     if not memory:
         if path.exists():

@@ -28,6 +28,7 @@ BASE = (  # shared, pure or nearly: anyone may import them
     "kickoff.clock",
     "kickoff.tags",
     "kickoff.envvars",
+    "kickoff.dblocation",
 )
 SHARED = (*BASE, "kickoff.auth", "kickoff.client_config")  # tokens and where they are kept
 LAYERS: tuple[tuple[str, ...], ...] = (
