@@ -14,7 +14,7 @@ the API only if all of these hold (`check`):
   on the server, compared in constant time). Another origin can neither read the token
   nor send a custom header without a CORS preflight, which this server never grants;
 - the request is one the dashboard makes (SESSION_ALLOWED): reading, and cancelling
-  tasks. A session can never submit, act as a worker, change tags or mint login codes:
+  tasks and groups. A session can never submit, act as a worker, change tags or mint login codes:
   those need the token.
 
 Every method is checked, reads too, so a cookie alone never authorizes anything on /v1.
@@ -43,6 +43,7 @@ SESSION_ALLOWED: tuple[tuple[frozenset[str], re.Pattern[str]], ...] = (
     (frozenset({"GET", "HEAD"}), re.compile(r"/v1/[^\x00]*")),
     (frozenset({"POST"}), re.compile(r"/v1/tasks/[0-9]+/cancel")),
     (frozenset({"POST"}), re.compile(r"/v1/tasks/cancel")),
+    (frozenset({"POST"}), re.compile(r"/v1/groups/[^/\x00]+/cancel")),
 )
 
 

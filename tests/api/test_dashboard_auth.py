@@ -144,6 +144,25 @@ def test_a_session_reads_and_cancels_and_nothing_else(api: Api) -> None:
     assert api.client.get(f"/v1/tasks/{task_id}").json()["state"] == "cancelled"
 
 
+def test_a_session_cancels_a_group_only_with_its_csrf_token(api: Api) -> None:
+    response = api.client.post(
+        "/v1/tasks", json={"tasks": [{"command": "sleep 100"}] * 2, "group": {"name": "shot12"}}
+    )
+    assert response.status_code == 201, response.text
+    ids = response.json()["ids"]
+    web, csrf = login(api)
+    before = api.client.get("/v1/stats").json()["last_seq"]
+    for headers in ({}, {"sec-fetch-site": "same-origin"}, same_origin("wrong")):
+        refused = web.post("/v1/groups/shot12/cancel", headers=headers)
+        assert refused.status_code == 403, refused.text
+    assert web.post("/v1/groups/shot12/x/cancel", headers=same_origin(csrf)).status_code == 403
+    assert api.client.get("/v1/stats").json()["last_seq"] == before  # nothing was written
+    response = web.post("/v1/groups/shot12/cancel", headers=same_origin(csrf))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"group": "shot12", "cancelled": 2}
+    assert {api.client.get(f"/v1/tasks/{i}").json()["state"] for i in ids} == {"cancelled"}
+
+
 def test_the_token_works_as_before_and_a_cookie_never_rescues_a_wrong_one(api: Api) -> None:
     web, csrf = login(api)
     assert web.get("/v1/stats", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200

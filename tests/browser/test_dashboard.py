@@ -175,9 +175,14 @@ def test_no_request_leaves_this_machine(
 
 
 def test_the_readme_screenshot(
-    browser: Browser, server: ServerProcess, kickoff: Kickoff, start_worker: StartWorker
+    browser: Browser,
+    server: ServerProcess,
+    kickoff: Kickoff,
+    start_worker: StartWorker,
+    tmp_path: Path,
 ) -> None:
-    """Writes docs/dashboard.png: a small farm mid-way through its queue."""
+    """A small farm mid-way through its queue; with KICKOFF_SCREENSHOT=1 it becomes
+    docs/dashboard.png, the README's picture (see screenshot_path)."""
     start_worker("--have", "cpu,linux", "--slots", "2", "--name", "render-01")
     start_worker("--have", "gpu,cuda12,linux", "--name", "gpu-01")
     for i in range(1, 25):
@@ -195,7 +200,7 @@ def test_the_readme_screenshot(
     wait_until(lambda: count_shown(browser, "running") == "3", 10, what="3 running shown")
     browser.wait_for('[data-testid="events"] li')
     browser.driver.set_window_size(1440, 900)
-    path = screenshot_path()
+    path = screenshot_path(tmp_path)
     path.parent.mkdir(exist_ok=True)
     assert browser.driver.save_screenshot(str(path))
     assert path.stat().st_size > 10_000

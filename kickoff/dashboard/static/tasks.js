@@ -97,7 +97,7 @@ export function taskList(hash) {
   const textInput = h("input", {name: "q", type: "search", placeholder: "command contains…",
     value: filters.q, autocomplete: "off", spellcheck: "false"});
   const jump = h("input", {name: "id", placeholder: "go to #", inputmode: "numeric", class: "narrow"});
-  const groupCancel = h("span");
+  const groupCancel = h("span", {"data-testid": "group-cancel"});
   const api = {node: null, onCounts: () => {}, refresh: null, pick, stop};
 
   function setHead() {
