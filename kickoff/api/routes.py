@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,7 +19,7 @@ from kickoff.api import parse
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused, InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries, search
-from kickoff.service import Claimed, Service
+from kickoff.service import Claimed, Service, why
 from kickoff.state.task_state import LIVE_STATES, TaskState
 
 STATES = [str(s) for s in TaskState]
@@ -139,6 +140,13 @@ async def get_task(request: Request) -> Response:
     except DatabaseRefused:  # a damaged submission: `kickoff verify` names it
         task.update({"cwd": None, "env": {}})
     return ORJSONResponse(task)
+
+
+async def task_why(request: Request) -> Response:
+    """Why the task waits, or where it ran (SPEC §11; state/why.py)."""
+    task_id = parse.task_id(request.path_params["task_id"])
+    explanation = await why.explain(svc(request), task_id)
+    return ORJSONResponse(dataclasses.asdict(explanation))
 
 
 async def get_group(request: Request) -> Response:
@@ -553,6 +561,7 @@ ROUTES = [
     Route("/v1/tasks/cancel", cancel_tasks, methods=["POST"]),
     Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
     Route("/v1/tasks/{task_id}/events", task_events, methods=["GET"]),
+    Route("/v1/tasks/{task_id}/why", task_why, methods=["GET"]),
     Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
     Route("/v1/tasks/{task_id}/complete", complete, methods=["POST"]),
     Route("/v1/workers", register, methods=["POST"]),

@@ -155,6 +155,7 @@ def _info_fields(task: Task, now: datetime) -> list[tuple[str, Cell]]:
     rows = task_fields(task, lambda text: _at(text, now))
     rows.append(("duration", fmt.duration(task.get("duration_s"))))
     optional = (
+        ("why", task.get("why")),
         ("waits for", waits_for(task)),
         ("after", " ".join(str(i) for i in task.get("after") or ()) or None),
         ("after any", " ".join(str(i) for i in task.get("after_any") or ()) or None),

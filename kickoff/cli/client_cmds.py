@@ -319,7 +319,8 @@ def info(
 ) -> None:
     """Show everything about one task.
 
-    State, command, tags, attempts, worker, exit code, times, output tail, recent events.
+    State, command, tags, attempts, worker, exit code, times, output tail, recent events;
+    for a pending or waiting task, why it waits in one line (all of it: kickoff why ID).
 
     \b
       kickoff info 42
@@ -328,6 +329,8 @@ def info(
     with client(server, token) as api:
         task = api.get(f"/v1/tasks/{task_id}")
         events = api.get(f"/v1/tasks/{task_id}/events", heartbeats=0)["events"]
+        if task["state"] in ("pending", "waiting"):  # `kickoff why`'s one line
+            task["why"] = api.get(f"/v1/tasks/{task_id}/why")["summary"]
     if as_json:
         print_json({**task, "events": events})
     else:

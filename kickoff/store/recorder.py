@@ -115,8 +115,16 @@ class Recorder(ABC):
         these types, about this task or worker; by seq (last first if descending)."""
 
     @abstractmethod
-    def count(self, *, since: str | None = None, types: Sequence[str] = ()) -> Query:
-        """How many rows, recorded since a time, of these types."""
+    def count(
+        self,
+        *,
+        since: str | None = None,
+        types: Sequence[str] = (),
+        after_seq: int = 0,
+        worker_id: str | None = None,
+    ) -> Query:
+        """How many rows, recorded since a time, of these types, with seq > after_seq,
+        about this worker."""
 
     @abstractmethod
     def tail(self) -> Query:

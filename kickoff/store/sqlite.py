@@ -176,11 +176,23 @@ class SqliteRecorder(Recorder):
             _rows,
         )
 
-    def count(self, *, since: str | None = None, types: Sequence[str] = ()) -> Query:
-        where, params = ["1"], []
-        if since is not None:
-            where.append("at >= ?")
-            params.append(since)
+    def count(
+        self,
+        *,
+        since: str | None = None,
+        types: Sequence[str] = (),
+        after_seq: int = 0,
+        worker_id: str | None = None,
+    ) -> Query:
+        where: list[str] = ["1"]
+        params: list[object] = []
+        for clause, value in (("at >= ?", since), ("worker_id = ?", worker_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        if after_seq:
+            where.append("seq > ?")
+            params.append(after_seq)
         if types:
             where.append(f"type IN ({', '.join('?' * len(types))})")
             params.extend(types)

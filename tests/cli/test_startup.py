@@ -53,6 +53,7 @@ def test_the_quick_commands_import_no_framework(server: ServerProcess, args: lis
     "args",
     [
         ["info", "1"],
+        ["why", "1"],
         ["cancel", "1"],
         ["wait", "1", "--timeout", "0.1"],
         ["stats"],

@@ -180,6 +180,10 @@ class RecorderContract:
         assert self.q(database, recorder.count(types=["WorkerHeartbeat"])) == 4
         done = ["TaskCompleted", "TaskCancelled", "TaskFailed"]
         assert self.q(database, recorder.count(since=to_text(at(7)), types=done)) == 2
+        assert self.q(database, recorder.count(worker_id="w1")) == 5  # seqs 2 6 7 9 10
+        assert self.q(database, recorder.count(worker_id="w1", after_seq=6)) == 3
+        beats = recorder.count(types=["WorkerHeartbeat"], worker_id="w1", after_seq=7)
+        assert self.q(database, beats) == 1
         assert self.q(database, recorder.tail()) == 15
         assert self.q(database, recorder.first_at()) == to_text(T0)
         assert self.q(database, recorder.last_task_id()) == 3

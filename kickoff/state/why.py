@@ -1,0 +1,628 @@
+"""`why`: a task's situation, explained from the state and the log (SPEC §11). No I/O here.
+
+`needs` says which parts of the log an explanation reads: the task's own events first, then
+the claims of the live workers that could run it since it was last queued, the submissions
+of the tasks they took, and those workers' registrations and tag changes. The service
+fetches them; `explain(state, task_id, log, now)` turns them into an Explanation. Nothing
+is simulated: each task a worker took is a recorded claim, and the rule that ranked it
+first is SPEC §1's (priority, want score, age) applied to what the log recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from kickoff.events import model as ev
+from kickoff.state.fold import BUSY, State, Worker
+from kickoff.state.matcher import ID_BITS, ID_MASK, task_key, want_score
+from kickoff.state.task_state import TaskState
+
+Logged = tuple[int, datetime, ev.Event]
+"""seq, time, event: one row of the log, decoded (store's `Recorded` is one)."""
+
+
+def to_text(at: datetime) -> str:
+    """A time as the log stores it (kickoff.clock's format; this layer imports no clock)."""
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+TOOK_SHOWN = 10
+"""The tasks a worker took that an explanation names (the latest; all are counted)."""
+NEAREST_SHOWN = 3
+"""The workers an explanation names when no live worker could run the task."""
+
+
+class Rule(StrEnum):
+    """Why a worker took another task while this one was pending."""
+
+    PRIORITY = "priority"  # it had a higher priority
+    WANT = "want"  # same priority, a higher want score for that worker's tags
+    AGE = "age"  # same priority and want score, submitted earlier
+    TAGS = "tags"  # the worker did not have this task's required tags then
+    CAP = "cap"  # this task's group was at its --max-running cap
+
+
+class Hold(StrEnum):
+    """What keeps a worker that could run the task from running it now."""
+
+    BUSY = "busy"  # every slot is taken
+    CAP = "cap"  # a slot is free, but the task's group is at its cap
+    FREE = "free"  # a slot is free: it takes the best task at its next claim
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Took:
+    """A task a worker took while this one was pending, and the rule that ranked it first."""
+
+    task_id: int
+    seq: int
+    at: str
+    rule: Rule
+    detail: str  # "priority 5 > 0", "want 2/2 > 0/1", "older: 3 < 7", ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """A live worker that could run the task (it has every required tag)."""
+
+    id: str
+    name: str
+    tags: tuple[str, ...]
+    slots: int
+    running: tuple[int, ...]
+    hold: Hold
+    ahead: int  # pending tasks this worker would take before this one
+    took: tuple[Took, ...]  # the latest TOOK_SHOWN, newest first
+    took_total: int  # every task it took since this one was queued
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Lacking:
+    """A live worker that cannot run the task, and what it lacks."""
+
+    id: str
+    name: str
+    lacks: tuple[str, ...]  # required tags it does not have
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dependency:
+    """A task this one waits for (or waited for)."""
+
+    task_id: int
+    kind: str  # "after" (must succeed) or "after_any" (must end)
+    state: str  # a live task's state; a finished one's outcome
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cap:
+    """A group's --max-running cap and the tasks of it that hold the cap now."""
+
+    group: str
+    max_running: int
+    running: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One start of the task: where it ran and why it ended."""
+
+    attempt: int
+    worker_id: str
+    worker_name: str
+    started_at: str
+    ended_at: str | None = None
+    outcome: str = "running"  # succeeded, failed, timed_out, lost, stopped, cancelled, running
+    exit_code: int | None = None
+    detail: str = ""  # "exit code 3; retried after 2s", "its worker was lost", ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Explanation:
+    """Why a task is where it is (`kickoff why`, GET /v1/tasks/{id}/why)."""
+
+    task_id: int
+    state: str
+    summary: str  # one line: what `kickoff info` shows
+    queued: str | None = None  # how it last became pending: submitted, released, requeued
+    queued_seq: int | None = None
+    queued_at: str | None = None
+    ahead: int | None = None  # the fewest tasks ranking ahead of it for one of the workers
+    workers: tuple[Candidate, ...] = ()
+    missing: tuple[str, ...] = ()  # required tags no live worker has
+    nearest: tuple[Lacking, ...] = ()  # set when no live worker could run it
+    waiting_for: tuple[Dependency, ...] = ()
+    retry_at: str | None = None  # a delayed retry is due then
+    cap: Cap | None = None
+    attempts: tuple[Attempt, ...] = ()
+    reason: str | None = None  # why a finished task ended as it did
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSlice:
+    """The parts of the log `explain` reads (see `needs`)."""
+
+    own: Sequence[Logged]  # every event of the task, by seq
+    claims: Mapping[str, Sequence[Logged]] = field(default_factory=dict)
+    """each candidate worker's TaskClaimed since the task was queued, newest first
+    (at most TOOK_SHOWN)"""
+    claim_counts: Mapping[str, int] = field(default_factory=dict)  # all of them, counted
+    submissions: Mapping[int, ev.TaskSubmitted] = field(default_factory=dict)  # tasks taken
+    workers: Sequence[Logged] = ()  # registrations and tag changes of the workers named
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Needs:
+    """What the service fetches after the task's own events: claims by these workers
+    after `after_seq`, and the registrations and tag changes of `workers`."""
+
+    after_seq: int | None  # None: no claims to read (the task is not pending)
+    candidates: tuple[str, ...]
+    workers: tuple[str, ...]
+
+
+# -------------------------------------------------------------------------- reading
+
+
+def submitted(own: Sequence[Logged]) -> ev.TaskSubmitted:
+    """The task's submission among its events.
+
+    Raises:
+        ValueError: the events hold none (not a task's events).
+    """
+    for _, _, event in own:
+        if isinstance(event, ev.TaskSubmitted):
+            return event
+    raise ValueError("the task's events hold no TaskSubmitted")
+
+
+def queued(own: Sequence[Logged]) -> Logged | None:
+    """The event that last made the task pending: its submission (without dependencies),
+    its release, or a requeue."""
+    found = None
+    for logged in own:
+        event = logged[2]
+        if isinstance(event, ev.TaskReleased | ev.TaskRequeued) or (
+            isinstance(event, ev.TaskSubmitted) and not (event.after or event.after_any)
+        ):
+            found = logged
+    return found
+
+
+def candidates(state: State, require: frozenset[str]) -> list[Worker]:
+    """The live workers that could run a task with these required tags, by id."""
+    return sorted(
+        (w for w in state.workers.values() if require <= w.tags), key=lambda w: _number(w.id)
+    )
+
+
+def needs(state: State, task_id: int, own: Sequence[Logged]) -> Needs:
+    """What to fetch besides the task's own events (see Needs)."""
+    task = state.tasks.get(task_id)
+    attempt_workers = [e.worker_id for _, _, e in own if isinstance(e, ev.TaskClaimed)]
+    if task is None or task.state is not TaskState.PENDING:
+        return Needs(after_seq=None, candidates=(), workers=tuple(dict.fromkeys(attempt_workers)))
+    since = queued(own)
+    found = tuple(w.id for w in candidates(state, task.shape.require))
+    return Needs(
+        after_seq=None if since is None else since[0],
+        candidates=found,
+        workers=tuple(dict.fromkeys((*found, *attempt_workers))),
+    )
+
+
+def _number(worker_id: str) -> int:
+    digits = worker_id[1:]
+    return int(digits) if digits.isdigit() else 0
+
+
+def _names(log: LogSlice, state: State) -> dict[str, str]:
+    names = {e.worker_id: e.name for _, _, e in log.workers if isinstance(e, ev.WorkerRegistered)}
+    names.update((w.id, w.name) for w in state.workers.values())
+    return names
+
+
+def _tags_at(log: LogSlice, worker_id: str, seq: int) -> frozenset[str]:
+    """A worker's tags just before `seq` (its registration and tag changes)."""
+    tags: frozenset[str] = frozenset()
+    for at_seq, _, event in log.workers:
+        if at_seq >= seq:
+            break
+        if isinstance(event, ev.WorkerRegistered | ev.WorkerTagsChanged) and (
+            event.worker_id == worker_id
+        ):
+            tags = event.tags
+    return tags
+
+
+# ----------------------------------------------------------------------- explaining
+
+
+def explain(state: State, task_id: int, log: LogSlice, now: datetime) -> Explanation:
+    """The explanation of the task's situation: `state` now, `log` as `needs` asked.
+
+    Raises:
+        ValueError: `log.own` holds no submission of the task.
+    """
+    task = state.tasks.get(task_id)
+    if task is None:
+        return _finished(state, task_id, log)
+    if task.state is TaskState.PENDING:
+        return _pending(state, task_id, log)
+    if task.state is TaskState.WAITING:
+        return _waiting(state, task_id, log, now)
+    attempts = _attempts(log, _names(log, state))
+    current = attempts[-1] if attempts else None
+    where = "" if current is None else f" on {_worker(current.worker_name, current.worker_id)}"
+    doing = "being cancelled" if task.state is TaskState.CANCELLING else "running"
+    count = f", attempt {task.attempt}" if task.attempt > 1 else ""
+    summary = f"{doing}{where}{count}" + (
+        f" since {current.started_at}" if current is not None else ""
+    )
+    return Explanation(task_id=task_id, state=str(task.state), summary=summary, attempts=attempts)
+
+
+def _worker(name: str, worker_id: str) -> str:
+    return worker_id if name in ("", worker_id) else f"{name} ({worker_id})"
+
+
+# pending ---------------------------------------------------------------------------
+
+
+def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
+    task = state.tasks[task_id]
+    mine = submitted(log.own)
+    since = queued(log.own)
+    names = _names(log, state)
+    cap = _cap(state, task_id)
+    found = []
+    for worker in candidates(state, task.shape.require):
+        claims = log.claims.get(worker.id, ())
+        took = tuple(_took(state, mine, e, seq, at, log) for seq, at, e in claims)
+        found.append(
+            Candidate(
+                id=worker.id,
+                name=worker.name,
+                tags=tuple(sorted(worker.tags)),
+                slots=worker.slots,
+                running=tuple(sorted(worker.running)),
+                hold=_hold(worker, cap),
+                ahead=ahead(state, task_id, worker.tags),
+                took=took,
+                took_total=log.claim_counts.get(worker.id, len(took)),
+            )
+        )
+    base = Explanation(
+        task_id=task_id,
+        state=str(task.state),
+        summary="",
+        queued=None if since is None else _queued_how(since[2]),
+        queued_seq=None if since is None else since[0],
+        queued_at=None if since is None else to_text(since[1]),
+        cap=cap,
+        attempts=_attempts(log, names),
+    )
+    if not found:
+        missing, nearest = _lacking(state, task.shape.require)
+        summary = _nobody_summary(state, task.shape.require, missing, nearest)
+        return replace(base, missing=missing, nearest=nearest, summary=summary)
+    fewest = min(c.ahead for c in found)
+    summary = _pending_summary(found, fewest, cap)
+    return replace(base, workers=tuple(found), ahead=fewest, summary=summary)
+
+
+def _queued_how(event: ev.Event) -> str:
+    if isinstance(event, ev.TaskReleased):
+        return "released"
+    if isinstance(event, ev.TaskRequeued):
+        return "requeued"
+    return "submitted"
+
+
+def _cap(state: State, task_id: int) -> Cap | None:
+    """The task's group's cap, if the group is at it now."""
+    group = state.tasks[task_id].group
+    if group is None or group.max_running is None or not group.at_cap:
+        return None
+    running = tuple(t.id for t in state.group_tasks(group.id) if t.state in BUSY)
+    return Cap(group=group.label, max_running=group.max_running, running=running)
+
+
+def _hold(worker: Worker, cap: Cap | None) -> Hold:
+    if len(worker.running) >= worker.slots:
+        return Hold.BUSY
+    return Hold.CAP if cap is not None else Hold.FREE
+
+
+def _score(want: frozenset[str], tags: frozenset[str]) -> str:
+    return f"{len(want & tags)}/{len(want)}" if want else "0"
+
+
+def _took(
+    state: State,
+    mine: ev.TaskSubmitted,
+    claimed: ev.Event,
+    seq: int,
+    at: datetime,
+    log: LogSlice,
+) -> Took:
+    """The rule by which the claimed task ranked ahead of this one on that worker then."""
+    assert isinstance(claimed, ev.TaskClaimed)
+    other = log.submissions.get(claimed.task_id)
+    tags = _tags_at(log, claimed.worker_id, seq)
+    who = _worker(_names(log, state).get(claimed.worker_id, ""), claimed.worker_id)
+    rule, detail = _rule(state, mine, other, tags, who)
+    return Took(task_id=claimed.task_id, seq=seq, at=to_text(at), rule=rule, detail=detail)
+
+
+def _rule(
+    state: State,
+    mine: ev.TaskSubmitted,
+    other: ev.TaskSubmitted | None,
+    tags: frozenset[str],
+    who: str,
+) -> tuple[Rule, str]:
+    """SPEC §1's order between the task taken and this one, for the worker's tags then."""
+    if not mine.require <= tags:
+        lacked = " ".join(sorted(mine.require - tags))
+        return Rule.TAGS, f"{who} did not have {lacked} then"
+    if other is not None:
+        theirs, ours = want_score(other.want, tags), want_score(mine.want, tags)
+        if other.priority > mine.priority:
+            return Rule.PRIORITY, f"priority {other.priority} > {mine.priority}"
+        if other.priority == mine.priority and theirs > ours:
+            score = f"{_score(other.want, tags)} > {_score(mine.want, tags)}"
+            return Rule.WANT, f"want score {score}"
+        if other.priority == mine.priority and theirs == ours and other.task_id < mine.task_id:
+            older = f"{other.task_id} < {mine.task_id}"
+            return Rule.AGE, f"older ({older}), same priority and want score"
+    group = state.groups.get(mine.group_id) if mine.group_id is not None else None
+    if group is not None and group.max_running is not None:
+        return Rule.CAP, f"its group {group.label} was at its cap of {group.max_running}"
+    return Rule.AGE, "ranked first by the matcher"  # a log without the other's submission
+
+
+def ahead(state: State, task_id: int, tags: frozenset[str]) -> int:
+    """How many pending tasks a worker with `tags` would take before this one (SPEC §1's
+    order; tasks of groups at their cap are left out, but for this task's own shape).
+
+    A scan of the pending tasks' keys: for `why`, never for a claim.
+    """
+    task = state.tasks[task_id]
+    mine = task_key(task.priority, task_id)
+    level = mine >> ID_BITS  # smaller is a higher priority
+    score = want_score(task.shape.want, tags)
+    count = 0
+    for shape in state.matcher.shapes.values():
+        if not shape.require <= tags or (shape.suspended and shape is not task.shape):
+            continue
+        theirs = want_score(shape.want, tags)
+        if theirs > score:  # better want score: ahead at the same priority level too
+            limit = (level + 1) << ID_BITS
+        elif theirs == score:
+            limit = mine
+        else:
+            limit = level << ID_BITS
+        keys = {k for k in shape.heap if k < limit}
+        count += sum(1 for k in keys if _is_pending(state, k & ID_MASK))
+    return count
+
+
+def _is_pending(state: State, task_id: int) -> bool:
+    task = state.tasks.get(task_id)
+    return task is not None and task.state is TaskState.PENDING
+
+
+def _lacking(state: State, require: frozenset[str]) -> tuple[tuple[str, ...], tuple[Lacking, ...]]:
+    """The required tags no live worker has, and the nearest workers with what each lacks."""
+    had: set[str] = set()
+    for worker in state.workers.values():
+        had |= worker.tags & require
+    missing = tuple(sorted(require - had))
+    ranked = sorted(state.workers.values(), key=lambda w: (len(require - w.tags), _number(w.id)))
+    nearest = tuple(
+        Lacking(id=w.id, name=w.name, lacks=tuple(sorted(require - w.tags)))
+        for w in ranked[:NEAREST_SHOWN]
+    )
+    return missing, nearest
+
+
+def _nobody_summary(
+    state: State, require: frozenset[str], missing: tuple[str, ...], nearest: tuple[Lacking, ...]
+) -> str:
+    if not state.workers:
+        return "pending: no worker is live"
+    wanted = " ".join(missing or sorted(require))
+    text = f"pending: no live worker has {'' if missing else 'all of '}{wanted}"
+    if nearest:
+        near = nearest[0]
+        has = sorted(require - set(near.lacks))
+        lacks = " ".join(near.lacks)
+        held = f"has {' '.join(has)} but not {lacks}" if has else f"has none of {lacks}"
+        text += f"; nearest: {_worker(near.name, near.id)} {held}"
+    return text
+
+
+def _pending_summary(found: list[Candidate], fewest: int, cap: Cap | None) -> str:
+    if cap is not None:
+        running = " ".join(map(str, cap.running))
+        return f"pending: group {cap.group} is at its cap of {cap.max_running} (running: {running})"
+    if fewest == 0:
+        rank = "no task ranks ahead"
+    else:
+        rank = f"{fewest} task{'' if fewest == 1 else 's'} rank{'s' if fewest == 1 else ''} ahead"
+    best = min(found, key=lambda c: (c.ahead, c.hold is Hold.BUSY))
+    who = _worker(best.name, best.id)
+    if best.hold is Hold.BUSY:
+        doing = f"{who} is busy with {' '.join(map(str, best.running))}"
+    else:
+        doing = f"{who} has a free slot"
+    if best.took:
+        last = best.took[0]
+        if last.task_id in best.running:
+            doing += f", taken first ({last.detail})"
+        else:
+            doing += f"; it took {last.task_id} first ({last.detail})"
+        if best.took_total > 1:
+            doing += f"; {best.took_total} taken since it was queued"
+    more = "" if len(found) == 1 else f" ({len(found)} workers could run it)"
+    return f"pending: {rank}; {doing}{more}"
+
+
+# waiting -----------------------------------------------------------------------------
+
+
+def _waiting(state: State, task_id: int, log: LogSlice, now: datetime) -> Explanation:
+    mine = submitted(log.own)
+    attempts = _attempts(log, _names(log, state))
+    due = state.retry_due.get(task_id)
+    if due is not None:
+        policy, used = state.retries_of(task_id)
+        total = policy.total if policy is not None else used
+        when = to_text(due)
+        late = " (due now)" if due <= now else ""
+        last = attempts[-1].detail if attempts else ""
+        summary = f"waiting: retry {used} of {total} is due at {when}{late}" + (
+            f" (attempt {attempts[-1].attempt}: {last})" if attempts and last else ""
+        )
+        return Explanation(
+            task_id=task_id, state="waiting", summary=summary, retry_at=when, attempts=attempts
+        )
+    deps = tuple(
+        Dependency(task_id=d, kind=kind, state=_outcome(state, d))
+        for kind, ids in (("after", mine.after), ("after_any", mine.after_any))
+        for d in ids
+    )
+    still = [d for d in deps if d.task_id in state.tasks]
+    listed = ", ".join(f"{d.task_id} ({d.state})" for d in still)
+    summary = f"waiting for {listed}" if still else "waiting: its dependencies have ended"
+    return Explanation(
+        task_id=task_id, state="waiting", summary=summary, waiting_for=deps, attempts=attempts
+    )
+
+
+def _outcome(state: State, task_id: int) -> str:
+    live = state.tasks.get(task_id)
+    if live is not None:
+        return str(live.state)
+    if task_id in state.failed_ids:
+        return "failed"
+    if task_id in state.cancelled_ids:
+        return "cancelled"
+    return "succeeded"
+
+
+# attempts and finished tasks ---------------------------------------------------------
+
+
+class _Open:
+    """An attempt being read from the log."""
+
+    __slots__ = ("attempt", "detail", "ended_at", "exit_code", "outcome", "started", "worker")
+
+    def __init__(self, attempt: int, worker: str, started: str) -> None:
+        self.attempt = attempt
+        self.worker = worker
+        self.started = started
+        self.ended_at: str | None = None
+        self.outcome = "running"
+        self.exit_code: int | None = None
+        self.detail = ""
+
+    def end(self, at: str, outcome: str, detail: str, exit_code: int | None = None) -> None:
+        self.ended_at, self.outcome, self.detail, self.exit_code = at, outcome, detail, exit_code
+
+
+def _attempts(log: LogSlice, names: dict[str, str]) -> tuple[Attempt, ...]:
+    """Each start of the task from its events: where it ran and why it ended."""
+    found: list[_Open] = []
+    for _, at, event in log.own:
+        current = found[-1] if found and found[-1].outcome == "running" else None
+        _attempt_step(found, current, to_text(at), event)
+    return tuple(
+        Attempt(
+            attempt=a.attempt,
+            worker_id=a.worker,
+            worker_name=names.get(a.worker, a.worker),
+            started_at=a.started,
+            ended_at=a.ended_at,
+            outcome=a.outcome,
+            exit_code=a.exit_code,
+            detail=a.detail,
+        )
+        for a in found
+    )
+
+
+def _attempt_step(found: list[_Open], current: _Open | None, at: str, event: ev.Event) -> None:
+    match event:
+        case ev.TaskClaimed():
+            found.append(_Open(event.attempt, event.worker_id, at))
+        case ev.TaskCompleted() if current is not None:
+            _completed(current, at, event)
+        case ev.TaskLeaseExpired() if current is not None:
+            current.end(at, "lost", "its worker was lost (no heartbeat in time)")
+        case ev.TaskRequeued() if current is not None:
+            stopped = event.reason == "worker_stopped"
+            current.end(
+                at,
+                "stopped" if stopped else "lost",
+                "its worker stopped" if stopped else event.reason,
+            )
+        case ev.TaskRequeued() if found and found[-1].outcome in ("failed", "timed_out"):
+            found[-1].detail += f"; {event.reason}"
+        case ev.TaskCancelled() if current is not None:
+            current.end(
+                at, "cancelled", "cancelled" + (f": {event.reason}" if event.reason else "")
+            )
+        case ev.TaskFailed() if current is not None:
+            current.end(at, "failed", event.reason)
+        case ev.TaskFailed() if found and found[-1].outcome == "lost":
+            found[-1].detail += f"; {event.reason}"
+        case _:
+            pass
+
+
+def _completed(current: _Open, at: str, event: ev.TaskCompleted) -> None:
+    if event.timed_out:
+        outcome, detail = "timed_out", f"timed out after {event.duration_s:.3g}s"
+    elif event.exit_code == 0:
+        outcome, detail = "succeeded", "exit code 0"
+    else:
+        outcome, detail = "failed", f"exit code {event.exit_code}"
+    if event.retry_in_s:
+        detail += f"; retried after {event.retry_in_s:g}s"
+    current.end(at, outcome, detail, event.exit_code)
+
+
+def _finished(state: State, task_id: int, log: LogSlice) -> Explanation:
+    names = _names(log, state)
+    attempts = _attempts(log, names)
+    last = log.own[-1][2] if log.own else None
+    ended = _outcome(state, task_id)
+    reason = _end_reason(last)
+    if not attempts:
+        summary = f"{ended} before it ran" + (f": {reason}" if reason else "")
+    else:
+        final = attempts[-1]
+        where = _worker(final.worker_name, final.worker_id)
+        summary = f"{ended} on {where}, attempt {final.attempt} ({final.detail})"
+        earlier = [f"attempt {a.attempt} on {a.worker_name}: {a.detail}" for a in attempts[:-1]]
+        summary += "".join(f"; {e}" for e in earlier[-2:])
+    return Explanation(
+        task_id=task_id, state=ended, summary=summary, attempts=attempts, reason=reason
+    )
+
+
+def _end_reason(event: ev.Event | None) -> str | None:
+    match event:
+        case ev.TaskCancelled():
+            return event.reason or "cancelled"
+        case ev.TaskFailed():
+            return event.reason
+        case ev.TaskCompleted():
+            return "timed out" if event.timed_out else f"exit code {event.exit_code}"
+    return None
