@@ -4,12 +4,16 @@ chains, groups with a running cap, arrays, retries, and a kill -9 in the middle 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ServerProcess, WorkerProcess, wait_until
+from kickoff.clock import from_text
+from tests.conftest import ServerProcess, WorkerProcess, kickoff_cmd, wait_until
 
 Kickoff = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -99,7 +103,7 @@ def test_unknown_dependencies_are_refused_and_nothing_is_written(
         assert [e["type"] for e in events(server)] == ["ServerStarted"]
 
 
-def test_status_and_info_show_what_a_task_waits_for(
+def test_status_info_and_history_show_what_a_task_waits_for(
     server: ServerProcess, kickoff: Kickoff
 ) -> None:
     (first,) = new(kickoff, "true")
@@ -109,8 +113,12 @@ def test_status_and_info_show_what_a_task_waits_for(
     assert "waiting\t0\t" in row and f"after {first}" in row
     info = kickoff("info", str(second))
     assert f"after {first}" in info.stdout
+    history = kickoff("history", str(second)).stdout
+    assert f"after {first} succeed" in history
+    (third,) = new(kickoff, "--after-any", str(first), str(second), "--", "true")
+    assert f"after {first} {second} end" in kickoff("history", str(third)).stdout
     stats = json.loads(kickoff("stats", "--json").stdout)
-    assert (stats["pending"], stats["waiting"]) == (1, 1)
+    assert (stats["pending"], stats["waiting"]) == (1, 2)
 
 
 def max_concurrency(found: list[dict[str, Any]], ids: set[int]) -> int:
@@ -127,14 +135,27 @@ def max_concurrency(found: list[dict[str, Any]], ids: set[int]) -> int:
     return peak
 
 
+def most_at_once(spans: list[tuple[Any, Any]]) -> int:
+    """The most (start, end) spans that overlap at one instant (an end before a start at
+    the same instant: touching spans do not overlap)."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
 def test_max_running_2_never_has_three_running(
     server: ServerProcess,
     start_worker: Callable[..., WorkerProcess],
     kickoff: Kickoff,
     tmp_path: Path,
 ) -> None:
-    jobs = tmp_path / "jobs.txt"
-    jobs.write_text("".join(f"sleep 0.3; echo {i}\n" for i in range(8)))
+    jobs, times = tmp_path / "jobs.txt", tmp_path / "times"
+    # each job records when its own process started and ended (ns since the epoch)
+    job = f"s=$(date +%s%N); sleep 0.3; echo $s $(date +%s%N) >> {times}\n"
+    jobs.write_text(job * 8)
     start_worker("--slots", "4")
     start_worker("--slots", "4")
     ids = new(kickoff, "--from", str(jobs), "--group", "shot12", "--max-running", "2")
@@ -144,6 +165,11 @@ def test_max_running_2_never_has_three_running(
     assert "group shot12: 8 tasks: 8 succeeded" in done.stderr
     found = events(server)
     assert max_concurrency(found, set(ids)) == 2  # two at a time, never three
+    spans = [(int(a), int(b)) for a, b in (line.split() for line in times.read_text().splitlines())]
+    assert len(spans) == 8 and most_at_once(spans) == 2  # and so say the processes' own times
+    recorded = [task(server, i) for i in ids]  # and the start and end times the log records
+    logged = [(from_text(t["started_at"]), from_text(t["finished_at"])) for t in recorded]
+    assert most_at_once(logged) == 2
     assert task(server, ids[0])["group"] == "shot12"
     wait_until(lambda: finished(server, other), timeout=30)
     stats = json.loads(kickoff("stats", "--group", "shot12", "--json").stdout)
@@ -199,6 +225,43 @@ def test_cancel_group_and_wait_group(
     assert summary["counts"]["cancelled"] == 5 and summary["live"] == 0
     assert kickoff("wait", "--group", "nope").returncode == 4
     assert kickoff("cancel", "--group", "long", "1").returncode == 2
+
+
+def test_wait_group_shows_a_progress_bar_on_a_terminal(
+    server: ServerProcess, start_worker: Callable[..., WorkerProcess], kickoff: Kickoff
+) -> None:
+    ids = new(kickoff, "--array", "1-3", "--group", "bar", "--max-running", "1", "--", "sleep 0.4")
+    start_worker("--slots", "3")
+    primary, secondary = pty.openpty()  # stderr is a terminal: the bar is drawn there
+    env = {**server.env, "TERM": "xterm", "COLUMNS": "100"}
+    waiting = subprocess.Popen(
+        [*kickoff_cmd(), "wait", "--group", "bar"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+    )
+    os.close(secondary)
+    shown = b""
+    while True:  # read until the other end closes (EIO on Linux once the process ended)
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(primary)
+    assert waiting.wait(timeout=60) == 0
+    assert waiting.stdout is not None
+    with waiting.stdout:
+        assert waiting.stdout.read() == b""  # the bar and the summary go to stderr
+    text = shown.decode("utf-8", "replace")
+    assert "━" in text and "/3" in text, text  # rich's bar and its "done/total" column
+    assert "\x1b[" in text  # drawn with cursor moves, then cleared (a transient bar)
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+    assert "3/3" in plain and plain.rstrip().endswith("group bar: 3 tasks: 3 succeeded"), plain
+    assert all(task(server, i)["state"] == "succeeded" for i in ids)
 
 
 def test_retries_until_success_and_history_tells_why(
