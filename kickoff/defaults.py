@@ -48,6 +48,13 @@ MAX_ARRAY_INDEX = 1_000_000_000
 MAX_ARRAY_TASKS = 100_000  # tasks one `new --array` makes
 RETRY_CHECK_S = 0.1  # how often the server looks for delayed retries that are due
 OUTPUT_TAIL_BYTES = 4096
+# Task output on the server (kickoff/service/output.py, SPEC §9)
+OUTPUT_CAP_BYTES = 64 * 1024 * 1024  # kept per attempt (`kickoff server --output-cap`)
+OUTPUT_BUDGET_BYTES = 10 * 1024**3  # all output; past it the oldest tasks' goes first
+OUTPUT_CHUNK_BYTES = 1024 * 1024  # at most one request's worth (a worker sends one at a time)
+OUTPUT_READ_BYTES = 1024 * 1024  # GET .../output answers this much unless asked for less
+OUTPUT_INLINE_BYTES = 64 * 1024  # output left at an attempt's end that rides in its report
+OUTPUT_FLUSH_S = 0.25  # a worker sends what its tasks wrote this often (nothing if nothing)
 MAX_PAGE = 10_000
 DEFAULT_PAGE = 50
 DEFAULT_EVENTS_PAGE = 1000

@@ -144,6 +144,8 @@ def serve(
     rotate_token: bool = False,
     on_ready: Callable[[Service, str], None] | None = None,
     drain: Drain | None = None,
+    output_cap: int = defaults.OUTPUT_CAP_BYTES,
+    output_budget: int = defaults.OUTPUT_BUDGET_BYTES,
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> None:
     """Run a server until SIGINT/SIGTERM.
@@ -164,7 +166,12 @@ def serve(
         raise
     try:
         token = auth.load_or_create_token(db_path, rotate=rotate_token)
-        service = Service(db_path, heartbeat_timeout_s=heartbeat_timeout_s)
+        service = Service(
+            db_path,
+            heartbeat_timeout_s=heartbeat_timeout_s,
+            output_cap=output_cap,
+            output_budget=output_budget,
+        )
         files, connections = connection_limit()
         app = create_app(
             service, token=token, token_file=auth.token_path(db_path), manage_service=False

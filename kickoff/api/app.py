@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kickoff import dashboard, defaults
-from kickoff.api import errors, routes
+from kickoff.api import errors, output, routes
 from kickoff.api.routes import ROUTES
 from kickoff.auth import TokenFile, same_token
 from kickoff.errors import TooLarge
@@ -120,6 +120,7 @@ class BodyLimit:
 # (collection, action) of `POST /v1/<collection>/<key>/<action>` -> (path parameter, handler)
 HOT_ROUTES: dict[tuple[str, str], tuple[str, Callable[[Request], Awaitable[Response]]]] = {
     ("tasks", "complete"): ("task_id", routes.complete),
+    ("tasks", "output"): ("task_id", output.post_output),
     ("workers", "claim"): ("worker", routes.claim),
     ("workers", "heartbeat"): ("worker", routes.heartbeat),
 }

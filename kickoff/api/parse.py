@@ -557,3 +557,20 @@ def search_tag(text: str | None) -> str | None:
     if len(found) != 1:
         raise InvalidInput("tag: expected one tag")
     return next(iter(found))
+
+
+def output_rest(value: Any) -> tuple[int, bytes]:
+    """A report's `output`: `{"offset": B, "text": "..."}`, the attempt's last output
+    (from byte B on, as UTF-8), which ends where it ends."""
+    data = obj(value, field="output", allowed={"offset", "text"})
+    offset = integer(data.get("offset"), field="output.offset", low=0, high=1 << 50)
+    text = data.get("text", "")
+    if not isinstance(text, str):
+        raise InvalidInput("output.text: expected a string")
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("output.text: not valid UTF-8 (a lone surrogate)") from None
+    if len(raw) > defaults.OUTPUT_CHUNK_BYTES:
+        raise TooLarge(f"output.text: over {defaults.OUTPUT_CHUNK_BYTES} bytes")
+    return offset, raw

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -15,12 +16,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from kickoff import defaults
-from kickoff.api import parse
+from kickoff.api import output, parse
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused, InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries, search
 from kickoff.service import Claimed, Service, why
+from kickoff.service.output import check_running
 from kickoff.state.task_state import LIVE_STATES, TaskState
+from kickoff.store.output import Stored
+
+logger = logging.getLogger(__name__)
 
 STATES = [str(s) for s in TaskState]
 LIVE = [str(s) for s in LIVE_STATES]
@@ -235,20 +240,41 @@ async def complete(request: Request) -> Response:
     task_id = parse.task_id(request.path_params["task_id"])
     data = await parse.body(request)
     then_claim = data.pop("claim", None) if isinstance(data, dict) else None
+    rest = data.pop("output", None) if isinstance(data, dict) else None
     report = parse.completion(task_id, data)
     service = svc(request)
+    stored = None
+    if rest is not None:  # the attempt's last output: stored before anyone sees it ended
+        offset, text = parse.output_rest(rest)
+        check_running(service.state, task_id, report.attempt, report.worker_id)
+        stored = service.output.append(task_id, report.attempt, offset, text)
     if then_claim is None:
         await service.complete(report)
+        await _ended(service, report.task_id, report.attempt, stored)
         return ORJSONResponse({"ok": True})
     max_tasks, wait_s = parse.claim(then_claim)
     async with _hang_up(request, wait_s) as gone:
         claimed, error = await service.complete_and_claim(
             report, max_tasks=max_tasks, wait_s=wait_s, gone=gone
         )
+    await _ended(service, report.task_id, report.attempt, stored)
     body: dict[str, Any] = {"ok": True, "tasks": [_claimed_json(c) for c in claimed]}
     if error is not None:  # the completion counted; the claim could not be made
         body["claim_error"] = {"code": error.code, "message": error.message}
     return ORJSONResponse(body)
+
+
+async def _ended(
+    service: Service, task_id: int, attempt: int, stored: asyncio.Future[Stored] | None
+) -> None:
+    """After a report: its output is stored (a refused chunk is only logged: the report
+    counted), and whoever follows the attempt looks again."""
+    if stored is not None:
+        try:
+            await stored
+        except KickoffError as exc:
+            logger.warning("output of task=%d attempt=%d: %s", task_id, attempt, exc.message)
+    service.output.wake(task_id, attempt)
 
 
 @contextlib.asynccontextmanager
@@ -564,6 +590,8 @@ ROUTES = [
     Route("/v1/tasks/{task_id}/why", task_why, methods=["GET"]),
     Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
     Route("/v1/tasks/{task_id}/complete", complete, methods=["POST"]),
+    Route("/v1/tasks/{task_id}/output", output.post_output, methods=["POST"]),
+    Route("/v1/tasks/{task_id}/output", output.get_output, methods=["GET"]),
     Route("/v1/workers", register, methods=["POST"]),
     Route("/v1/workers", list_workers, methods=["GET"]),
     Route("/v1/workers/{worker}", get_worker, methods=["GET"]),

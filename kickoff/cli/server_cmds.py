@@ -33,6 +33,35 @@ TimeoutOpt = Annotated[
     ),
 ]
 
+SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def byte_size(text: str) -> int:
+    """`64M` -> 67108864: a whole number of bytes, with an optional binary suffix K M G T."""
+    word = text.strip().upper().removesuffix("IB").removesuffix("B")
+    number, suffix = (word[:-1], word[-1]) if word[-1:] in SUFFIXES else (word, "")
+    if not (number.isascii() and number.isdigit()):
+        raise typer.BadParameter(f"{text!r} is not a size (a whole number, maybe with K M G T)")
+    return int(number) * SUFFIXES[suffix]
+
+
+OutputCapOpt = Annotated[
+    str,
+    typer.Option(
+        "--output-cap",
+        metavar="SIZE",
+        help="Output kept per task attempt (past it, bytes are counted, not kept).",
+    ),
+]
+OutputBudgetOpt = Annotated[
+    str,
+    typer.Option(
+        "--output-budget",
+        metavar="SIZE",
+        help="All task output kept; past it the oldest tasks' output is deleted.",
+    ),
+]
+
 
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -51,6 +80,8 @@ def server(
         bool, typer.Option("--rotate-token", help="Replace the access token with a new one.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
+    output_cap: OutputCapOpt = "64M",
+    output_budget: OutputBudgetOpt = "10G",
 ) -> None:
     """Run the kickoff server (no configuration needed).
 
@@ -65,6 +96,8 @@ def server(
         port=port,
         heartbeat_timeout_s=heartbeat_timeout,
         rotate_token=rotate_token,
+        output_cap=byte_size(output_cap),
+        output_budget=byte_size(output_budget),
     )
 
 
@@ -87,6 +120,8 @@ def up(
     port: PortOpt = defaults.PORT,
     db: DbOpt = None,
     heartbeat_timeout: TimeoutOpt = defaults.HEARTBEAT_TIMEOUT_S,
+    output_cap: OutputCapOpt = "64M",
+    output_budget: OutputBudgetOpt = "10G",
 ) -> None:
     """Run a server and a local worker in one command: kickoff on one machine.
 
@@ -139,6 +174,8 @@ def up(
             heartbeat_timeout_s=heartbeat_timeout,
             on_ready=start_worker,
             drain=stop_worker,
+            output_cap=byte_size(output_cap),
+            output_budget=byte_size(output_budget),
         )
     finally:
         for proc in worker:

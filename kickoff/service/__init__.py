@@ -41,6 +41,7 @@ from kickoff.events.model import (
     WorkerTagsChanged,
 )
 from kickoff.projections import queries
+from kickoff.service.output import Output
 from kickoff.service.subscriptions import Subscribers
 from kickoff.state import decide
 from kickoff.state.decide import Completion, GroupRequest, NewTask
@@ -126,6 +127,8 @@ class Service:
         heartbeat_timeout_s: float = defaults.HEARTBEAT_TIMEOUT_S,
         expire_every_s: float | None = None,
         full_replay: bool = False,
+        output_cap: int = defaults.OUTPUT_CAP_BYTES,
+        output_budget: int = defaults.OUTPUT_BUDGET_BYTES,
     ) -> None:
         self.db_path = Path(db_path)
         self.clock = clock
@@ -150,6 +153,7 @@ class Service:
         self._leases_stale = False  # set after a failed write: restart leases before expiry
         self._written_since_failure = True
         self.shutting_down = False
+        self.output = Output(self.db_path, cap=output_cap, budget=output_budget)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -162,6 +166,7 @@ class Service:
         started = time.perf_counter()
         self.loop = asyncio.get_running_loop()
         self._db = await asyncio.to_thread(Database, self.db_path)
+        await self.output.start()
         if self.full_replay:
             self.state = await asyncio.to_thread(self._db.replay)
             checkpoint, folded = 0, self.state.last_seq
@@ -209,6 +214,7 @@ class Service:
             await self._reader.close()
         if self._db is not None:
             self._db.close()
+        await self.output.stop()
 
     # -- recording -------------------------------------------------------------
 
