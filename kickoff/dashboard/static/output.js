@@ -9,7 +9,7 @@ const MAX_SHOWN = 2 * 1024 * 1024; // characters kept on the page; older ones ar
 
 async function readChunk(id, offset, signal) {
   const response = await fetch(`/v1/tasks/${id}/output?offset=${offset}`, {
-    headers: headers({"Accept": "text/plain, application/json"}),
+    headers: headers({"Accept": "application/octet-stream, application/json"}),
     credentials: "same-origin", cache: "no-store", signal});
   const type = response.headers.get("content-type") || "";
   if (!response.ok) {
@@ -17,19 +17,22 @@ async function readChunk(id, offset, signal) {
     const error = body.error || {};
     throw new ApiError(response.status, error.code, error.message);
   }
-  if (type.startsWith("application/json")) {
-    const body = await response.json();
-    const text = body.text ?? body.output ?? body.data ?? "";
-    return {text, next: body.next_offset ?? body.end ?? offset + new TextEncoder().encode(text).length};
-  }
   const bytes = new Uint8Array(await response.arrayBuffer());
-  return {text: new TextDecoder().decode(bytes), next: offset + bytes.length};
+  const number = (name) => Number(response.headers.get(name) || 0);
+  return {
+    bytes, next: offset + bytes.length,
+    total: number("x-kickoff-total"), size: number("x-kickoff-size"),
+    cap: number("x-kickoff-cap"), attempt: number("x-kickoff-attempt"),
+  };
 }
 
 export function followOutput(id, box, note) {
   let mode = "unknown"; // "endpoint" | "tail"
   let offset = 0;
+  let attempt = null;
+  let kept = {total: 0, size: 0, cap: 0};
   let reading = false;
+  let decoder = new TextDecoder(); // streaming: a character split across reads stays whole
   const abort = new AbortController();
 
   function show(text, replace) {
@@ -44,10 +47,19 @@ export function followOutput(id, box, note) {
     try {
       for (;;) {
         const chunk = await readChunk(id, offset, abort.signal);
+        if (attempt !== null && chunk.attempt !== attempt) { // a new attempt: start over
+          attempt = chunk.attempt;
+          offset = 0;
+          decoder = new TextDecoder();
+          show("", true);
+          continue;
+        }
+        attempt = chunk.attempt;
         mode = "endpoint";
         offset = chunk.next;
-        if (!chunk.text) break;
-        show(chunk.text, false);
+        kept = chunk;
+        if (!chunk.bytes.length) break;
+        show(decoder.decode(chunk.bytes, {stream: true}), false);
       }
     } catch (error) {
       if (missingEndpoint(error)) mode = "tail";
@@ -60,13 +72,17 @@ export function followOutput(id, box, note) {
   let timer = null;
   async function update(task) {
     if (mode !== "tail") await readMore();
-    if (mode === "tail") {
+    if (mode === "tail" || (task.finished_at && kept.total === 0 && task.output_tail)) {
+      // a server without the output endpoint, or a task whose worker sent none
       note.textContent = task.finished_at ? "(its last 4 KiB)" :
         "(the last 4 KiB appear when it ends: this server does not stream output)";
       show(task.output_tail || "", true);
       return;
     }
-    note.textContent = task.finished_at ? "" : "(live)";
+    const dropped = kept.total - kept.size;
+    const capped = dropped > 0 ?
+      ` (only the first ${kept.cap} bytes are kept on the server: ${dropped} more not shown)` : "";
+    note.textContent = (task.finished_at ? "" : "(live)") + capped;
     // While it runs, output arrives without events: read on at a modest pace.
     clearTimeout(timer);
     if (!task.finished_at) timer = setTimeout(() => update(task), 1000);
