@@ -11,6 +11,7 @@ Not thread-safe: one thread uses one `OutputFile` (kickoff/service/output.py's).
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +81,15 @@ class OutputFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            # task output may hold secrets: the owner's alone, as the token file is
+            # (SQLite gives its WAL the same permissions)
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._prepare()
         except sqlite3.Error as exc:
             raise DatabaseRefused(f"{path}: {explain(exc)}") from exc
+        except OSError as exc:
+            raise DatabaseRefused(f"cannot open {path}: {exc.strerror}") from exc
         self.kept = self.conn.execute(SELECT_KEPT).fetchone()[0]  # bytes, all tasks
 
     def _prepare(self) -> None:
