@@ -18,8 +18,8 @@ Kickoff = Callable[..., subprocess.CompletedProcess[str]]
 StartWorker = Callable[..., WorkerProcess]
 XSS = """<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">"""
 # Console lines that are not errors of the page: a server without issue 14's output
-# endpoint or issue 15's `why` answers 404, and the page falls back.
-EXPECTED_404 = ("/output?offset=", "/why - ")
+# endpoint answers 404, and the page falls back.
+EXPECTED_404 = ("/output?offset=",)
 
 
 def submit(kickoff: Kickoff, *args: str) -> int:
@@ -110,6 +110,27 @@ def test_a_running_tasks_output_appears_on_its_page(
     wait_until(lambda: "succeeded" in browser.text_of(".task-head"), what="succeeded, shown")
     assert "exit 0" in browser.text_of('[data-testid="attempts"]')
     assert "TaskCompleted" in browser.text_of('[data-testid="history"]')
+
+
+def test_a_pending_tasks_page_says_why_it_waits(
+    browser: Browser, server: ServerProcess, kickoff: Kickoff, start_worker: StartWorker
+) -> None:
+    start_worker("--have", "cpu", "--name", "box1")
+    task_id = submit(kickoff, "--require", "cpu", "gpu", "--", "nvidia-smi")
+
+    def registered() -> bool:
+        with server.client() as client:
+            return bool(client.get("/v1/workers")["workers"])
+
+    wait_until(registered, 10, what="the worker")
+    browser.login()
+    browser.driver.get(f"{server.url}/#/task/{task_id}")
+    summary = "pending: no live worker has gpu; nearest: box1 (w1) has cpu but not gpu"
+    wait_until(
+        lambda: browser.text_of('[data-testid="why-summary"]') == summary, 10, what="the why"
+    )
+    assert browser.text_of('[data-testid="why-nearest"]').split()[-3:] == ["box1", "(w1)", "gpu"]
+    assert page_errors(browser) == []
 
 
 def test_cancel_a_running_task_and_a_pending_one(

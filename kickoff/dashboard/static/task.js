@@ -1,7 +1,7 @@
 // The task page at #/task/ID: fields, attempts, output (live while it runs), why, history.
 
 import {ApiError, get, missingEndpoint, post} from "./api.js";
-import {badge, clear, fields, h, seconds, value, when} from "./dom.js";
+import {badge, clear, fields, h, seconds, tags, when} from "./dom.js";
 import {followOutput} from "./output.js";
 import {refresher} from "./refresh.js";
 import {cancelButton} from "./tasks.js";
@@ -52,13 +52,44 @@ function historyTable(events) {
     })));
 }
 
-// `why` (issue 15): shown as the server explains it, whatever its shape; a summary first.
+// `why` (GET /v1/tasks/ID/why, SPEC §11): the summary, then each kind of detail there is.
+function grid(testid, heads, rows) {
+  return h("table", {class: "grid", "data-testid": testid},
+    h("thead", {}, h("tr", {}, heads.map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
+}
+
+function who(name, id) {
+  return !name || name === id ? id : `${name} (${id})`;
+}
+
+function taskLink(id) {
+  return h("a", {href: `#/task/${id}`}, `#${id}`);
+}
+
 function whyView(answer) {
-  const summary = answer.summary || answer.text || answer.line;
-  const rest = {...answer};
-  for (const key of ["summary", "text", "line"]) delete rest[key];
-  return [summary ? h("p", {class: "why-summary"}, String(summary)) : "",
-    typeof answer === "object" ? fields(rest) : value(answer)];
+  const parts = [h("p", {class: "why-summary", "data-testid": "why-summary"}, answer.summary)];
+  const workers = answer.workers || [];
+  if (workers.length) {
+    parts.push(grid("why-workers", ["worker that could run it", "hold", "running", "ahead", "took"],
+      workers.map((w) => [who(w.name, w.id), w.hold, w.running.map(taskLink), w.ahead, w.took_total])));
+    const took = workers.flatMap((w) => w.took.map((t) => [who(w.name, w.id), taskLink(t.task_id),
+      t.rule, t.detail, when(t.at)]));
+    if (took.length) parts.push(grid("why-took", ["worker", "took", "rule", "why first", "at"], took));
+  }
+  if ((answer.nearest || []).length) {
+    parts.push(grid("why-nearest", ["nearest worker", "lacks"],
+      answer.nearest.map((n) => [who(n.name, n.id), tags(n.lacks)])));
+  }
+  if ((answer.waiting_for || []).length) {
+    parts.push(grid("why-dependencies", ["dependency", "kind", "state"],
+      answer.waiting_for.map((d) => [taskLink(d.task_id), d.kind, badge(d.state)])));
+  }
+  if (answer.cap) {
+    parts.push(h("p", {}, `group ${answer.cap.group}: at most ${answer.cap.max_running} running, now `,
+      answer.cap.running.map((id) => [taskLink(id), " "])));
+  }
+  return parts;
 }
 
 export function taskPage(main, id, live) {
@@ -116,7 +147,9 @@ export function taskPage(main, id, live) {
   }, 500);
 
   const off = live.on((event) => {
-    if (event === null || event.task_id === id) load.schedule();
+    // a pending task's why changes with what happens to the others (claims, workers)
+    const waits = task !== null && (task.state === "pending" || task.state === "waiting");
+    if (event === null || event.task_id === id || waits) load.schedule();
   });
   load.now();
   return {
