@@ -190,7 +190,7 @@ def _workflow(data: EventJSON) -> list[str]:
     if data.get("array_index") is not None:
         parts.append(f"array index {data['array_index']}")
     if data.get("retries"):
-        retry = f"{data['retries']} retries"
+        retry = f"{data['retries']} {'retry' if data['retries'] == 1 else 'retries'}"
         if data.get("retry_on") is not None:
             retry += f" on {' '.join(str(c) for c in data['retry_on']) or 'nothing'}"
         if data.get("retry_delay_s"):
