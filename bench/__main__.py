@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cli, cluster, core, dashboard, http
+from bench import cli, cluster, core, dashboard, http, workflows
 from bench.core import Figure
 
 
@@ -204,6 +204,8 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "restart": _restart,
     "cli": lambda quick, runs: _cli(quick, runs, CLI_SCRIPT),
     "dashboard": _dashboard,
+    # in-process, beside core's claims figure: claims with waiting tasks and a capped group
+    "workflows": lambda quick, runs: workflows.measure(quick),
 }
 CLI_SCRIPT: Path | None = None  # --kickoff
 

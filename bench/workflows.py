@@ -1,7 +1,7 @@
 """Workflow figures beside SPEC §15's claims goal: claims/s with half of the pending tasks
 waiting on dependencies and a capped group of 100k, and the release of 10,000 dependents.
 
-    .venv/bin/python -m bench.workflows [--quick]
+    python -m bench --only workflows [--quick]     (or: python -m bench.workflows)
 
 In-process (decide + apply, as bench/core.py's claims figure): the matcher's ceiling.
 """
@@ -77,30 +77,39 @@ def workflow_state(pending: int) -> tuple[Run, list[str]]:
     return run, workers
 
 
-def claims_per_second(sizes: tuple[int, ...], claims: int, runs: int) -> dict[int, float]:
-    """Median claims/s (decide.claim + apply) per size. Between timed chunks (untimed), the
-    group's running tasks complete, so it leaves its cap and reaches it again in the next
-    chunk, and plain tasks refill what was claimed."""
+def claims_per_second(
+    sizes: tuple[int, ...], claims: int, runs: int
+) -> dict[int, tuple[float, float]]:
+    """Median claims/s (decide.claim + apply) per size, by the wall clock and by this
+    thread's CPU time (the machine is shared: the CPU figure is what other processes do not
+    stretch). Between timed chunks (untimed), the group's running tasks complete, so it
+    leaves its cap and reaches it again in the next chunk, and plain tasks refill what was
+    claimed."""
     built = {size: workflow_state(size) for size in sizes}
-    rates: dict[int, list[float]] = {size: [] for size in sizes}
+    rates: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
     for _ in range(runs):
         for size, (run, workers) in built.items():
             chunk = max(1, min(1_000, size // 10))
-            spent = 0.0
+            spent = cpu = 0.0
             for _ in range(claims // chunk):
                 claimed: list[ev.TaskClaimed] = []
                 state = run.state
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.thread_time()
                 for i in range(chunk):
                     (event,) = decide.claim(state, workers[i & 3])
                     run.seq += 1
                     apply(state, event, seq=run.seq, at=AT)
                     claimed.append(event)  # type: ignore[arg-type]
+                cpu += time.thread_time() - started_cpu
                 spent += time.perf_counter() - started
                 _settle(run, claimed)
-            rates[size].append(chunk * (claims // chunk) / spent)
+            done = chunk * (claims // chunk)
+            rates[size].append((done / spent, done / cpu))
     gc.unfreeze()
-    return {size: statistics.median(r) for size, r in rates.items()}
+    return {
+        size: (statistics.median(w for w, _ in r), statistics.median(c for _, c in r))
+        for size, r in rates.items()
+    }
 
 
 def _settle(run: Run, claimed: list[ev.TaskClaimed]) -> None:
@@ -185,19 +194,22 @@ def measure(quick: bool) -> list[Figure]:
     sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
     claims, runs = (5_000, 3) if quick else (20_000, 5)
     rates = claims_per_second(sizes, claims, runs)
-    flat = rates[sizes[-1]] / rates[sizes[0]]
+    # by CPU time: on a shared machine the wall clock also counts other processes' turns
+    flat = rates[sizes[-1]][1] / rates[sizes[0]][1]
     figures = []
     for size in sizes:
         big = size == sizes[-1]
+        wall, cpu = rates[size]
         figures.append(
             Figure(
-                f"in-process claims, {size:,} live: half waiting on dependencies, a group of "
-                f"{CAPPED * size // 1_000_000:,} capped at {CAP}",
-                rates[size],
+                f"in-process claims (CPU time), {size:,} live: half waiting on dependencies, "
+                f"a group of {CAPPED * size // 1_000_000:,} capped at {CAP}",
+                cpu,
                 "claims/s",
                 ">= 100,000 claims/s" + (", flat" if big else ""),
-                "yes" if rates[size] >= 100_000 and (not big or flat >= 0.7) else "no",
-                f"{sizes[-1]:,} vs {sizes[0]:,}: {flat:.2f}x" if big else "",
+                "yes" if cpu >= 100_000 and (not big or flat >= 0.7) else "no",
+                f"wall clock {wall:,.0f}/s"
+                + (f"; {sizes[-1]:,} vs {sizes[0]:,}: {flat:.2f}x" if big else ""),
             )
         )
     dependents = 10_000
