@@ -21,7 +21,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kickoff import dashboard, defaults
-from kickoff.api import errors, output, routes
+from kickoff.api import errors, routes
 from kickoff.api.routes import ROUTES
 from kickoff.auth import TokenFile, same_token
 from kickoff.errors import TooLarge
@@ -117,17 +117,26 @@ class BodyLimit:
         await self.app(scope, limited, send)
 
 
-# (collection, action) of `POST /v1/<collection>/<key>/<action>` -> (path parameter, handler)
-HOT_ROUTES: dict[tuple[str, str], tuple[str, Callable[[Request], Awaitable[Response]]]] = {
-    ("tasks", "complete"): ("task_id", routes.complete),
-    ("tasks", "output"): ("task_id", output.post_output),
-    ("workers", "claim"): ("worker", routes.claim),
-    ("workers", "heartbeat"): ("worker", routes.heartbeat),
-}
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def hot_routes() -> dict[tuple[str, str], tuple[str, Handler]]:
+    """(collection, action) of `POST /v1/<collection>/{key}/<action>` -> (path parameter,
+    handler), for the routes of ROUTES whose handler is in routes.HOT."""
+    table: dict[tuple[str, str], tuple[str, Handler]] = {}
+    for route in ROUTES:
+        if route.endpoint in routes.HOT and "POST" in (route.methods or ()):
+            _, version, collection, key, action = route.path.split("/")
+            assert version == "v1" and key.startswith("{") and key.endswith("}"), route.path
+            table[(collection, action)] = (key[1:-1], route.endpoint)
+    return table
+
+
+HOT_ROUTES = hot_routes()
 
 
 class HotRoutes:
-    """The requests every task costs (complete, claim, heartbeat) go straight to their
+    """The requests every task costs (complete, output, claim, heartbeat: routes.HOT) go straight to their
     handlers: one split instead of starlette's route scan and middleware layers, which
     cost about as much CPU as the handler. Same handlers, same error responses
     (errors.HANDLERS, as starlette is configured); everything else goes to `app`.

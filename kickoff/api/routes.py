@@ -20,7 +20,7 @@ from kickoff.api import output, parse
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused, InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries, search
-from kickoff.service import Claimed, Service, why
+from kickoff.service import Claimed, ClaimRefused, Service, why
 from kickoff.service.output import check_running
 from kickoff.state.task_state import LIVE_STATES, TaskState
 from kickoff.store.output import Stored
@@ -253,15 +253,17 @@ async def complete(request: Request) -> Response:
         await _ended(service, report.task_id, report.attempt, stored)
         return ORJSONResponse({"ok": True})
     max_tasks, wait_s = parse.claim(then_claim)
-    async with _hang_up(request, wait_s) as gone:
-        claimed, error = await service.complete_and_claim(
-            report, max_tasks=max_tasks, wait_s=wait_s, gone=gone
-        )
+    try:
+        async with _hang_up(request, wait_s) as gone:
+            claimed = await service.complete_and_claim(
+                report, max_tasks=max_tasks, wait_s=wait_s, gone=gone
+            )
+    except ClaimRefused as exc:  # the completion counted; the claim could not be made
+        await _ended(service, report.task_id, report.attempt, stored)
+        error = {"code": exc.refused.code, "message": exc.refused.message}
+        return ORJSONResponse({"ok": True, "tasks": [], "claim_error": error})
     await _ended(service, report.task_id, report.attempt, stored)
-    body: dict[str, Any] = {"ok": True, "tasks": [_claimed_json(c) for c in claimed]}
-    if error is not None:  # the completion counted; the claim could not be made
-        body["claim_error"] = {"code": error.code, "message": error.message}
-    return ORJSONResponse(body)
+    return ORJSONResponse({"ok": True, "tasks": [_claimed_json(c) for c in claimed]})
 
 
 async def _ended(
@@ -605,3 +607,6 @@ ROUTES = [
     Route("/v1/events", events, methods=["GET"]),
     Route("/v1/events/stream", event_stream, methods=["GET"]),
 ]
+HOT = frozenset({complete, output.post_output, claim, heartbeat})
+"""The handlers of the requests every task costs: api/app.py's HotRoutes serves their
+routes of ROUTES directly."""

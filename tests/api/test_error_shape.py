@@ -59,7 +59,7 @@ def round_trip(response: Any) -> KickoffError:
 
 
 def fill_disk(api: Api) -> None:
-    conn = api.service._db.conn  # type: ignore[union-attr]
+    conn = api.service.recording.db.conn
     conn.execute(f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}")
 
 
@@ -225,6 +225,6 @@ def test_a_failed_read_of_the_database_is_503(api: Api, monkeypatch: pytest.Monk
     async def broken(query: object) -> object:
         raise sqlite3.DatabaseError("database disk image is malformed")
 
-    monkeypatch.setattr(api.service, "_fetch", broken)
+    monkeypatch.setattr(api.service.reads, "query", broken)
     error = assert_shape(api.client.get("/v1/tasks/1"), 503, "unavailable")
     assert "kickoff verify" in error["message"]

@@ -353,14 +353,14 @@ def api(tmp_path: Path) -> Iterator[Api]:
 def fill_disk(api: Api) -> int:
     """Cap the writer's database at its current size: the next page it needs is refused
     with SQLITE_FULL, as on a full disk. Returns the cap."""
-    conn = api.service._db.conn  # type: ignore[union-attr]
+    conn = api.service.recording.db.conn
     pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
     conn.execute(f"PRAGMA max_page_count = {pages}")
     return pages
 
 
 def free_disk(api: Api) -> None:
-    api.service._db.conn.execute("PRAGMA max_page_count = 1073741823")  # type: ignore[union-attr]
+    api.service.recording.db.conn.execute("PRAGMA max_page_count = 1073741823")
 
 
 def snapshot(api: Api) -> tuple[int, int, object, object]:

@@ -1,0 +1,44 @@
+"""Start-up: open the database and load the state, from the projections' checkpoint plus
+the log's tail, or by folding the whole log. Runs before the server takes requests; no
+recording and no answering here (recording.py, claims.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kickoff.database import Database
+from kickoff.state.fold import State
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartUp:
+    """How the server got its state: from the projections' checkpoint at `checkpoint_seq`
+    plus the `folded` events after it (a full replay: checkpoint 0, every event folded)."""
+
+    checkpoint_seq: int
+    folded: int
+    seconds: float
+
+
+def load(db_path: Path, *, full_replay: bool) -> tuple[Database, State, StartUp]:
+    """Open the database and build its state (blocking: run it in a thread).
+
+    Raises:
+        DatabaseRefused: the database cannot be used.
+    """
+    started = time.perf_counter()
+    db = Database(db_path)
+    try:
+        if full_replay:
+            state = db.replay()
+            checkpoint, folded = 0, state.last_seq
+        else:
+            state, folded = db.open_checked()
+            checkpoint = state.last_seq - folded
+    except BaseException:
+        db.close()
+        raise
+    seconds = time.perf_counter() - started
+    return db, state, StartUp(checkpoint_seq=checkpoint, folded=folded, seconds=seconds)
