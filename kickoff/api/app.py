@@ -136,10 +136,10 @@ HOT_ROUTES = hot_routes()
 
 
 class HotRoutes:
-    """The requests every task costs (complete, output, claim, heartbeat: routes.HOT) go straight to their
-    handlers: one split instead of starlette's route scan and middleware layers, which
-    cost about as much CPU as the handler. Same handlers, same error responses
-    (errors.HANDLERS, as starlette is configured); everything else goes to `app`.
+    """The requests every task costs (routes.HOT: complete, output, claim, heartbeat) go
+    straight to their handlers: one split instead of starlette's route scan and middleware
+    layers, which cost about as much CPU as the handler. Same handlers, same error
+    responses (errors.HANDLERS, as starlette is configured); everything else goes to `app`.
     """
 
     def __init__(self, app: Starlette) -> None:

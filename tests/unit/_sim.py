@@ -105,7 +105,7 @@ class Sim:
     # -- plumbing --------------------------------------------------------------
 
     def commit(self, events: list[ev.Event]) -> None:
-        """What service._record does, minus the disk: seq, time, apply."""
+        """What service/recording.py does, minus the disk: seq, time, apply."""
         for event in events:
             seq = self.state.last_seq + 1
             self.records.append(Recorded(seq, self.now, event))
