@@ -1,4 +1,7 @@
-"""Time as a seam: services take a Clock; pure code takes `now` as an argument."""
+"""Time as a seam: services take a Clock; pure code takes `now` as an argument.
+
+Only the seam and the time format: no time-based decision here (state/decide.py).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Every default and limit in one place."""
+"""Every default and limit in one place.
+
+Constants only, nothing imported: pure code (events/, state/) may use them.
+"""
 
 from __future__ import annotations
 

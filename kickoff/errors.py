@@ -2,6 +2,9 @@
 
 The API turns them into `{"error": {"code", "message"}}`; the client turns that body back
 into the same class; the CLI prints the message and exits with `exit_code`.
+
+The mappings are not here: api/errors.py (HTTP), client.py (answers back to errors), cli
+(exit codes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Running the server: uvicorn around create_app(), start-up lines, graceful shutdown."""
+"""Running the server: uvicorn around create_app(), start-up lines, graceful shutdown.
+
+No routes (api/) and no state (service/): this runs them, with the process's limits.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 body is the bytes themselves), anyone reads them by byte offset or follows them live
 (`GET /v1/tasks/{id}/output?attempt=N&offset=B[&follow=1]`: a chunked answer that ends
 with the attempt). What a read says about the attempt is in its `X-Kickoff-*` headers.
+
+Keeping the bytes is service/output.py's and store/output.py's: no SQL here.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 typer's usage errors as one `error:` line with exit code 2.
 
 `full_app()` has every command, for the docs and their tests.
+
+No command's code here (each lives in its `*_cmd(s).py`), and no output (`_screen`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""The options every client command shares (--server, --token, --json), and its client."""
+"""The options every client command shares (--server, --token, --json), and its client.
+
+No command here: the commands are in the `*_cmd(s).py` modules.
+"""
 
 from __future__ import annotations
 

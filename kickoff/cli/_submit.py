@@ -2,6 +2,8 @@
 
 Batches hold at most MAX_BATCH tasks and stay well under the body limit; a large input
 shows a progress bar on stderr when it is a terminal.
+
+No option parsing here (the commands' own), and no HTTP of its own (client.py).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Built of `_format`'s words, shown by `_screen`: aligned and colored on a terminal, plain
 and tab-separated when piped.
+
+No HTTP and no parsing here: a view gets the answer the command received.
 """
 
 from __future__ import annotations

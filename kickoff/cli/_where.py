@@ -1,5 +1,8 @@
 """Where and with what `kickoff new`'s tasks run: `--cwd` (default: the directory it is run
-from), `--env KEY=VALUE` and `--env-pass NAME`, checked before anything is sent."""
+from), `--env KEY=VALUE` and `--env-pass NAME`, checked before anything is sent.
+
+No I/O but reading the environment and the current directory; sending is `_submit`'s.
+"""
 
 from __future__ import annotations
 

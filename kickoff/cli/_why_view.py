@@ -1,4 +1,7 @@
-"""The human form of `kickoff why`: the summary, then the details the server gave."""
+"""The human form of `kickoff why`: the summary, then the details the server gave.
+
+The explaining is the server's (state/why.py); no HTTP here.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ Each is a thin layer over one or two HTTP calls (docs/api.md); `--json` prints t
 answer as it is (docs/cli.md documents the fields); `_task_views` draws the human form.
 `new` and `status` are run by `_quick` (without typer, for speed): their declarations here
 give typer their `--help`.
+
+No HTTP of their own (client.py) and no rules (the server's).
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""`kickoff dashboard`: a one-time login link for the server's web dashboard."""
+"""`kickoff dashboard`: a one-time login link for the server's web dashboard.
+
+The dashboard itself is kickoff/dashboard, served by the server; this only asks the
+server for a login code.
+"""
 
 from __future__ import annotations
 

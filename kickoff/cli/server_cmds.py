@@ -1,4 +1,7 @@
-"""`kickoff server` and `kickoff up`: run a server (and, for `up`, a local worker)."""
+"""`kickoff server` and `kickoff up`: run a server (and, for `up`, a local worker).
+
+What a server is and does is server.py's and service/'s; this parses options and starts it.
+"""
 
 from __future__ import annotations
 

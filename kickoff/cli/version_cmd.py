@@ -1,4 +1,7 @@
-"""`kickoff version` (and `kickoff --version`): print the version."""
+"""`kickoff version` (and `kickoff --version`): print the version.
+
+Nothing else: the version is kickoff/__init__.py's.
+"""
 
 from __future__ import annotations
 

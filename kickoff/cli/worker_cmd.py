@@ -1,4 +1,7 @@
-"""`kickoff worker`: run tasks whose required tags this machine has."""
+"""`kickoff worker`: run tasks whose required tags this machine has.
+
+The options only: the worker itself is kickoff/worker, reached through worker/main.py.
+"""
 
 from __future__ import annotations
 

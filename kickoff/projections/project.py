@@ -1,4 +1,7 @@
-"""Apply a batch of records to every projection, inside the caller's transaction."""
+"""Apply a batch of records to every projection, inside the caller's transaction.
+
+No SQL of its own: each projection module (tasks.py, workers.py) says what a record changes.
+"""
 
 from __future__ import annotations
 

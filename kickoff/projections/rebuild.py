@@ -1,4 +1,7 @@
-"""Drop and rebuild every projection from the log; the rows equal the live ones."""
+"""Drop and rebuild every projection from the log; the rows equal the live ones.
+
+The log is read through the recorder (store/); no SQL against the events table here.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The projection tables. Documented in the README ("The database")."""
+"""The projection tables. Documented in the README ("The database").
+
+The log's own schema is store/schema.py's; writing the rows is tasks.py's and workers.py's.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """The `tasks`, `task_counts` and `groups` projections: one row per task, a count per
-state, one row per group."""
+state, one row per group.
+
+How each event changes them, as SQL with parameters; reading them is queries.py's.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The `workers` projection: one row per worker that ever registered."""
+"""The `workers` projection: one row per worker that ever registered.
+
+Reading it is queries.py's.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@ service's reader, then explained against the state (GET /v1/tasks/{id}/why).
 
 Bounded: the task's own events, per worker that could run it at most TOOK_SHOWN claims
 (all counted), their submissions, and the workers' registrations and tag changes.
+
+The explaining is state/why.py's (pure); this only reads.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The rules: `(state, request, now) -> events`. Pure: never changes the state.
 
-`service.py` applies what these return to the state at once (so that the next request
-sees it), queues it for one group commit and answers only after that commit; a failed
-write reloads the state from the log. So a request writes all of its events or none, and
-memory never keeps what the disk does not. Each raises a KickoffError when the request
-is not allowed.
+The service (service/recording.py) applies what these return to the state at once (so
+that the next request sees it), queues it for one group commit and answers only after
+that commit; a failed write reloads the state from the log. So a request writes all of
+its events or none, and memory never keeps what the disk does not. Each raises a
+KickoffError when the request is not allowed.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Claiming: whenever a slot is free, one long-poll claim for as many tasks as there are
 free slots; what it names is started at once (`jobs.py`). A claim whose answer may have
-been lost on the way sets off a reconciliation (`reconcile.py`)."""
+been lost on the way sets off a reconciliation (`reconcile.py`).
+
+Running and reporting are `jobs.py`'s; the HTTP client is `_http.py`.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Entry points: `serve` runs a worker in the current event loop with Ctrl-C/SIGTERM
-handlers; `run` gives it a fresh loop (uvloop when installed)."""
+handlers; `run` gives it a fresh loop (uvloop when installed).
+
+The options are parsed by cli/worker_cmd.py; the worker itself is loop.py's.
+"""
 
 from __future__ import annotations
 

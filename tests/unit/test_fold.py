@@ -77,7 +77,7 @@ def test_state_equality_sees_differences() -> None:
 
 
 class Run:
-    """decide + apply with explicit times, as service.py does."""
+    """decide + apply with explicit times, as service/recording.py does."""
 
     def __init__(self) -> None:
         self.state = State()
