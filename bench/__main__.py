@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cli, cluster, core, dashboard, http, workflows
+from bench import cli, cluster, core, dashboard, http, why, workflows
 from bench.core import Figure
 
 
@@ -206,6 +206,7 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "dashboard": _dashboard,
     # in-process, beside core's claims figure: claims with waiting tasks and a capped group
     "workflows": lambda quick, runs: workflows.measure(quick),
+    "why": why.measure,  # in-process: explain beside 10k..1M pending tasks
 }
 CLI_SCRIPT: Path | None = None  # --kickoff
 

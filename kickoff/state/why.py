@@ -31,6 +31,8 @@ def to_text(at: datetime) -> str:
 
 TOOK_SHOWN = 10
 """The tasks a worker took that an explanation names (the latest; all are counted)."""
+AHEAD_COUNTED = 1_000
+"""`ahead` counts up to this many (this many means at least that many)."""
 NEAREST_SHOWN = 3
 """The workers an explanation names when no live worker could run the task."""
 
@@ -279,7 +281,10 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
     names = _names(log, state)
     cap = _cap(state, task_id)
     found = []
+    counts: dict[frozenset[str], int] = {}  # workers with one tag set share a count
     for worker in candidates(state, task.shape.require):
+        if worker.tags not in counts:
+            counts[worker.tags] = ahead(state, task_id, worker.tags)
         claims = log.claims.get(worker.id, ())
         took = tuple(_took(state, mine, e, seq, at, log) for seq, at, e in claims)
         found.append(
@@ -290,7 +295,7 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
                 slots=worker.slots,
                 running=tuple(sorted(worker.running)),
                 hold=_hold(worker, cap),
-                ahead=ahead(state, task_id, worker.tags),
+                ahead=counts[worker.tags],
                 took=took,
                 took_total=log.claim_counts.get(worker.id, len(took)),
             )
@@ -327,7 +332,14 @@ def _cap(state: State, task_id: int) -> Cap | None:
     group = state.tasks[task_id].group
     if group is None or group.max_running is None or not group.at_cap:
         return None
-    running = tuple(t.id for t in state.group_tasks(group.id) if t.state in BUSY)
+    running = tuple(
+        sorted(
+            t
+            for w in state.workers.values()
+            for t in w.running
+            if (on := state.tasks[t]).group is group and on.state in BUSY
+        )
+    )
     return Cap(group=group.label, max_running=group.max_running, running=running)
 
 
@@ -385,17 +397,19 @@ def _rule(
     return Rule.AGE, "ranked first by the matcher"  # a log without the other's submission
 
 
-def ahead(state: State, task_id: int, tags: frozenset[str]) -> int:
+def ahead(state: State, task_id: int, tags: frozenset[str], *, most: int = AHEAD_COUNTED) -> int:
     """How many pending tasks a worker with `tags` would take before this one (SPEC §1's
-    order; tasks of groups at their cap are left out, but for this task's own shape).
+    order; tasks of groups at their cap are left out, but for this task's own shape),
+    counted up to `most`.
 
-    A scan of the pending tasks' keys: for `why`, never for a claim.
+    Costs in proportion to what it counts, never to the queue: in each shape's heap the
+    keys that rank ahead are a subtree at the root (the rest is never visited).
     """
     task = state.tasks[task_id]
     mine = task_key(task.priority, task_id)
     level = mine >> ID_BITS  # smaller is a higher priority
     score = want_score(task.shape.want, tags)
-    count = 0
+    counted: set[int] = set()  # a requeued task may have a second, older entry
     for shape in state.matcher.shapes.values():
         if not shape.require <= tags or (shape.suspended and shape is not task.shape):
             continue
@@ -406,9 +420,27 @@ def ahead(state: State, task_id: int, tags: frozenset[str]) -> int:
             limit = mine
         else:
             limit = level << ID_BITS
-        keys = {k for k in shape.heap if k < limit}
-        count += sum(1 for k in keys if _is_pending(state, k & ID_MASK))
-    return count
+        if _count_below(state, shape.heap, limit, counted, most):
+            break
+    return min(len(counted), most)
+
+
+def _count_below(state: State, heap: list[int], limit: int, counted: set[int], most: int) -> bool:
+    """Add the pending ids of the heap's keys below `limit` to `counted`; True once it
+    holds `most`."""
+    stack = [0]
+    size, tasks, pending = len(heap), state.tasks, TaskState.PENDING
+    while stack:
+        i = stack.pop()
+        if i >= size or heap[i] >= limit:
+            continue
+        task = tasks.get(heap[i] & ID_MASK)
+        if task is not None and task.state is pending:
+            counted.add(task.id)
+            if len(counted) >= most:
+                return True
+        stack += (2 * i + 1, 2 * i + 2)
+    return False
 
 
 def _is_pending(state: State, task_id: int) -> bool:
@@ -452,6 +484,8 @@ def _pending_summary(found: list[Candidate], fewest: int, cap: Cap | None) -> st
         return f"pending: group {cap.group} is at its cap of {cap.max_running} (running: {running})"
     if fewest == 0:
         rank = "no task ranks ahead"
+    elif fewest >= AHEAD_COUNTED:
+        rank = f"{AHEAD_COUNTED:,} or more tasks rank ahead"
     else:
         rank = f"{fewest} task{'' if fewest == 1 else 's'} rank{'s' if fewest == 1 else ''} ahead"
     best = min(found, key=lambda c: (c.ahead, c.hold is Hold.BUSY))

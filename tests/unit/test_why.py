@@ -168,6 +168,15 @@ def test_ahead_is_how_many_claims_come_first(seed: int) -> None:
     assert all(order.index(t) == ahead[t] for t in pending)
 
 
+def test_ahead_stops_counting_at_its_bound() -> None:
+    sim = Sim()
+    ids = [sim.submit(frozenset(), frozenset(), 0, 3, None) for _ in range(20)]
+    tags = frozenset("a")
+    assert why.ahead(sim.state, ids[-1], tags) == 19
+    assert why.ahead(sim.state, ids[-1], tags, most=5) == 5
+    assert why.ahead(sim.state, ids[3], tags, most=5) == 3
+
+
 def test_a_requeued_task_is_queued_since_its_requeue() -> None:
     sim = Sim()
     first = sim.register(frozenset("a"), 1)
