@@ -188,3 +188,34 @@ def test_kickoff_help_lists_every_command(capsys: pytest.CaptureFixture[str]) ->
         listed = re.findall(r"^  ([a-z]+)  ", shown.split("\nCommands:\n")[1], re.MULTILINE)
         top = typer.main.get_command(full_app()).commands  # type: ignore[attr-defined]
         assert listed == [name for name, command in top.items() if not command.hidden]
+
+
+def _architecture_rows() -> list[str]:
+    text = README.read_text()
+    section = text[text.index("## How it works") :]
+    return [line for line in section.splitlines() if line.startswith("| `kickoff/")]
+
+
+def _named_paths(row: str) -> Iterator[Path]:
+    """The files and folders a row of the table names: `kickoff/...` from the checkout,
+    `part/x.py` from kickoff/, a bare `x.py` (or `static/`) from the row's first path."""
+    root = README.parent
+    names = re.findall(r"`([\w./]+(?:\.py|/))`", row)
+    first = root / names[0]
+    base = first if names[0].endswith("/") else first.parent
+    for name in names:
+        if name.startswith("kickoff/"):
+            yield root / name
+        elif "/" in name.rstrip("/"):
+            yield root / "kickoff" / name
+        else:
+            yield base / name
+
+
+def test_the_architecture_table_names_modules_that_exist() -> None:
+    rows = _architecture_rows()
+    assert len(rows) > 10
+    named = [path for row in rows for path in _named_paths(row)]
+    assert {"recording.py", "claims.py", "reads.py"} <= {p.name for p in named}
+    missing = [str(p.relative_to(README.parent)) for p in named if not p.exists()]
+    assert missing == []
