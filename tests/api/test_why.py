@@ -207,3 +207,21 @@ def test_a_task_cancelled_before_it_ran_and_an_unknown_id(api: Api) -> None:
     assert missing.status_code == 404
     assert missing.json()["error"]["message"] == "no task 99"
     assert api.client.get("/v1/tasks/x/why").status_code in (400, 422)
+
+
+def test_several_workers_each_with_its_hold(api: Api) -> None:
+    busy = api.register("cpu", name="busy-box")
+    api.submit(command="long", require=["cpu"])
+    api.claim(busy)
+    idle = api.register("cpu", "gpu", slots=2, name="idle-box")  # has not asked for work
+    api.register("gpu", name="gpu-only")  # cannot run it
+    mine = api.submit(command="mine", require=["cpu"])
+    answer = why(api, mine)
+    assert [(w["id"], w["hold"], w["running"]) for w in answer["workers"]] == [
+        (busy, "busy", [1]),
+        (idle, "free", []),
+    ]
+    assert answer["summary"] == (
+        "pending: no task ranks ahead; idle-box (w2) has a free slot (2 workers could run it)"
+    )
+    assert answer["nearest"] == []  # only when no live worker could run it
