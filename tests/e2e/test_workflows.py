@@ -7,7 +7,9 @@ import json
 import os
 import pty
 import re
+import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -338,5 +340,36 @@ def test_kill_9_while_tasks_wait_continues_everything_exactly_once(
         [f"{slow}:1", f"{after_slow}:1", f"{chained}:1", f"{flaky}:1", f"{flaky}:2"]
     )
     assert all(task(server, t)["state"] == "succeeded" for t in (slow, after_slow, chained, flaky))
+    verified = kickoff("verify", "--db", str(server.db_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_log_of_the_first_workflows_release_continues_exactly_once(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+) -> None:
+    """tests/data/v3.db stopped with work to do: train (2) running on a worker that is
+    gone, evaluate (3) waiting on it, a frame (10) held back by its group's cap, a delayed
+    retry (11) due long ago, an immediate retry (12) running. A server of today on it, and
+    a new worker: the lost worker's tasks start again, the rest follows, each once."""
+    server.stop()
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{server.db_path}{suffix}").unlink(missing_ok=True)
+    shutil.copy(Path(__file__).parents[1] / "data" / "v3.db", server.db_path)
+    server.start()
+    old_last = 41  # the log's last seq as v3.db holds it
+    start_worker("--slots", "4")
+    live = (2, 3, 7, 9, 10, 11, 12)
+    wait_until(lambda: finished(server, *live), timeout=60, what="the old log's work")
+    assert {i: task(server, i)["state"] for i in live} == dict.fromkeys(live, "succeeded")
+    assert [task(server, i)["state"] for i in (4, 5, 6, 13, 14)] == ["failed", *["cancelled"] * 4]
+    new_claims = Counter(
+        e["task_id"] for e in events(server, after=old_last) if e["type"] == "TaskClaimed"
+    )
+    assert new_claims == dict.fromkeys(live, 1)  # each once: none lost, none twice
+    assert task(server, 12)["attempt"] == 3  # a lost worker's attempt 2, then 3 (retry kept)
+    found = [e for e in events(server) if e["type"] == "TaskRequeued" and e["task_id"] == 11]
+    assert found and found[0]["seq"] > old_last  # the retry due long ago, recorded now
     verified = kickoff("verify", "--db", str(server.db_path))
     assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -123,6 +123,34 @@ def test_a_version_2_log_replays_and_its_tasks_gain_the_workflow_defaults(tmp_pa
     assert verify(path).ok
 
 
+def test_a_workflow_log_of_the_first_workflows_release_replays(tmp_path: Path) -> None:
+    """v3.db (tests/data) was written by the first kickoff with workflows, before issue 14
+    (TaskSubmitted v3, TaskCompleted and TaskCancelled v2), and stopped mid-way: a task
+    waiting on a running one, a delayed retry, a group at its cap. Its payloads upcast;
+    the fold, the checkpoint and verify agree; what it waited for it still waits for."""
+    path = copied(tmp_path, "v3.db")
+    conn = sqlite3.connect(path)
+    versions = dict(conn.execute("SELECT type, max(version) FROM events GROUP BY type"))
+    conn.close()
+    assert versions["TaskSubmitted"] == 3 < ev.TaskSubmitted.VERSION
+    assert versions["TaskCompleted"] == versions["TaskCancelled"] == 2
+    report = verify(path)
+    assert report.ok, report.problems
+    db = Database(path)
+    try:
+        loaded, tail = db.load()
+        assert tail == 0 and db.replay() == loaded
+        assert loaded.waiting_for(3) == [2]  # evaluate waits on train, which was running
+        assert loaded.tasks[11].state is TaskState.WAITING and loaded.retry_heap  # a retry
+        assert loaded.groups[1].running == loaded.groups[1].max_running == 1  # at its cap
+        assert loaded.tasks[10].state is TaskState.PENDING
+        reasons = dict(db.conn.execute("SELECT id, reason FROM tasks WHERE id IN (5, 6)"))
+        assert reasons == {5: "dependency 4 failed", 6: "dependency 4 failed"}
+    finally:
+        db.close()
+    assert user_version(path) == SCHEMA_VERSION
+
+
 def trigger_rows(path: Path) -> list[tuple[object, ...]]:
     """Triggers with their place in sqlite_master: a dropped and recreated one moves."""
     conn = sqlite3.connect(path)
