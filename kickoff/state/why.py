@@ -399,7 +399,7 @@ def _rule(
 
 def ahead(state: State, task_id: int, tags: frozenset[str], *, most: int = AHEAD_COUNTED) -> int:
     """How many pending tasks a worker with `tags` would take before this one (SPEC §1's
-    order; tasks of groups at their cap are left out, but for this task's own shape),
+    order; tasks of groups at their cap are left out, but for this task's own group),
     counted up to `most`.
 
     Costs in proportion to what it counts, never to the queue: in each shape's heap the
@@ -409,9 +409,10 @@ def ahead(state: State, task_id: int, tags: frozenset[str], *, most: int = AHEAD
     mine = task_key(task.priority, task_id)
     level = mine >> ID_BITS  # smaller is a higher priority
     score = want_score(task.shape.want, tags)
+    own_group = task.shape.group_id  # its capped group's tasks count, at the cap too
     counted: set[int] = set()  # a requeued task may have a second, older entry
     for shape in state.matcher.shapes.values():
-        if not shape.require <= tags or (shape.suspended and shape is not task.shape):
+        if not shape.require <= tags or (shape.suspended and shape.group_id != own_group):
             continue
         theirs = want_score(shape.want, tags)
         if theirs > score:  # better want score: ahead at the same priority level too

@@ -55,7 +55,7 @@ def log_slice(records: Sequence[Recorded], state: State, task_id: int) -> why.Lo
 
 def brute_ahead(sim: Sim, task_id: int, tags: frozenset[str]) -> int:
     """SPEC §1 literally: the pending tasks a worker with `tags` may run now (not of a
-    group at its cap, unless of this task's own shape) that rank before this one."""
+    group at its cap, unless of this task's own group) that rank before this one."""
     state = sim.state
     mine = sim.specs[task_id]
     key = (-mine.priority, -want_score(mine.want, tags), task_id)
@@ -66,7 +66,7 @@ def brute_ahead(sim: Sim, task_id: int, tags: frozenset[str]) -> int:
             continue
         if not spec.require <= tags:
             continue
-        if task.shape.suspended and task.shape is not state.tasks[task_id].shape:
+        if task.shape.suspended and task.shape.group_id != state.tasks[task_id].shape.group_id:
             continue
         if (-spec.priority, -want_score(spec.want, tags), task.id) < key:
             count += 1
