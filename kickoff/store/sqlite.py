@@ -339,7 +339,8 @@ def _guards(trigger: str) -> str:
 
 def _agreement_sql(a: Agreement) -> str:
     """The keys of `a.table`'s rows that do not match their events (see Agreement)."""
-    same = [f"{_expected(a, field)} IS {expr}" for expr, field in a.fields]
+    # the row's expression in parentheses: `1 IS a IS NULL AND b` would compare 1 with `a`
+    same = [f"{_expected(a, field)} IS ({expr})" for expr, field in a.fields]
     join = ""
     if a.pick is not None:
         kinds = f" AND type IN ({', '.join(map(repr, a.types))})" if a.types else ""
