@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench import cli, cluster, core, dashboard, http, why, workflows
-from bench.core import Figure
+from bench.core import BEFORE, Figure
 
 
 def _median(fn: Callable[[], float], runs: int) -> tuple[float, list[float]]:
@@ -40,6 +40,7 @@ def _bulk(quick: bool, runs: int) -> list[Figure]:
             ">= 100,000 tasks/s",
             "yes" if bulk >= 100_000 else "no",
             _spread(values),
+            BEFORE["bulk"],
         )
     ]
 
@@ -54,6 +55,7 @@ def _single(quick: bool, runs: int) -> list[Figure]:
             ">= 3,000 tasks/s",
             "yes" if single >= 3_000 else "no",
             _spread(values),
+            BEFORE["single"],
         )
     ]
 
@@ -71,6 +73,7 @@ def _latency(quick: bool, runs: int) -> list[Figure]:
             "<= 2 ms",
             "yes" if p50 <= 2 else "no",
             f"p95 {p95:.2f} ms; " + _spread([x[0] for x in latencies]),
+            BEFORE["latency"],
         )
     ]
 
@@ -94,6 +97,7 @@ def _drain(quick: bool, runs: int) -> list[Figure]:
             + ", ".join(f"{part} {ms:.2f}" for part, ms in cpu.items())
             + "; "
             + _spread([d.rate for d in drains]),
+            "" if quick else BEFORE["drain"],
         ),
         Figure(
             "server CPU per dispatched task in that drain",
@@ -138,6 +142,7 @@ def _restart(quick: bool, runs: int) -> list[Figure]:
                 "<= 5 s",
                 "yes" if ready <= 5 else "no",
                 f"half the tasks pending; log written in {made:.0f} s; " + _spread(values),
+                "" if quick else BEFORE["restart"],
             )
         ]
 
@@ -157,6 +162,7 @@ def _cli(quick: bool, runs: int, script: Path | None = None) -> list[Figure]:
                 "(the floor)" if floor else "<= 50 ms",
                 "-" if floor else "yes" if wall <= 50 else "no",
                 f"wall, median of {len(values)}; CPU {cpu:.1f} ms",
+                next((v for k, v in BEFORE.items() if name.startswith(k)), ""),
             )
         )
     return figures

@@ -43,6 +43,26 @@ DEFAULT_GC_THRESHOLD = gc.get_threshold()
 DEFAULT_SWITCH_INTERVAL = sys.getswitchinterval()
 SHAPES = 100
 
+# Part one's figures as stop 9 measured them (issue 7), and the CLI's wall times as issue 13
+# found them: each is shown beside today's (`before`), so a change that costs one shows.
+BEFORE = {
+    "claims 10,000": "269,000 claims/s",
+    "claims 100,000": "235,000 claims/s",
+    "claims 1,000,000": "209,000 claims/s",
+    "memory": "212 bytes",
+    "restart": "1.48 s",
+    "bulk": "110,000 tasks/s",
+    "single": "9,087 tasks/s",
+    "latency": "1.96 ms",
+    "drain": "702 tasks/s",
+    "kickoff --help": "200 ms",
+    "kickoff new": "325 ms",
+}
+BEFORE_NOTE = (
+    "before: part one's figures (issue 7, stop 9; full sizes only where the size matters),"
+    " the CLI's as issue 13 found them"
+)
+
 
 @dataclass
 class Figure:
@@ -52,6 +72,7 @@ class Figure:
     goal: str
     met: str  # "yes", "no", or a note when the goal is about something else (HTTP)
     note: str = ""
+    before: str = ""  # the figure as part one left it (BEFORE), when there is one
 
     def shown(self) -> str:
         value = f"{self.measured:,.0f}" if self.measured >= 100 else f"{self.measured:,.3g}"
@@ -389,6 +410,7 @@ def measure(quick: bool, events: int | None = None) -> list[Figure]:
                 ">= 100,000 claims/s" + (", flat 10k -> 1M" if big else ""),
                 "yes" if rates[size] >= 100_000 and (not big or flat >= 0.7) else "no",
                 f"{sizes[-1]:,} vs {sizes[0]:,}: {flat:.2f}x" if big else "",
+                BEFORE.get(f"claims {size:,}", ""),
             )
         )
 
@@ -509,17 +531,20 @@ def measure(quick: bool, events: int | None = None) -> list[Figure]:
             "<= 300 bytes",
             "yes" if memory["rss"] <= 300 else "no",
             f"tracemalloc: {memory['traced']:.0f} bytes",
+            "" if quick else BEFORE["memory"],
         )
     )
     return figures
 
 
 def table(figures: list[Figure]) -> str:
-    rows = [("figure", "measured", "goal", "met?", "note")]
-    rows += [(f.name, f.shown(), f.goal, f.met, f.note) for f in figures]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    rows = [("figure", "measured", "before", "goal", "met?", "note")]
+    rows += [(f.name, f.shown(), f.before or "-", f.goal, f.met, f.note) for f in figures]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
+    if any(f.before for f in figures):
+        lines.append(f"\n{BEFORE_NOTE}")
     return "\n".join(lines)
 
 
