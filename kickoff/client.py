@@ -12,6 +12,7 @@ each cost more to import than a whole `kickoff new` may take (docs/cli.md, "Star
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json as jsonlib
 import os
@@ -20,14 +21,32 @@ import time
 from collections.abc import Iterator
 
 from kickoff import client_config
-from kickoff.errors import ERRORS_BY_CODE, InvalidInput, KickoffError, ServerUnreachable
+from kickoff.errors import (
+    ERRORS_BY_CODE,
+    InvalidInput,
+    KickoffError,
+    NotFound,
+    ServerUnreachable,
+)
 
 TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any, BinaryIO, overload
 
     import httpx
+else:
 
+    def overload(function):  # typing.overload, without importing typing
+        return function
+
+
+FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
+MAX_BATCH = 10_000  # tasks per submit request (the server's limit)
+MAX_PAGE = 10_000
+WAIT_FIRST_S = 0.02  # wait() looks again after this, then 1.5 times as long, up to
+WAIT_MAX_S = 1.0
+FOLLOW_RECONNECT_S = 60.0  # logs(follow=True) tries to reconnect this long
 DEFAULT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 10.0
 IDLE_S = 2.0  # reuse a kept-alive connection only this long (uvicorn drops them after 5 s)
@@ -118,6 +137,48 @@ def query(params: dict[str, Any]) -> str:
             if item is not None:
                 pairs.append(f"{_quote(name)}={_quote(str(item))}")
     return "?" + "&".join(pairs) if pairs else ""
+
+
+class Task(dict[str, "Any"]):
+    """A task as the server answers it (docs/api.md lists the fields): a dict, whose
+    fields also read as attributes (`task.state`, `task.exit_code`)."""
+
+    id: int
+    state: str
+    command: str
+    attempt: int
+    exit_code: int | None
+    worker: str | None
+    output_tail: str
+    require: builtins.list[str]
+    want: builtins.list[str]
+    priority: int
+    cwd: str | None
+    reason: str | None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded, failed or cancelled: nothing more will happen to it."""
+        return self["state"] in FINAL_STATES
+
+    @property
+    def exit_status(self) -> int:
+        """The exit code to end with for it, as `kickoff new --wait` does: 0 when it
+        succeeded, its own code when it failed with one (128+N after signal N), else 1."""
+        if self["state"] == "succeeded":
+            return 0
+        code = self.get("exit_code")
+        if self["state"] != "failed" or not isinstance(code, int) or code == 0:
+            return 1
+        if code < 0:  # killed by a signal, as a shell reports it
+            return min(128 - code, 255)
+        return code if code <= 255 else 1
 
 
 class Malformed(ValueError):
@@ -277,14 +338,33 @@ class Client:
         except ValueError:
             raise KickoffError(f"the server's answer to {method} {path} is not JSON") from None
 
-    def get(self, path: str, **params: Any) -> Any:
-        return self.request("GET", path, params=params)
+    @overload
+    def get(self, what: int) -> Task: ...
+    @overload
+    def get(self, what: str, **params: Any) -> Any: ...  # noqa: F811 (overloads)
+    def get(self, what: int | str, **params: Any) -> Any:  # noqa: F811
+        """`get(ID)`: the task (404 NotFound for no such task); `get(PATH, **params)`: the
+        JSON answer of `GET PATH?params` (for the rest of docs/api.md)."""
+        if isinstance(what, int):
+            return Task(self.request("GET", f"/v1/tasks/{what}"))
+        return self.request("GET", what, params=params)
 
     def post(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body, **kwargs)
 
     def stream_lines(self, path: str, **params: Any) -> Iterator[str]:
         """Lines of a streaming response (server-sent events), as they arrive.
+
+        Raises:
+            KickoffError: the error the server answered, or ServerUnreachable.
+        """
+        pending = b""
+        for chunk in self.stream_bytes(path, **params):
+            *lines, pending = (pending + chunk).split(b"\n")
+            yield from (line.rstrip(b"\r").decode() for line in lines)
+
+    def stream_bytes(self, path: str, **params: Any) -> Iterator[bytes]:
+        """The body of a streaming response (chunked), piece by piece as it arrives.
 
         Raises:
             KickoffError: the error the server answered, or ServerUnreachable.
@@ -297,14 +377,293 @@ class Client:
             if status >= 400:
                 raise error_from_body(status, b"".join(read_body(reader, headers)))
             sock.settimeout(None)  # events may be minutes apart
-            pending = b""
-            for chunk in read_body(reader, headers):
-                *lines, pending = (pending + chunk).split(b"\n")
-                yield from (line.rstrip(b"\r").decode() for line in lines)
+            yield from read_body(reader, headers)
         except (OSError, Malformed) as exc:
             raise _unreachable(self.server, exc) from exc
         finally:
             self.close()
+
+    def get_bytes(self, path: str, **params: Any) -> tuple[bytes, dict[str, str]]:
+        """A non-JSON answer (task output): its body and headers (names lower-case).
+
+        Raises:
+            KickoffError: the error the server answered, or ServerUnreachable.
+        """
+        data = self._request_bytes("GET", path + query(params), None)
+        sock, reader = self._connect(self.timeout_s)
+        try:
+            sock.sendall(data)
+            status, headers = read_head(reader)
+            content = b"".join(read_body(reader, headers))
+        except (OSError, Malformed) as exc:
+            self.close()
+            raise _unreachable(self.server, exc) from exc
+        self._used_at = time.monotonic()
+        if status >= 400:
+            raise error_from_body(status, content)
+        return content, headers
+
+    # -- the Python API (docs/python.md) -------------------------------------------
+
+    def submit(
+        self,
+        command: str | Sequence[str],
+        *,
+        require: Iterable[str] = (),
+        want: Iterable[str] = (),
+        priority: int = 0,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        after: Iterable[int] = (),
+        after_any: Iterable[int] = (),
+        retries: int = 0,
+        retry_delay_s: float = 0.0,
+        idempotency_key: str | None = None,
+        group: str | None = None,
+    ) -> int:
+        """Queue one command (a shell string, or words quoted into one); its task id.
+
+        It runs in `cwd` (default: this process's directory) with `env` set on top of
+        the worker's environment, as `kickoff new` does.
+
+        Raises:
+            InvalidInput, TooLarge: a field breaks a rule (the message names it).
+            NotFound: an `after` id is no task.
+        """
+        task = task_spec(
+            command,
+            require=require,
+            want=want,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            cwd=cwd,
+            env=env,
+            after=after,
+            after_any=after_any,
+            retries=retries,
+            retry_delay_s=retry_delay_s,
+            idempotency_key=idempotency_key,
+        )
+        return self.submit_many([task], group=group)[0]
+
+    def submit_many(
+        self,
+        tasks: Iterable[str | Mapping[str, Any]],
+        *,
+        group: str | None = None,
+        max_running: int | None = None,
+    ) -> list[int]:
+        """Queue many tasks (commands, or task objects as docs/api.md lists their fields,
+        `task_spec` makes one) in batches of up to 10,000; their ids, in order.
+
+        With `group` or `max_running`, they join one group (a new one the server names
+        when `group` is None), at most `max_running` of them running at once.
+
+        Raises:
+            InvalidInput, TooLarge, NotFound: a batch was refused (the ones before it
+                were queued: see `submitted` on the exception).
+        """
+        specs = [task_spec(t) if isinstance(t, str) else dict(t) for t in tasks]
+        wanted: dict[str, Any] | None = None
+        if group is not None or max_running is not None:
+            wanted = {k: v for k, v in (("name", group), ("max_running", max_running)) if v}
+        ids: list[int] = []
+        for start in range(0, len(specs), MAX_BATCH):
+            batch = specs[start : start + MAX_BATCH]
+            body: dict[str, Any] = batch[0] if len(specs) == 1 else {"tasks": batch}
+            if wanted is not None:
+                body = {**body, "group": wanted}
+            try:
+                answer = self.post("/v1/tasks", body)
+            except KickoffError as exc:
+                exc.submitted = ids  # type: ignore[attr-defined]
+                raise
+            ids.extend(answer["ids"])
+            if wanted is not None and answer.get("group"):
+                wanted = {"name": answer["group"]}
+        return ids
+
+    def list(
+        self,
+        *,
+        state: str | Iterable[str] | None = None,
+        group: str | None = None,
+        limit: int = 50,
+        after: int = 0,
+    ) -> builtins.list[Task]:
+        """A page of tasks by id: the live ones unless `state` says (`"all"`, `"failed"`,
+        or several), the first `limit` (at most 10,000) after id `after`."""
+        states = [state] if isinstance(state, str) else builtins.list(state or [])
+        page = self.request(
+            "GET",
+            "/v1/tasks",
+            params={"state": states, "group": group, "limit": limit, "after": after or None},
+        )
+        return [Task(task) for task in page["tasks"]]
+
+    def wait(
+        self,
+        task_id: int,
+        *,
+        timeout_s: float | None = None,
+        on_poll: Callable[[builtins.list[Task]], None] | None = None,
+    ) -> Task:
+        """Block until the task finished (succeeded, failed or cancelled); the task.
+
+        Raises:
+            NotFound: no such task.
+            KickoffError: timeout_s passed first.
+        """
+        return self.wait_all([task_id], timeout_s=timeout_s, on_poll=on_poll)[0]
+
+    def wait_all(
+        self,
+        ids: Iterable[int],
+        *,
+        timeout_s: float | None = None,
+        on_poll: Callable[[builtins.list[Task]], None] | None = None,
+    ) -> builtins.list[Task]:
+        """Block until every task finished; the tasks, in the order given. `on_poll` sees
+        the latest of each after every look (a progress bar, say).
+
+        Raises:
+            NotFound: an id is no task.
+            KickoffError: timeout_s passed first (the message says how many are left).
+        """
+        wanted = builtins.list(dict.fromkeys(ids))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        done: dict[int, Task] = {}
+        delay = WAIT_FIRST_S
+        while True:
+            latest = self._fetch([i for i in wanted if i not in done])
+            done.update((i, t) for i, t in latest.items() if t.finished)
+            if on_poll is not None:
+                on_poll([done.get(i) or latest[i] for i in wanted])
+            if len(done) == len(wanted):
+                return [done[i] for i in wanted]
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                left = [i for i in wanted if i not in done]
+                raise KickoffError(
+                    f"timed out after {timeout_s:g}s: {len(left)} of {len(wanted)} tasks "
+                    f"not finished (first: {left[0]}, {latest[left[0]]['state']})"
+                )
+            time.sleep(delay if deadline is None else min(delay, deadline - now))
+            delay = min(delay * 1.5, WAIT_MAX_S)
+
+    def _fetch(self, ids: builtins.list[int]) -> dict[int, Task]:
+        """The tasks by id: one by one, or a page of 10,000 at a time over their range.
+
+        Raises:
+            NotFound: an id is no task.
+        """
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        low, high = wanted[0], wanted[-1]
+        if (high - low) // MAX_PAGE + 1 >= len(wanted):
+            return {task_id: self.get(task_id) for task_id in wanted}
+        found: dict[int, Task] = {}
+        after: int | None = low - 1
+        while after is not None and after < high:
+            page = self.request(
+                "GET", "/v1/tasks", params={"state": "all", "after": after, "limit": MAX_PAGE}
+            )
+            found.update((t["id"], Task(t)) for t in page["tasks"] if t["id"] <= high)
+            after = page["next_after"]
+        missing = [task_id for task_id in wanted if task_id not in found]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
+            raise NotFound(f"no task {missing[0]}{more}")
+        return found
+
+    def cancel(self, task_id: int) -> str:
+        """Cancel a task (and what waits on it); its state now: `cancelled`, or
+        `cancelling` while its worker stops it.
+
+        Raises:
+            NotFound: no such task.
+            Conflict: it has already finished.
+        """
+        answer = self.request("POST", f"/v1/tasks/{task_id}/cancel")
+        return str(answer["state"])
+
+    def logs(
+        self,
+        task_id: int,
+        *,
+        attempt: int | None = None,
+        follow: bool = False,
+        offset: int = 0,
+        on_attempt: Callable[[int], None] | None = None,
+    ) -> Iterator[bytes]:
+        """The output of the task's latest attempt (or of `attempt`), from byte `offset`
+        (negative: that many bytes before the end), as the server keeps it.
+
+        With `follow`, new output as it arrives, until the task ended: through its
+        retries when no attempt is named (`on_attempt(N)` is told when attempt N begins),
+        reconnecting while the server restarts. Then `get(task_id)` says how it ended.
+
+        Raises:
+            NotFound: no such task or attempt.
+        """
+        if not follow:
+            yield from self._read_output(task_id, attempt, offset)
+            return
+        yield from _follow_output(self, task_id, attempt, offset, on_attempt)
+
+    def _read_output(self, task_id: int, attempt: int | None, offset: int) -> Iterator[bytes]:
+        path = f"/v1/tasks/{task_id}/output"
+        while True:
+            data, headers = self.get_bytes(path, attempt=attempt, offset=offset)
+            if data:
+                yield data
+            attempt = int(headers["x-kickoff-attempt"])
+            offset = int(headers["x-kickoff-next-offset"])
+            if offset >= int(headers["x-kickoff-size"]):
+                return
+
+    def output_info(self, task_id: int, attempt: int | None = None) -> dict[str, int | bool]:
+        """What the server keeps of an attempt's output: `attempt`, `size` (bytes kept),
+        `total` (bytes the task wrote, as far as it heard), `cap`, `running`."""
+        _, headers = self.get_bytes(
+            f"/v1/tasks/{task_id}/output", attempt=attempt, offset=-1, limit=1
+        )
+        info: dict[str, int | bool] = {
+            name: int(headers[f"x-kickoff-{name}"]) for name in ("attempt", "size", "total", "cap")
+        }
+        info["running"] = headers.get("x-kickoff-running") == "1"
+        return info
+
+    def events(
+        self,
+        *,
+        task_id: int | None = None,
+        types: Iterable[str] = (),
+        after: int = 0,
+        limit: int = 1000,
+        follow: bool = False,
+    ) -> Iterator[dict[str, Any]]:
+        """Events of the log after seq `after` (of one task, of some types), as JSON
+        objects; with `follow`, then live ones as they are recorded, until the server
+        stops (or the loop breaks)."""
+        params: dict[str, Any] = {"task": task_id, "type": builtins.list(types) or None}
+        if follow:
+            for line in self.stream_lines("/v1/events/stream", after=after, **params):
+                if line.startswith("data: "):
+                    yield jsonlib.loads(line[6:])
+            return
+        while True:
+            page = self.request(
+                "GET", "/v1/events", params={**params, "after": after, "limit": limit}
+            )
+            yield from page["events"]
+            if len(page["events"]) < limit:
+                return
+            after = page["events"][-1]["seq"]
 
     def close(self) -> None:
         if self._reader is not None:
@@ -319,6 +678,103 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def task_spec(
+    command: str | Sequence[str],
+    *,
+    require: Iterable[str] = (),
+    want: Iterable[str] = (),
+    priority: int = 0,
+    max_attempts: int | None = None,
+    timeout_s: float | None = None,
+    cwd: str | None = None,
+    env: Mapping[str, str] | None = None,
+    after: Iterable[int] = (),
+    after_any: Iterable[int] = (),
+    retries: int = 0,
+    retry_delay_s: float = 0.0,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """A task object for `submit_many`, with the fields given (the others the server's
+    defaults); `cwd` defaults to this process's directory, made absolute.
+
+    Raises:
+        InvalidInput: this process's directory cannot be read.
+    """
+    if not isinstance(command, str):
+        import shlex
+
+        command = command[0] if len(command) == 1 else shlex.join(command)
+    try:
+        where = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    except OSError as exc:
+        raise InvalidInput(f"the current directory cannot be read ({exc.strerror})") from None
+    fields: dict[str, Any] = {
+        "command": command,
+        "require": sorted(require),
+        "want": sorted(want),
+        "priority": priority,
+        "max_attempts": max_attempts,
+        "timeout_s": timeout_s,
+        "cwd": where,
+        "env": dict(env or {}),
+        "after": builtins.list(after),
+        "after_any": builtins.list(after_any),
+        "retries": retries,
+        "retry_delay_s": retry_delay_s,
+        "idempotency_key": idempotency_key,
+    }
+    return {name: value for name, value in fields.items() if value or name == "priority"}
+
+
+def _follow_output(
+    client: Client,
+    task_id: int,
+    attempt: int | None,
+    offset: int,
+    on_attempt: Callable[[int], None] | None,
+) -> Iterator[bytes]:
+    """Client.logs(follow=True): stream each attempt's output until it ended; then the
+    next attempt's, unless one was named or the task is finished."""
+    fixed = attempt is not None
+    delay = WAIT_FIRST_S
+    unreachable_since: float | None = None
+    while True:
+        try:
+            task = client.get(task_id)
+            current: int = attempt if attempt is not None and fixed else task["attempt"]
+            if current == 0 or (not fixed and task["state"] in ("pending", "waiting")):
+                if task.finished:  # ended without ever running (cancelled, say)
+                    return
+                time.sleep(delay)  # not started yet: look again soon
+                delay = min(delay * 1.5, WAIT_MAX_S)
+                continue
+            path = f"/v1/tasks/{task_id}/output"
+            if attempt != current:
+                if attempt is not None:  # the next attempt: from its start
+                    offset = 0
+                attempt = current
+                if on_attempt is not None:
+                    on_attempt(current)
+            if offset < 0:  # so many bytes before the end: where that is now
+                _, headers = client.get_bytes(path, attempt=attempt, offset=offset, limit=1)
+                offset = int(headers["x-kickoff-offset"])
+            for chunk in client.stream_bytes(path, attempt=attempt, offset=offset, follow=1):
+                offset += len(chunk)
+                yield chunk
+            unreachable_since = None
+        except ServerUnreachable:
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since > FOLLOW_RECONNECT_S:
+                raise
+            time.sleep(WAIT_MAX_S)  # the server restarts, say: keep on where it left off
+            continue
+        task = client.get(task_id)
+        if fixed or task.finished:
+            return
+        delay = WAIT_FIRST_S
 
 
 class AsyncClient:

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
         "Run a server and a local worker in one command: kickoff on one machine.",
     ),
     "worker": ("worker_cmd", "Run tasks whose required tags this worker has, until Ctrl-C."),
+    "logs": ("logs_cmd", "Print a task's output from any machine; --follow it live."),
     "why": ("why_cmd", "Explain why a task waits, or where it ran and how each attempt ended."),
     "history": ("log_cmds", "Show a task's full story, event by event."),
     "events": ("log_cmds", "Query the event log, or follow it live."),

@@ -221,6 +221,8 @@ def new(
         )
     if array is not None and from_ is not None:
         raise InvalidInput("--array makes one task per index of one command: not with --from")
+    if follow and (array is not None or from_ is not None):
+        raise InvalidInput("--follow follows one task's output: not with --from or --array")
     base: dict[str, Any] = {
         "require": tags(require, "require"),
         "want": tags(want, "want"),
@@ -252,6 +254,12 @@ def new(
     )
     with Client(server, token=token) as api:
         ids, label = _submit.submit(api, tasks, group=request)
+        if follow:  # the id on stderr, the output on stdout (SPEC §9)
+            from kickoff.cli import _follow
+            from kickoff.cli._screen import err
+
+            err.line(f"task {ids[0]}")
+            return _follow.show(api, ids[0], follow=True)
         _submit.print_ids(ids, as_json=as_json)
         if label is not None and group is None:
             _submit.tell_group(label, len(ids))

@@ -117,23 +117,22 @@ class OutputFile:
         row = self.conn.execute(SELECT_ATTEMPT, (task_id, attempt)).fetchone()
         return Stored() if row is None else Stored(size=row[0], total=row[1])
 
-    def append(
-        self, task_id: int, attempt: int, offset: int, data: bytes, *, cap: int, end: bool = False
-    ) -> Stored:
+    def append(self, task_id: int, attempt: int, offset: int, data: bytes, *, cap: int) -> Stored:
         """Keep the bytes of `data` (written by the task at `offset`) that are new and
-        under the cap; count the rest. With `end`, the attempt wrote nothing after them.
+        under the cap; count the rest.
 
         Raises:
             Conflict: offset is past what is stored (bytes before it never arrived); the
                 message names the offset to send from.
         """
         before = self.stored(task_id, attempt)
-        if offset > before.total:
+        # (once capped, nothing more is kept: a worker then only says how far it got)
+        if offset > before.total and before.size < cap:
             raise Conflict(
                 f"output of task {task_id} attempt {attempt}: offset {offset} is past the "
                 f"{before.total} bytes received; send from {before.total}"
             )
-        fresh = data[before.total - offset :]
+        fresh = data[max(0, before.total - offset) :]
         keep = fresh[: max(0, cap - before.size)]
         total = max(before.total, offset + len(data))
         after = Stored(size=before.size + len(keep), total=total)

@@ -211,15 +211,22 @@ class LeanClient:
         json: Any = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        content: bytes | None = None,
     ) -> Any:
-        """The decoded JSON answer.
+        """The decoded JSON answer; the body is `json`, or the bytes of `content`.
 
         Raises:
             KickoffError: the error the server answered (by its code), or ServerUnreachable.
         """
         target = f"{path}?{urlencode(params)}" if params else path
         head = f"{method} {target} HTTP/1.1\r\n".encode() + self._headers
-        if json is None:
+        if content is not None:
+            data = b"%scontent-type: application/octet-stream\r\ncontent-length: %d\r\n\r\n" % (
+                head,
+                len(content),
+            )
+            data += content
+        elif json is None:
             data = head + b"content-length: 0\r\n\r\n"
         else:
             body = orjson.dumps(json)

@@ -32,6 +32,7 @@ class Requester(Protocol):
         json: Any = None,
         params: dict[str, Any] | None = None,
         timeout: float | None = None,
+        content: bytes | None = None,
     ) -> Any: ...
 
     async def aclose(self) -> None: ...

@@ -19,6 +19,7 @@ from kickoff.worker._retry import GaveUp
 from kickoff.worker.core import LOST, Core, Mode
 from kickoff.worker.ledger import Key
 from kickoff.worker.outbox import Report
+from kickoff.worker.output import OutputSender
 from kickoff.worker.process import Assignment, Job, Outcome
 from kickoff.worker.replies import Refused, Registration
 from kickoff.worker.session import Session
@@ -37,9 +38,10 @@ def _retry_report(exc: KickoffError) -> bool:
 class Jobs:
     """Starts, watches and reports the attempts of one worker."""
 
-    def __init__(self, core: Core, session: Session) -> None:
+    def __init__(self, core: Core, session: Session, output: OutputSender) -> None:
         self.core = core
         self.session = session
+        self.output = output
 
     # -- starting ---------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class Jobs:
             grace_s=core.config.grace_s,
             log_files=core.log_files,
             loop=core.loop,
+            keep_output=True,
         )
         core.jobs[assignment.task_id] = job
         if core.mode is Mode.ABORTING:  # claimed as we stopped: report it back unrun
@@ -135,6 +138,11 @@ class Jobs:
         finally:
             if core.jobs.get(job.task_id) is job:
                 del core.jobs[job.task_id]
+        try:
+            rest = await self.output.finish(job)
+        except Exception:
+            logger.exception("task=%d attempt=%d: its last output was not sent", *job.key)
+            rest = None
         self.session.check_lease()  # woken past the lease: the warden killed it, it did not fail
         if job.abandoned:
             core.ledger.ended(job.key)
@@ -159,7 +167,11 @@ class Jobs:
         )
         await self.deliver(
             Report(
-                task_id=job.task_id, attempt=job.attempt, worker_id=job.worker_id, outcome=outcome
+                task_id=job.task_id,
+                attempt=job.attempt,
+                worker_id=job.worker_id,
+                outcome=outcome,
+                output=rest,
             )
         )
 

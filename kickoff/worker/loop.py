@@ -26,6 +26,7 @@ from kickoff.worker.heartbeat import Heartbeat
 from kickoff.worker.jobs import Jobs
 from kickoff.worker.ledger import Key
 from kickoff.worker.outbox import Outbox
+from kickoff.worker.output import OutputSender
 from kickoff.worker.process import Job, seal_inherited_fds
 from kickoff.worker.reconcile import Reconciler
 from kickoff.worker.replies import Registration
@@ -46,7 +47,8 @@ class Worker:
     def __init__(self, client: Requester, config: WorkerConfig) -> None:
         self.core = core = Core(client, config)
         self.session = Session(core, dict(os.environ))
-        self.jobs_part = Jobs(core, self.session)
+        self.output = OutputSender(core)
+        self.jobs_part = Jobs(core, self.session, self.output)
         self.claims = Claims(core, self.session, self.jobs_part)
         self.heartbeat = Heartbeat(core, self.session, Reconciler(core, self.jobs_part))
         self._tags_file = TagsFile(config.tags_file) if config.tags_file else None
@@ -191,7 +193,11 @@ class Worker:
 
     def _loops(self) -> list[asyncio.Task[None]]:
         loop = asyncio.get_running_loop()
-        loops = [loop.create_task(self.claims.loop()), loop.create_task(self.heartbeat.loop())]
+        loops = [
+            loop.create_task(self.claims.loop()),
+            loop.create_task(self.heartbeat.loop()),
+            loop.create_task(self.output.loop()),
+        ]
         if self._tags_file is not None:
             sync = TagsSync(self.core, self.session, self._tags_file)
             loops.append(loop.create_task(sync.loop()))

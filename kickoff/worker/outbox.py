@@ -21,6 +21,7 @@ class Report:
     attempt: int
     worker_id: str
     outcome: Outcome
+    output: dict[str, Any] | None = None  # the attempt's last output (worker/output.py)
 
     @property
     def key(self) -> Key:
@@ -42,6 +43,7 @@ class Report:
             "timed_out": o.timed_out,
             "cancelled": o.cancelled,
             **({} if o.scratch_dir is None else {"scratch_dir": o.scratch_dir}),
+            **({} if self.output is None else {"output": self.output}),
         }
 
 

@@ -367,8 +367,10 @@ class Job:
         grace_s: float = defaults.CANCEL_GRACE_S,
         log_files: logfiles.LogFiles | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        keep_output: bool = False,
     ) -> None:
         self.assignment = assignment
+        self.keep_output = keep_output  # run() leaves output_fd open: close_output() closes it
         self.worker_id = worker_id
         self.log_dir = log_dir
         self.env = env
@@ -383,6 +385,13 @@ class Job:
         self.scratch_dir: str | None = None  # where it runs instead of its missing cwd
         self._failed: Outcome | None = None  # why it never started
         self._stopping: asyncio.Task[None] | None = None
+        # What the server has of its output (kickoff/worker/output.py): bytes sent, whether
+        # it keeps no more (the cap) or takes none (the attempt is over there)
+        self.output_sent = 0
+        self.output_capped = False
+        self.output_refused = False
+        # its log file once the process ended, kept open until the last output is sent
+        self.output_fd = -1
 
     @property
     def task_id(self) -> int:
@@ -488,7 +497,10 @@ class Job:
             self.process.signal_group(signal.SIGKILL)
             raise
         finally:
-            self.process.close()
+            process = self.process
+            if self.keep_output:  # its output is to be sent yet
+                self.output_fd, process.log_fd = process.log_fd, -1
+            process.close()
             if self.log_files is not None:
                 self.log_files.top_up()  # now, not while the next task starts
 
@@ -512,6 +524,11 @@ class Job:
             cancelled=self.cancelled,
             scratch_dir=self.scratch_dir,
         )
+
+    def close_output(self) -> None:
+        if self.output_fd >= 0:
+            os.close(self.output_fd)
+            self.output_fd = -1
 
     def _time_out(self) -> None:
         a = self.assignment

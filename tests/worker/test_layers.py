@@ -21,6 +21,7 @@ ORDER = [
     "outbox",
     "core",
     "session",
+    "output",
     "jobs",
     "claims",
     "reconcile",
