@@ -77,7 +77,9 @@ def read_tail(fd: int, limit: int = defaults.OUTPUT_TAIL_BYTES) -> str:
         size = os.fstat(fd).st_size
         start = max(0, size - limit)
         data = os.pread(fd, size - start, start)
-    return data.decode("utf-8", errors="replace")
+    # NUL as U+FFFD, as an undecodable byte: the server refuses a tail that holds NUL (it
+    # goes into the log as text), and a refused report would leave the task running
+    return data.decode("utf-8", errors="replace").replace("\0", "\ufffd")
 
 
 class TaskEnv:

@@ -93,6 +93,12 @@ def test_output_tail_decodes_broken_utf8_with_replacement(tmp_path: Path) -> Non
     assert outcome.output_tail == "café \ufffd\n"
 
 
+def test_a_nul_byte_in_the_tail_becomes_a_replacement_character(tmp_path: Path) -> None:
+    """The server refuses a tail holding NUL: the report would never be taken."""
+    outcome = run_job(tmp_path, r"printf 'a\000b\n'")
+    assert outcome.output_tail == "a\ufffdb\n"
+
+
 def test_read_tail_of_an_empty_file(tmp_path: Path) -> None:
     fd = os.open(tmp_path / "empty", os.O_RDWR | os.O_CREAT)
     try:
