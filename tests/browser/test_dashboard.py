@@ -213,9 +213,12 @@ def test_the_readme_screenshot(
         submit(kickoff, "--require", "gpu", "--want", "cuda12", "--", "python3", "-c", "0")
     wait_until(lambda: state_of(server, 25) in ("failed", "succeeded"), 30, what="the queue")
     long = [submit(kickoff, "--require", "cpu", "--", "sleep", "60") for _ in range(2)]
-    submit(kickoff, "--require", "gpu", "--", "sh", "-c", "echo epoch 1; sleep 60  # train")
+    train = submit(kickoff, "--require", "gpu", "--", "sh", "-c", "echo epoch 1; sleep 60  # train")
+    submit(kickoff, "--after", str(train), "--", "./evaluate.sh")  # waiting
     for i in range(3):
         submit(kickoff, "--require", "cpu", "--priority", "5", "--", "./render.sh", f"shot{i}")
+    frames = ("--array", "1-4", "--group", "shot12", "--max-running", "2", "--require", "cpu")
+    assert kickoff("new", *frames, "--", "./render.sh $KICKOFF_ARRAY_INDEX").returncode == 0
     wait_until(lambda: all(state_of(server, t) == "running" for t in long), 15, what="running")
     browser.login()
     wait_until(lambda: count_shown(browser, "running") == "3", 10, what="3 running shown")

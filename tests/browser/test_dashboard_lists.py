@@ -120,3 +120,16 @@ def test_cancel_a_group_from_its_list(
         what="its rows show it",
     )
     assert not [e for e in browser.console_errors() if "/cancel" in e]
+
+
+def test_the_rate_counts_tasks_that_have_just_finished(
+    browser: Browser, server: ServerProcess, kickoff: Kickoff, start_worker: StartWorker
+) -> None:
+    start_worker("--slots", "4")
+    ids = submit(kickoff, "--array", "1-12", "--", "true")
+    wait_until(lambda: all(state_of(server, i) == "succeeded" for i in ids), 20, what="all")
+    browser.login()
+    rate = browser.wait_for('[data-testid="rate"]').text
+    # 12 tasks within the last minute: 0.2/s; not 0.0/s because they are all in the
+    # current interval of the chart
+    assert rate.endswith("/s") and float(rate[:-2]) >= 0.1, rate

@@ -50,8 +50,14 @@ export function throughputChart(series) {
   const since = series.since ? Date.parse(series.since) : null;
   const partial = since && since > start ? [s("rect", {class: "unknown", x: PAD.left, y: PAD.top,
     width: Math.min(plotW, ((since - start) / (step * 1000)) * barW).toFixed(1), height: plotH})] : [];
-  const last = counts.slice(-7, -1);
-  const rate = last.length ? last.reduce((a, b) => a + b, 0) / (last.length * step) : 0;
+  // The last minute up to now: the current interval (it holds now) and the five before it,
+  // over the time they cover so far (50 to 60 s). Without the current one, a burst that
+  // has just finished would read 0/s for up to one interval.
+  const lastBins = Math.min(counts.length, Math.round(60 / step));
+  const firstAt = start + (counts.length - lastBins) * step * 1000;
+  const now = series.now ? Date.parse(series.now) : firstAt + lastBins * step * 1000;
+  const covered = Math.max(1, (now - firstAt) / 1000);
+  const rate = counts.slice(-lastBins).reduce((a, b) => a + b, 0) / covered;
   return h("figure", {class: "chart"},
     s("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "tasks finished over time",
       preserveAspectRatio: "none"}, partial, grid, bars, ticks),
