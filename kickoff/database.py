@@ -19,7 +19,11 @@ from typing import TypeVar
 from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.projections import checkpoint
 from kickoff.projections.project import project
-from kickoff.projections.schema import PROJECTION_STATEMENTS, WORKFLOW_MIGRATION
+from kickoff.projections.schema import (
+    PROJECTION_STATEMENTS,
+    RESOURCES_MIGRATION,
+    WORKFLOW_MIGRATION,
+)
 from kickoff.state.fold import State, apply
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.chain import Encoded, Recorded, Row
@@ -31,13 +35,14 @@ from kickoff.store.sqlite import SqliteRecorder
 T = TypeVar("T")
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """`PRAGMA user_version`: 1 the first; 2 the compaction tables and the log's triggers as
-store/schema.py writes them; 3 the projections' workflow columns and groups."""
+store/schema.py writes them; 3 the projections' workflow columns and groups; 4 their
+resource columns."""
 LAYOUT = Layout(
     version=SCHEMA_VERSION,
     rest=PROJECTION_STATEMENTS,
-    migrations={1: LOG_MIGRATIONS[1], 2: WORKFLOW_MIGRATION},
+    migrations={1: LOG_MIGRATIONS[1], 2: WORKFLOW_MIGRATION, 3: RESOURCES_MIGRATION},
 )
 
 

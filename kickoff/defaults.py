@@ -49,6 +49,12 @@ MAX_GROUP_RUNNING = 1_000_000
 MAX_GROUP_NAME_CHARS = MAX_TAG_CHARS  # group names use the tag grammar
 MAX_ARRAY_INDEX = 1_000_000_000
 MAX_ARRAY_TASKS = 100_000  # tasks one `new --array` makes
+MAX_RESOURCES = 32  # resource names per task or worker (SPEC §10)
+MAX_RESOURCE_NAME_CHARS = 64
+MAX_RESOURCE_AMOUNT = 1 << 60  # 1024P: any real amount, and a sum of 32 fits SQLite's int64
+MAX_GPUS = 256  # devices one worker hands out (`gpu`)
+RESERVE_AFTER_PASSES = 3  # a task that fits a worker's totals is passed over this often at
+# most before the workers it fits keep its resources for it (state/matcher.py, README)
 RETRY_CHECK_S = 0.1  # how often the server looks for delayed retries that are due
 OUTPUT_TAIL_BYTES = 4096
 # Task output on the server (kickoff/service/output.py, SPEC §9)

@@ -10,13 +10,14 @@ import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import cache, lru_cache
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 
-from kickoff import defaults, envvars
+from kickoff import defaults, envvars, resources
 from kickoff.errors import InvalidInput, KickoffError, MalformedRequest, TooLarge
 from kickoff.state.decide import Completion, GroupRequest, NewTask
 from kickoff.state.decide import new_task as make_task
@@ -275,6 +276,11 @@ def env_rule(value: Any, field: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(value.items()))
 
 
+def task_resources_rule(value: Any, field: str) -> resources.Resources:
+    """A task's request: `{"gpu": 2, "mem": "16G"}` or `"gpu=2,mem=16G"`; each at least 1."""
+    return resources.from_json(value, field=field, task=True)
+
+
 # -- tasks: one rule per field ---------------------------------------------------------
 
 
@@ -295,6 +301,7 @@ TASK_RULES: dict[str, Rule] = {
     "retry_on": exit_codes_rule(defaults.MAX_RETRY_CODES),
     "cwd": cwd_rule,
     "env": env_rule,
+    "resources": task_resources_rule,
 }
 TASK_FIELDS = frozenset(TASK_RULES)
 # A task's fields in NewTask's order with their defaults (a given field replaces its own);
@@ -411,18 +418,58 @@ def task_id(text: str) -> int:
     return int(text)
 
 
-def registration(value: Any) -> tuple[str, frozenset[str], int, str | None]:
-    data = obj(value, allowed={"name", "tags", "slots", "host"})
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Registration:
+    """A worker's registration request, checked."""
+
+    name: str
+    tags: frozenset[str]
+    slots: int
+    host: str | None
+    resources: resources.Resources = ()
+    gpu_ids: tuple[int, ...] = ()
+
+
+REGISTRATION_FIELDS = frozenset({"name", "tags", "slots", "host", "resources", "gpu_ids"})
+
+
+def registration(value: Any) -> Registration:
+    """A registration: name, tags, slots, host, resources (0 allowed), and `gpu_ids`, the
+    devices it hands out (as many as its `gpu` amount, distinct; default 0..gpu-1).
+
+    Raises:
+        InvalidInput: naming the field.
+    """
+    data = obj(value, allowed=REGISTRATION_FIELDS)
     name = string(data.get("name", ""), field="name", max_chars=defaults.MAX_NAME_CHARS, plain=True)
     host = data.get("host")
-    return (
-        name,
-        tags(data.get("tags"), field="tags", limit=defaults.MAX_WORKER_TAGS),
-        integer(data.get("slots", defaults.SLOTS), field="slots", low=1, high=defaults.MAX_SLOTS),
-        None
+    declared = resources.from_json(data.get("resources"), field="resources", task=False)
+    return Registration(
+        name=name,
+        tags=tags(data.get("tags"), field="tags", limit=defaults.MAX_WORKER_TAGS),
+        slots=integer(
+            data.get("slots", defaults.SLOTS), field="slots", low=1, high=defaults.MAX_SLOTS
+        ),
+        host=None
         if host is None
         else string(host, field="host", max_chars=defaults.MAX_NAME_CHARS, plain=True),
+        resources=declared,
+        gpu_ids=_gpu_ids(data.get("gpu_ids"), dict(declared).get(resources.GPU, 0)),
     )
+
+
+def _gpu_ids(value: Any, gpus: int) -> tuple[int, ...]:
+    if value is None:
+        return tuple(range(gpus))
+    check_id = integer_rule(0, 1 << 20)
+    if type(value) is not list:
+        raise InvalidInput("gpu_ids: expected a list of device indices")
+    ids = tuple(check_id(v, "gpu_ids") for v in value)
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("gpu_ids: a device is listed twice")
+    if len(ids) != gpus:
+        raise InvalidInput(f"gpu_ids: {len(ids)} devices for resources gpu={gpus}")
+    return ids
 
 
 def claim(value: Any) -> tuple[int, float]:

@@ -319,14 +319,22 @@ def _claimed_json(c: Claimed) -> dict[str, Any]:
         claimed["cwd"] = c.cwd
     if c.env:
         claimed["env"] = dict(c.env)
+    if c.resources:  # left out when it holds nothing
+        claimed["resources"] = dict(c.resources)
+        claimed["gpu_ids"] = list(c.gpu_ids)
     return claimed
 
 
 async def register(request: Request) -> Response:
-    name, tags, slots, host = parse.registration(await parse.body(request))
+    reg = parse.registration(await parse.body(request))
     service = svc(request)
     worker_id = await service.register(
-        name=name, tags=tags, slots=slots, host=host or client_of(request)
+        name=reg.name,
+        tags=reg.tags,
+        slots=reg.slots,
+        host=reg.host or client_of(request),
+        resources=reg.resources,
+        gpu_ids=reg.gpu_ids,
     )
     timeout = service.heartbeat_timeout_s
     return ORJSONResponse(
@@ -340,19 +348,33 @@ async def register(request: Request) -> Response:
     )
 
 
+def _with_free(service: Service, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add what each live worker has free now (from the state: declared minus what its
+    running tasks hold); None for a worker that is gone."""
+    for worker in workers:
+        live = service.state.workers.get(worker["id"])
+        if live is None:
+            worker["resources_free"] = worker["gpu_ids_free"] = None
+        else:
+            worker["resources_free"] = dict(sorted(live.free.items()))
+            worker["gpu_ids_free"] = live.free_gpu_ids()
+    return workers
+
+
 async def list_workers(request: Request) -> Response:
     gone = request.query_params.get("all") in ("1", "true")
-    return ORJSONResponse(
-        {"workers": await svc(request).query(queries.list_workers(include_gone=gone))}
-    )
+    service = svc(request)
+    workers = await service.query(queries.list_workers(include_gone=gone))
+    return ORJSONResponse({"workers": _with_free(service, workers)})
 
 
 async def get_worker(request: Request) -> Response:
     key = request.path_params["worker"]
-    worker = await svc(request).query(queries.get_worker(key))
+    service = svc(request)
+    worker = await service.query(queries.get_worker(key))
     if worker is None:
         raise NotFound(f"no worker {key[:80]!r}")
-    return ORJSONResponse(worker)
+    return ORJSONResponse(_with_free(service, [worker])[0])
 
 
 async def claim(request: Request) -> Response:

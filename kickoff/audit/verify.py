@@ -20,7 +20,7 @@ from kickoff.audit.fresh import Builder
 from kickoff.database import SCHEMA_VERSION, open_connection
 from kickoff.errors import DatabaseRefused
 from kickoff.events.model import task_id_of, worker_id_of
-from kickoff.projections.schema import WORKFLOW_DOWNGRADE
+from kickoff.projections.schema import RESOURCES_DOWNGRADE, WORKFLOW_DOWNGRADE
 from kickoff.state.fold import State, apply
 from kickoff.store.archive import archived_rows, open_archive
 from kickoff.store.chain import GENESIS, Recorded, Row, Run
@@ -428,7 +428,11 @@ def _scan(recorder: SqliteRecorder, report: Report, archives: Sequence[Path]) ->
         if records or runs:
             _check_digests(scan, records, report)
         if builder is not None:
-            if recorder.conn.execute("PRAGMA user_version").fetchone()[0] < 3:
+            version = recorder.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < 4:
+                for sql in RESOURCES_DOWNGRADE:  # a database from before resources
+                    builder.conn.execute(sql)
+            if version < 3:
                 for sql in WORKFLOW_DOWNGRADE:  # a database from before workflows
                     builder.conn.execute(sql)
             _compare(recorder.conn, builder.conn, report)

@@ -46,6 +46,22 @@ def _task_submitted_v3_to_v4(payload: JSON) -> JSON:
     return {**payload, "cwd": None, "env": []}
 
 
+def _task_submitted_v4_to_v5(payload: JSON) -> JSON:
+    """v5 added resources; a v4 task asked for none."""
+    return {**payload, "resources": []}
+
+
+def _task_claimed_v1_to_v2(payload: JSON) -> JSON:
+    """v2 added resources, gpu_ids and ahead_of; a v1 claim held nothing, went ahead of
+    nothing."""
+    return {**payload, "resources": [], "gpu_ids": [], "ahead_of": None}
+
+
+def _worker_registered_v1_to_v2(payload: JSON) -> JSON:
+    """v2 added resources and gpu_ids; a v1 worker declared none."""
+    return {**payload, "resources": [], "gpu_ids": []}
+
+
 def _task_completed_v1_to_v2(payload: JSON) -> JSON:
     """v2 added retry_in_s; a v1 completion always ended its task."""
     return {**payload, "retry_in_s": None}
@@ -70,6 +86,9 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("TaskSubmitted", 1): _task_submitted_v1_to_v2,
     ("TaskSubmitted", 2): _task_submitted_v2_to_v3,
     ("TaskSubmitted", 3): _task_submitted_v3_to_v4,
+    ("TaskSubmitted", 4): _task_submitted_v4_to_v5,
+    ("TaskClaimed", 1): _task_claimed_v1_to_v2,
+    ("WorkerRegistered", 1): _worker_registered_v1_to_v2,
     ("TaskCompleted", 1): _task_completed_v1_to_v2,
     ("TaskCancelled", 1): _task_cancelled_v1_to_v2,
     ("TaskCompleted", 2): _task_completed_v2_to_v3,

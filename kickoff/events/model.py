@@ -41,7 +41,7 @@ class TaskSubmitted:
     end) starts `waiting`; the others start `pending`.
     """
 
-    VERSION: ClassVar[int] = 4
+    VERSION: ClassVar[int] = 5
     task_id: int
     command: str
     require: frozenset[str] = frozenset()
@@ -63,6 +63,8 @@ class TaskSubmitted:
     # added in v4 (where and with what it runs), each left out of the payload at its default:
     cwd: str | None = _later(None)  # the absolute directory to run in; None: the worker's
     env: tuple[tuple[str, str], ...] = _later(())  # (name, value) pairs, sorted by name
+    # added in v5 (counted resources), left out of the payload at its default:
+    resources: tuple[tuple[str, int], ...] = _later(())  # (name, amount) asked for, by name
 
 
 def fast_constructor(cls: type[T]) -> Callable[..., T]:
@@ -91,7 +93,7 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
 task_submitted = fast_constructor(TaskSubmitted)
 """TaskSubmitted(task_id, command, require, want, priority, max_attempts, timeout_s,
 idempotency_key, submitted_by, after, after_any, group_id, array_index, retries,
-retry_delay_s, retry_on, cwd, env) for a bulk submit, which makes one per task."""
+retry_delay_s, retry_on, cwd, env, resources) for a bulk submit, which makes one per task."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,12 +117,27 @@ class TaskReleased:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskClaimed:
-    """A worker took a pending task; `attempt` counts from 1."""
+    """A worker took a pending task; `attempt` counts from 1.
 
-    VERSION: ClassVar[int] = 1
+    `resources`: the amounts the attempt holds on the worker until it ends (the task's
+    request); `gpu_ids`: the devices it holds, of the worker's. `ahead_of`: a better-ranked
+    task (SPEC §1) that fits the worker's total amounts but not its free ones, which this
+    claim went ahead of (see state/matcher.py on reserving).
+    """
+
+    VERSION: ClassVar[int] = 2
     task_id: int
     worker_id: str
     attempt: int
+    # added in v2 (counted resources), each left out of the payload at its default:
+    resources: tuple[tuple[str, int], ...] = _later(())
+    gpu_ids: tuple[int, ...] = _later(())
+    ahead_of: int | None = _later(None)
+
+
+task_claimed = fast_constructor(TaskClaimed)
+"""TaskClaimed(task_id, worker_id, attempt, resources, gpu_ids, ahead_of) for a claim, the
+hot path of every dispatch."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,14 +225,18 @@ class TaskFailed:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerRegistered:
-    """A worker process joined with its tags and slots."""
+    """A worker process joined with its tags, slots and resource amounts; `gpu_ids`: the
+    devices it hands out (as many as its `gpu` amount)."""
 
-    VERSION: ClassVar[int] = 1
+    VERSION: ClassVar[int] = 2
     worker_id: str
     name: str
     tags: frozenset[str] = frozenset()
     slots: int = 1
     host: str | None = None
+    # added in v2 (counted resources), each left out of the payload at its default:
+    resources: tuple[tuple[str, int], ...] = _later(())  # (name, amount) declared, by name
+    gpu_ids: tuple[int, ...] = _later(())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

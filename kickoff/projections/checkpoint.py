@@ -31,8 +31,8 @@ from kickoff.store.recorder import Agreement, Recorder
 
 LIVE = f"({', '.join(repr(str(s)) for s in LIVE_STATES)})"
 LIVE_TASKS = (
-    "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id, group_id "
-    f"FROM tasks WHERE state IN {LIVE}"
+    "SELECT id, require, want, priority, max_attempts, attempt, state, worker_id, group_id, "
+    f"resources, gpu_ids, passes FROM tasks WHERE state IN {LIVE}"
 )
 WAITING_TASKS = (  # in id order: the order the fold indexed them under their dependencies
     "SELECT id, after, after_any, retry_at FROM tasks WHERE state = 'waiting' ORDER BY id"
@@ -43,12 +43,14 @@ RETRY_POLICIES = (
 )
 GROUPS = "SELECT id, name, max_running FROM groups"
 ENDED = "SELECT id FROM tasks WHERE state = ?"
-LIVE_WORKERS = "SELECT id, name, tags, slots, last_seen FROM workers WHERE state = 'alive'"
+LIVE_WORKERS = (
+    "SELECT id, name, tags, slots, last_seen, resources, gpu_ids FROM workers WHERE state = 'alive'"
+)
 ALL_WORKER_IDS = "SELECT id FROM workers"
 KEYS = (
     "SELECT idempotency_key, id, command, require, want, priority, max_attempts, timeout_s, "
-    "after, after_any, array_index, retries, coalesce(retry_delay_s, 0.0), retry_on "
-    "FROM tasks WHERE idempotency_key IS NOT NULL"
+    "after, after_any, array_index, retries, coalesce(retry_delay_s, 0.0), retry_on, "
+    "resources FROM tasks WHERE idempotency_key IS NOT NULL"
 )
 MAX_TASK = "SELECT coalesce(max(id), 0) FROM tasks"
 COUNTS = "SELECT state, n FROM task_counts"
@@ -73,27 +75,41 @@ class _Tags:
         return found
 
 
+class _Amounts:
+    """Resource pairs as stored (NULL: none), each text decoded once, as _Tags."""
+
+    def __init__(self) -> None:
+        self.known: dict[str | None, tuple[tuple[str, int], ...]] = {None: ()}
+
+    def __call__(self, text: str | None) -> tuple[tuple[str, int], ...]:
+        found = self.known.get(text)
+        if found is None:
+            assert text is not None
+            found = self.known[text] = tuple((name, n) for name, n in orjson.loads(text))
+        return found
+
+
 def load_projections(conn: sqlite3.Connection) -> State:
     """The State the projections hold, as of their last seq."""
-    tags = _Tags()
+    tags, amounts = _Tags(), _Amounts()
     return restore(
         Checkpoint(
             last_seq=checkpoint_seq(conn),
             workers=(
-                (w, name, tags(t), slots, from_text(seen))
-                for w, name, t, slots, seen in conn.execute(LIVE_WORKERS)
+                (w, name, tags(t), slots, from_text(seen), amounts(r), _ids(gpus))
+                for w, name, t, slots, seen, r, gpus in conn.execute(LIVE_WORKERS)
             ),
             worker_ids=(w for (w,) in conn.execute(ALL_WORKER_IDS)),
             last_task_id=conn.execute(MAX_TASK).fetchone()[0],
             idempotency=(
-                (key, task_id, _request_hash(tags, command, require, want, options))
+                (key, task_id, _request_hash(tags, amounts, command, require, want, options))
                 for key, task_id, command, require, want, *options in conn.execute(KEYS)
             ),
             counts=conn.execute(COUNTS),
             groups=conn.execute(GROUPS),
             tasks=(
-                (task_id, tags(require), tags(want), *rest)
-                for task_id, require, want, *rest in conn.execute(LIVE_TASKS)
+                (task_id, tags(require), tags(want), *rest, amounts(r), _ids(gpus), passes)
+                for task_id, require, want, *rest, r, gpus, passes in conn.execute(LIVE_TASKS)
             ),
             waiting=(
                 (task_id, _ids(after), _ids(after_any), None if at is None else from_text(at))
@@ -109,11 +125,20 @@ def load_projections(conn: sqlite3.Connection) -> State:
     )
 
 
-def _request_hash(tags: _Tags, command: str, require: str, want: str, options: list[Any]) -> int:
-    priority, max_attempts, timeout_s, after, after_any, index, retries, delay_s, on = options
+def _request_hash(
+    tags: _Tags, amounts: _Amounts, command: str, require: str, want: str, options: list[Any]
+) -> int:
+    priority, max_attempts, timeout_s, after, after_any, index, retries, delay_s, on, r = options
     workflow = workflow_fields(_ids(after), _ids(after_any), index, retries, delay_s, _codes(on))
     return request_hash(
-        command, tags(require), tags(want), priority, max_attempts, timeout_s, *workflow
+        command,
+        tags(require),
+        tags(want),
+        priority,
+        max_attempts,
+        timeout_s,
+        *workflow,
+        resources=amounts(r),
     )
 
 
@@ -165,6 +190,7 @@ SUBMITTED = (  # a task's columns that come from its TaskSubmitted (defaults lef
     ("p.retry_delay_s", "retry_delay_s"),
     ("p.retry_on", "retry_on"),
     ("p.idempotency_key", "idempotency_key"),
+    ("p.resources", "resources"),
 )
 
 
@@ -221,14 +247,14 @@ TASK_AGREEMENTS = (
         "p.state = 'running'",
         pick="last",
         one_of=("TaskClaimed",),
-        fields=(("p.attempt", "attempt"), ("p.worker_id", "worker_id")),
+        fields=(("p.attempt", "attempt"), ("p.worker_id", "worker_id"), ("p.gpu_ids", "gpu_ids")),
     ),
     _task_agreement("p.state = 'cancelling'", pick="last", one_of=("TaskCancelRequested",)),
     _task_agreement(
         "p.state = 'cancelling'",
         pick="last",
         types=("TaskClaimed",),
-        fields=(("p.attempt", "attempt"), ("p.worker_id", "worker_id")),
+        fields=(("p.attempt", "attempt"), ("p.worker_id", "worker_id"), ("p.gpu_ids", "gpu_ids")),
     ),
     # a finished task's idempotency key, and what a retry with it is compared with
     _task_agreement(
@@ -252,6 +278,8 @@ WORKER_AGREEMENTS = (
             ("p.name", "name"),
             ("p.slots", "slots"),
             ("p.host", "host"),
+            ("p.resources", "resources"),
+            ("p.gpu_ids", "gpu_ids"),
         ),
     ),
     Agreement(
@@ -356,6 +384,8 @@ TASK_FIELDS = (
     "retry_delay_s",
     "retry_on",
     "retry_at",
+    "resources",
+    "gpu_ids",
 )
 KEYED_FIELDS = frozenset(  # what a finished task's idempotency key is compared with
     (
@@ -372,10 +402,11 @@ KEYED_FIELDS = frozenset(  # what a finished task's idempotency key is compared 
         "retries",
         "retry_delay_s",
         "retry_on",
+        "resources",
     )
 )
 TASK_ROW = f"SELECT {', '.join(TASK_FIELDS)} FROM tasks WHERE id = ?"
-WORKER_ROW = "SELECT name, host, tags, slots FROM workers WHERE id = ?"
+WORKER_ROW = "SELECT name, host, tags, slots, resources, gpu_ids FROM workers WHERE id = ?"
 
 
 def _task(conn: sqlite3.Connection, recorder: Recorder, task_id: int, seq: int) -> Finding | None:
@@ -431,9 +462,16 @@ def _expect(expected: dict[str, object], row: Row, event: ev.Event) -> None:
                 retry_delay_s=event.retry_delay_s or None,
                 retry_on=None if event.retry_on is None else orjson.dumps(event.retry_on).decode(),
                 retry_at=None,
+                resources=_pairs(event.resources),
+                gpu_ids=None,
             )
         case ev.TaskClaimed():
-            expected.update(state="running", attempt=event.attempt, worker_id=event.worker_id)
+            expected.update(
+                state="running",
+                attempt=event.attempt,
+                worker_id=event.worker_id,
+                gpu_ids=_id_list(event.gpu_ids),
+            )
         case ev.TaskCancelRequested() if expected.get("state") == "running":
             expected["state"] = "cancelling"
         case ev.TaskReleased():
@@ -457,6 +495,10 @@ def _id_list(ids: tuple[int, ...]) -> str | None:
     return orjson.dumps(ids).decode() if ids else None
 
 
+def _pairs(resources: tuple[tuple[str, int], ...]) -> str | None:
+    return orjson.dumps(resources).decode() if resources else None
+
+
 def _tags(tags: frozenset[str]) -> str:
     return orjson.dumps(sorted(tags)).decode()
 
@@ -474,14 +516,21 @@ def _worker(
                 recorder, rows, f"worker {worker_id}: the log's seq {log_row.seq} is unreadable"
             )
         if isinstance(event, ev.WorkerRegistered):
-            expected.update(name=event.name, host=event.host, slots=event.slots)
+            expected.update(
+                name=event.name,
+                host=event.host,
+                slots=event.slots,
+                resources=_pairs(event.resources),
+                gpu_ids=_id_list(event.gpu_ids),
+            )
         if isinstance(event, ev.WorkerRegistered | ev.WorkerTagsChanged):
             expected["tags"] = _tags(event.tags)
     if "name" not in expected:
         return _blame(
             recorder, rows, f"worker {worker_id} is alive in `workers` but never registered"
         )
-    for name, have in zip(("name", "host", "tags", "slots"), row, strict=True):
+    columns = ("name", "host", "tags", "slots", "resources", "gpu_ids")
+    for name, have in zip(columns, row, strict=True):
         if have != expected[name]:
             return _blame(
                 recorder,

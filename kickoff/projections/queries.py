@@ -28,7 +28,7 @@ TASK_COLUMNS = (
     "t.worker_id, w.name, t.exit_code, t.submitted_at, t.started_at, t.finished_at, "
     "t.timeout_s, t.timed_out, t.duration_s, t.output_tail, t.reason, t.idempotency_key, "
     "t.submitted_by, t.after, t.after_any, t.group_id, g.name, t.array_index, t.retries, "
-    "t.retries_left, t.retry_delay_s, t.retry_on, t.retry_at"
+    "t.retries_left, t.retry_delay_s, t.retry_on, t.retry_at, t.resources, t.gpu_ids"
 )
 TASK_FROM = (
     "FROM tasks t LEFT JOIN workers w ON w.id = t.worker_id LEFT JOIN groups g ON g.id = t.group_id"
@@ -37,6 +37,11 @@ TASK_FROM = (
 
 def _list(text: str | None) -> list[Any]:
     return orjson.loads(text) if text else []
+
+
+def amounts_json(text: str | None) -> dict[str, int]:
+    """Stored [name, amount] pairs as the documented object of integers ({} for none)."""
+    return dict(orjson.loads(text)) if text else {}
 
 
 def group_label(group_id: int | None, name: str | None) -> str | None:
@@ -79,6 +84,8 @@ def task_json(r: RowT) -> JSONObj:
         "retry_delay_s": r[28],
         "retry_on": None if r[29] is None else orjson.loads(r[29]),
         "retry_at": r[30],
+        "resources": amounts_json(r[31]),
+        "gpu_ids": _list(r[32]),
     }
 
 
@@ -186,7 +193,7 @@ def get_group(group_id: int) -> Query:
 WORKER_COLUMNS = (
     "w.id, w.name, w.host, w.tags, w.slots, w.state, w.registered_at, w.last_seen, w.left_at, "
     "(SELECT count(*) FROM tasks t WHERE t.worker_id = w.id AND t.state IN "
-    "('running', 'cancelling')) AS running"
+    "('running', 'cancelling')) AS running, w.resources, w.gpu_ids"
 )
 
 
@@ -202,6 +209,8 @@ def worker_json(r: RowT) -> JSONObj:
         "last_seen": r[7],
         "left_at": r[8],
         "running": r[9],
+        "resources": amounts_json(r[10]),
+        "gpu_ids": _list(r[11]),
     }
 
 

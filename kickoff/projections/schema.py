@@ -38,7 +38,10 @@ CREATE TABLE tasks (
     retries_left INTEGER NOT NULL DEFAULT 0,
     retry_delay_s REAL,
     retry_on TEXT,
-    retry_at TEXT
+    retry_at TEXT,
+    resources TEXT,
+    gpu_ids TEXT,
+    passes INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX tasks_state ON tasks(state, id);
 CREATE INDEX tasks_idempotency ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
@@ -61,7 +64,9 @@ CREATE TABLE workers (
     registered_at TEXT NOT NULL,
     last_seen TEXT NOT NULL,
     left_at TEXT,
-    updated_seq INTEGER NOT NULL
+    updated_seq INTEGER NOT NULL,
+    resources TEXT,
+    gpu_ids TEXT
 ) STRICT;
 CREATE TABLE task_counts (
     state TEXT PRIMARY KEY,
@@ -101,6 +106,25 @@ WORKFLOW_MIGRATION = (
     "INSERT INTO task_counts (state, n) VALUES ('waiting', 0)",
     "INSERT INTO projection_state (name, last_seq) "
     "SELECT 'groups', last_seq FROM projection_state WHERE name = 'tasks'",
+)
+
+RESOURCES_MIGRATION = (
+    # schema v3 -> v4: counted resources (SPEC §10). A v3 database has no resource
+    # requests, declarations or devices, so NULL and 0 are the rows a rebuild gives.
+    "ALTER TABLE tasks ADD COLUMN resources TEXT",
+    "ALTER TABLE tasks ADD COLUMN gpu_ids TEXT",
+    "ALTER TABLE tasks ADD COLUMN passes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE workers ADD COLUMN resources TEXT",
+    "ALTER TABLE workers ADD COLUMN gpu_ids TEXT",
+)
+
+RESOURCES_DOWNGRADE = (
+    # what RESOURCES_MIGRATION added, taken away again (see WORKFLOW_DOWNGRADE)
+    "ALTER TABLE tasks DROP COLUMN resources",
+    "ALTER TABLE tasks DROP COLUMN gpu_ids",
+    "ALTER TABLE tasks DROP COLUMN passes",
+    "ALTER TABLE workers DROP COLUMN resources",
+    "ALTER TABLE workers DROP COLUMN gpu_ids",
 )
 
 DROP_PROJECTIONS = """

@@ -31,9 +31,10 @@ INSERT_TASK = f"{INSERT_TASKS} VALUES {TASK_VALUES}"
 INSERT_WORKFLOW_TASKS = (  # tasks with dependencies, a group, an array index or retries
     "INSERT INTO tasks (id, state, command, require, want, priority, attempt, max_attempts, "
     "timeout_s, timed_out, idempotency_key, submitted_by, submitted_at, updated_seq, after, "
-    "after_any, group_id, array_index, retries, retries_left, retry_delay_s, retry_on)"
+    "after_any, group_id, array_index, retries, retries_left, retry_delay_s, retry_on, "
+    "resources)"
 )
-WORKFLOW_TASK_VALUES = "(?, ?, ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+WORKFLOW_TASK_VALUES = "(?, ?, ?, ?, ?, ?, 0, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_WORKFLOW_TASK = f"{INSERT_WORKFLOW_TASKS} VALUES {WORKFLOW_TASK_VALUES}"
 INSERT_GROUP = (
     "INSERT INTO groups (id, name, max_running, created_at, updated_seq) VALUES (?, ?, ?, ?, ?)"
@@ -48,6 +49,11 @@ CLAIM = (
     "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, "
     "updated_seq = ? WHERE id = ?"
 )
+CLAIM_HOLDING = (  # a claim of a task with resources, or one that went ahead of another
+    "UPDATE tasks SET state = 'running', attempt = ?, worker_id = ?, started_at = ?, "
+    "gpu_ids = ?, passes = 0, updated_seq = ? WHERE id = ?"
+)
+PASSED = "UPDATE tasks SET passes = passes + 1, updated_seq = ? WHERE id = ?"
 COMPLETE = (
     "UPDATE tasks SET state = ?, exit_code = ?, timed_out = ?, duration_s = ?, output_tail = ?, "
     "reason = ?, finished_at = ?, updated_seq = ? WHERE id = ?"
@@ -81,10 +87,16 @@ def list_json(values: tuple[int, ...]) -> str | None:
     return orjson.dumps(values).decode() if values else None
 
 
+def resources_json(resources: tuple[tuple[str, int], ...]) -> str | None:
+    """Amounts as stored: the payload's sorted [name, amount] pairs, NULL for none."""
+    return orjson.dumps(resources).decode() if resources else None
+
+
 def plain_submission(e: ev.TaskSubmitted) -> bool:
-    """A task without any workflow field: the bulk submit's hot path."""
+    """A task without any workflow field or resources: the bulk submit's hot path."""
     return (
-        e.group_id is None
+        not e.resources
+        and e.group_id is None
         and not e.after
         and not e.after_any
         and not e.retries
@@ -168,6 +180,7 @@ class TaskProjector:
                 e.retries,
                 e.retry_delay_s or None,  # NULL at the default, as for a plain task
                 None if e.retry_on is None else orjson.dumps(e.retry_on).decode(),
+                resources_json(e.resources),
             )
         )
 
@@ -204,9 +217,16 @@ class TaskProjector:
                         ),
                     )
                 ]
-            case ev.TaskClaimed():
+            case ev.TaskClaimed() if not e.resources and e.ahead_of is None:
                 self._move(e.task_id, "running")
                 return [(CLAIM, (e.attempt, e.worker_id, at, seq, e.task_id))]
+            case ev.TaskClaimed():
+                self._move(e.task_id, "running")
+                gpu_ids = list_json(e.gpu_ids)
+                claim = (CLAIM_HOLDING, (e.attempt, e.worker_id, at, gpu_ids, seq, e.task_id))
+                if e.ahead_of is None:
+                    return [claim]
+                return [claim, (PASSED, (seq, e.ahead_of))]
             case ev.TaskCompleted():
                 state = "succeeded" if e.exit_code == 0 and not e.timed_out else "failed"
                 self._move(e.task_id, state)

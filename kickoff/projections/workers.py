@@ -6,11 +6,11 @@ Reading it is queries.py's.
 from __future__ import annotations
 
 from kickoff.events import model as ev
-from kickoff.projections.tasks import Op, tags_json
+from kickoff.projections.tasks import Op, list_json, resources_json, tags_json
 
 INSERT_WORKER = (
     "INSERT INTO workers (id, name, host, tags, slots, state, registered_at, last_seen, "
-    "updated_seq) VALUES (?, ?, ?, ?, ?, 'alive', ?, ?, ?)"
+    "updated_seq, resources, gpu_ids) VALUES (?, ?, ?, ?, ?, 'alive', ?, ?, ?, ?, ?)"
 )
 TAGS = "UPDATE workers SET tags = ?, updated_seq = ? WHERE id = ?"
 SEEN = "UPDATE workers SET last_seen = ?, updated_seq = ? WHERE id = ? AND state = 'alive'"
@@ -41,7 +41,18 @@ def ops(e: ev.Event, seq: int, at: str) -> list[Op]:
             return [
                 (
                     INSERT_WORKER,
-                    (e.worker_id, e.name, e.host, tags_json(e.tags), e.slots, at, at, seq),
+                    (
+                        e.worker_id,
+                        e.name,
+                        e.host,
+                        tags_json(e.tags),
+                        e.slots,
+                        at,
+                        at,
+                        seq,
+                        resources_json(e.resources),
+                        list_json(e.gpu_ids),
+                    ),
                 )
             ]
         case ev.WorkerTagsChanged():

@@ -211,9 +211,24 @@ class Service:
         return sum(1 for e in events if isinstance(e, TaskCancelRequested))
 
     async def register(
-        self, *, name: str, tags: frozenset[str], slots: int, host: str | None = None
+        self,
+        *,
+        name: str,
+        tags: frozenset[str],
+        slots: int,
+        host: str | None = None,
+        resources: tuple[tuple[str, int], ...] = (),
+        gpu_ids: tuple[int, ...] = (),
     ) -> str:
-        events = decide.register(self.state, name=name, tags=tags, slots=slots, host=host)
+        events = decide.register(
+            self.state,
+            name=name,
+            tags=tags,
+            slots=slots,
+            host=host,
+            resources=resources,
+            gpu_ids=gpu_ids,
+        )
         await self.recording.commit(events)
         assert isinstance(events[0], WorkerRegistered)
         return events[0].worker_id

@@ -11,6 +11,7 @@ state/matcher.py's and state/decide.py's.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -68,6 +69,8 @@ class Claimed:
     array_index: int | None = None
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    resources: tuple[tuple[str, int], ...] = ()  # what the attempt holds (its TaskClaimed)
+    gpu_ids: tuple[int, ...] = ()
 
 
 class ClaimRefused(Exception):
@@ -292,6 +295,8 @@ class Claims:
         handed = []
         for event in claimed:
             task = await self._claimed(event.task_id, event.attempt)
+            if task is not None and event.resources:
+                task = dataclasses.replace(task, resources=event.resources, gpu_ids=event.gpu_ids)
             if task is not None:
                 handed.append(task)
         return handed

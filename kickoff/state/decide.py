@@ -18,6 +18,7 @@ from kickoff import __version__
 from kickoff.defaults import MAX_ATTEMPTS, MAX_WORKER_TAGS
 from kickoff.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleAttempt
 from kickoff.events import model as ev
+from kickoff.resources import GPU, NONE, Resources
 from kickoff.state.fold import (
     BUSY,
     State,
@@ -50,11 +51,13 @@ class NewTask:
     retry_on: tuple[int | str, ...] | None = None
     cwd: str | None = None
     env: tuple[tuple[str, str], ...] = ()
+    resources: Resources = NONE
 
 
 new_task = ev.fast_constructor(NewTask)
 """NewTask(command, require, want, priority, max_attempts, timeout_s, idempotency_key,
-after, after_any, array_index, retries, retry_delay_s, retry_on, cwd, env) for the parser,
+after, after_any, array_index, retries, retry_delay_s, retry_on, cwd, env, resources) for
+the parser,
 which makes one per task of a bulk submit."""
 
 
@@ -149,6 +152,7 @@ def submit(
                 new.retry_on,
                 new.cwd,
                 new.env,
+                new.resources,
             )
         )
         if new.after or new.after_any:
@@ -172,6 +176,7 @@ def _request_hash(new: NewTask) -> int:
         new.max_attempts,
         new.timeout_s,
         *workflow,
+        resources=new.resources,
     )
 
 
@@ -321,14 +326,37 @@ def find_worker(state: State, worker_id: str) -> Worker:
 
 
 def register(
-    state: State, *, name: str, tags: frozenset[str], slots: int, host: str | None = None
+    state: State,
+    *,
+    name: str,
+    tags: frozenset[str],
+    slots: int,
+    host: str | None = None,
+    resources: Resources = NONE,
+    gpu_ids: tuple[int, ...] = (),
 ) -> list[ev.Event]:
+    """A WorkerRegistered; `gpu_ids` (as many as its `gpu` amount, checked by the parser)
+    defaults to devices 0..gpu-1."""
     worker_id = f"w{state.next_worker_no}"
-    return [ev.WorkerRegistered(worker_id=worker_id, name=name, tags=tags, slots=slots, host=host)]
+    gpus = dict(resources).get(GPU, 0)
+    if gpus and not gpu_ids:
+        gpu_ids = tuple(range(gpus))
+    return [
+        ev.WorkerRegistered(
+            worker_id=worker_id,
+            name=name,
+            tags=tags,
+            slots=slots,
+            host=host,
+            resources=resources,
+            gpu_ids=gpu_ids,
+        )
+    ]
 
 
 def claim(state: State, worker_id: str) -> list[ev.Event]:
-    """One TaskClaimed for the best task this worker may run, or nothing.
+    """One TaskClaimed for the best task this worker may run with its free amounts (see
+    matcher.Matcher.pick), holding what it asks for, or nothing.
 
     Raises:
         NotFound, IllegalTransition: see find_worker.
@@ -336,11 +364,16 @@ def claim(state: State, worker_id: str) -> list[ev.Event]:
     worker = find_worker(state, worker_id)
     if len(worker.running) >= worker.slots:
         return []
-    task_id = state.matcher.best(worker.tags)
+    task_id, ahead_of = state.matcher.pick(worker.profile, worker.free, state.passes)
     if task_id is None:
         return []
-    attempt = state.tasks[task_id].attempt + 1
-    return [ev.TaskClaimed(task_id=task_id, worker_id=worker_id, attempt=attempt)]
+    task = state.tasks[task_id]
+    request = task.shape.resources
+    if not request:
+        return [ev.task_claimed(task_id, worker_id, task.attempt + 1, NONE, (), ahead_of)]
+    gpus = dict(request).get(GPU, 0)
+    gpu_ids = tuple(worker.free_gpu_ids()[:gpus]) if gpus else ()
+    return [ev.task_claimed(task_id, worker_id, task.attempt + 1, request, gpu_ids, ahead_of)]
 
 
 def heartbeat(

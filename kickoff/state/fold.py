@@ -1,9 +1,11 @@
 """State and the pure fold `apply(state, event, at)`. No clock, no I/O here.
 
 State holds only what matching and the rules need: live tasks (in one of `LIVE_STATES`),
-live workers, id counters, idempotency keys and per-state counts, and the workflow
-records (`workflows.py`: groups, dependencies, retries, and a bit per finished task that
-did not succeed). Finished tasks leave memory; the projections in SQLite keep them.
+live workers (with the resources their running tasks hold: `Worker.held`, `Worker.free`),
+id counters, idempotency keys and per-state counts, how often each blocked pending task
+was gone ahead of (`State.passes`, see matcher.py), and the workflow records
+(`workflows.py`: groups, dependencies, retries, and a bit per finished task that did not
+succeed). Finished tasks leave memory; the projections in SQLite keep them.
 Commands never live here.
 """
 
@@ -16,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kickoff.events import model as ev
-from kickoff.state.matcher import Matcher, Shape, task_key
+from kickoff.resources import NONE, Resources
+from kickoff.state.matcher import Matcher, Profile, Shape, ShapeKey, task_key
 from kickoff.state.task_state import TaskState
 from kickoff.state.workflows import Group, IdSet, Retry, Waiting
 
@@ -69,12 +72,19 @@ class Task:
             str(self.state),
             self.worker_id,
             0 if self.group is None else self.group.id,
+            self.shape.resources,
         )
+
+
+Holding = tuple[Resources, tuple[int, ...]]
+"""What a running attempt holds on its worker: amounts, and device ids of `gpu`."""
 
 
 @dataclass(slots=True)
 class Worker:
-    """One live worker."""
+    """One live worker. `resources`: its declared amounts; `gpu_ids`: the devices it hands
+    out; `held`: what each of its running tasks holds (from their TaskClaimed); `free`:
+    declared minus held, per name. `kickoff why` and the worker JSON read these."""
 
     id: str
     name: str
@@ -82,6 +92,56 @@ class Worker:
     slots: int
     last_seen: datetime
     running: set[int] = field(default_factory=set)
+    resources: Resources = NONE
+    gpu_ids: tuple[int, ...] = ()
+    held: dict[int, Holding] = field(default_factory=dict)
+    free: dict[str, int] = field(init=False)
+    profile: Profile = field(init=False)  # what it may ever run: the matcher's view key
+
+    def __post_init__(self) -> None:
+        self.free = dict(self.resources)
+        self.retag(self.tags)
+
+    def retag(self, tags: frozenset[str]) -> None:
+        self.tags = tags
+        self.profile = (tags, tuple((n, a) for n, a in self.resources if a))
+
+    def hold(self, task_id: int, resources: Resources, gpu_ids: tuple[int, ...]) -> None:
+        """A task of its started: it runs here, holding these until it ends."""
+        self.running.add(task_id)
+        if resources:
+            self.held[task_id] = (resources, gpu_ids)
+            free = self.free
+            for name, amount in resources:
+                free[name] = free.get(name, 0) - amount
+
+    def release(self, task_id: int) -> None:
+        """A task of its no longer runs here: what it held is free again."""
+        self.running.discard(task_id)
+        holding = self.held.pop(task_id, None)
+        if holding is not None:
+            free = self.free
+            for name, amount in holding[0]:
+                free[name] += amount
+
+    def free_gpu_ids(self) -> list[int]:
+        """Its devices no running task holds, in declared order."""
+        taken = {g for _, ids in self.held.values() for g in ids}
+        return [g for g in self.gpu_ids if g not in taken]
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return (
+            self.id,
+            self.name,
+            sorted(self.tags),
+            self.slots,
+            self.last_seen,
+            sorted(self.running),
+            self.resources,
+            self.gpu_ids,
+            sorted(self.held.items()),
+            sorted((n, a) for n, a in self.free.items()),
+        )
 
 
 def request_hash(
@@ -92,6 +152,7 @@ def request_hash(
     max_attempts: int,
     timeout_s: float | None,
     *workflow: Any,
+    resources: Resources = NONE,
 ) -> int:
     """What makes a second submit with a known idempotency key a retry of the first: every
     field of the task but the key itself (a hash, so that commands stay out of memory).
@@ -99,9 +160,10 @@ def request_hash(
     `workflow`: after, after_any, array_index, retries, retry_delay_s and retry_on, when
     any differs from its default (a task without them hashes as before they existed).
     The group is not part of it: a retry of a `--from` names the group its first batch
-    was given.
+    was given. `resources` counts only when there are some (likewise).
     """
-    return hash((command, require, want, priority, max_attempts, timeout_s, *workflow))
+    asks = (("resources", resources),) if resources else ()
+    return hash((command, require, want, priority, max_attempts, timeout_s, *workflow, *asks))
 
 
 WORKFLOW_DEFAULTS = ((), (), None, 0, 0.0, None)
@@ -150,6 +212,7 @@ class State:
         self.retry_heap: list[tuple[datetime, int]] = []  # (due, task id), lazily deleted
         self.failed_ids = IdSet()  # finished tasks that failed
         self.cancelled_ids = IdSet()  # finished tasks that were cancelled
+        self.passes: dict[int, int] = {}  # pending task -> claims that went ahead of it
 
     def _is_pending(self, task_id: int) -> bool:
         task = self.tasks.get(task_id)
@@ -159,17 +222,14 @@ class State:
         """A plain, comparable picture of the logical state (tests: replay == live)."""
         return {
             "tasks": sorted(t.snapshot() for t in self.tasks.values()),
-            "workers": sorted(
-                (w.id, w.name, sorted(w.tags), w.slots, w.last_seen, sorted(w.running))
-                for w in self.workers.values()
-            ),
+            "workers": sorted(w.snapshot() for w in self.workers.values()),
             "next_task_id": self.next_task_id,
             "next_worker_no": self.next_worker_no,
             "idempotency": dict(sorted(self.idempotency.items())),
             "counts": {str(k): v for k, v in self.counts.items()},
             "last_seq": self.last_seq,
             "pending": sorted(
-                (sorted(s.require), sorted(s.want), s.group_id or 0, s.suspended, ids)
+                (sorted(s.require), sorted(s.want), s.group_id or 0, s.resources, s.suspended, ids)
                 for s, ids in self.matcher.pending_ids()
                 if ids
             ),
@@ -187,6 +247,7 @@ class State:
             "retry_due": sorted(self.retry_due.items()),
             "failed_ids": self.failed_ids.ids(),
             "cancelled_ids": self.cancelled_ids.ids(),
+            "passes": sorted(self.passes.items()),
         }
 
     def retry_policy(self, total: int, delay_s: float, on: tuple[int | str, ...] | None) -> Retry:
@@ -222,10 +283,24 @@ class State:
     __hash__ = None  # type: ignore[assignment]
 
 
-LiveWorker = tuple[str, str, frozenset[str], int, datetime]
-"""id, name, tags, slots, last seen"""
-LiveTask = tuple[int, frozenset[str], frozenset[str], int, int, int, str, str | None, int | None]
-"""id, require, want, priority, max_attempts, attempt, state, worker id, group id"""
+LiveWorker = tuple[str, str, frozenset[str], int, datetime, Resources, tuple[int, ...]]
+"""id, name, tags, slots, last seen, resources, gpu ids"""
+LiveTask = tuple[
+    int,
+    frozenset[str],
+    frozenset[str],
+    int,
+    int,
+    int,
+    str,
+    str | None,
+    int | None,
+    Resources,
+    tuple[int, ...],
+    int,
+]
+"""id, require, want, priority, max_attempts, attempt, state, worker id, group id,
+resources, the gpu ids its attempt holds, the claims that went ahead of it (pending)"""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,8 +331,10 @@ def restore(checkpoint: Checkpoint) -> State:
     c = checkpoint
     state = State()
     state.last_seq = c.last_seq
-    for worker_id, name, tags, slots, last_seen in c.workers:
-        state.workers[worker_id] = Worker(worker_id, name, tags, slots, last_seen)
+    for worker_id, name, tags, slots, last_seen, resources, gpu_ids in c.workers:
+        state.workers[worker_id] = Worker(
+            worker_id, name, tags, slots, last_seen, resources=resources, gpu_ids=gpu_ids
+        )
     state.next_worker_no = max((worker_number(w) for w in c.worker_ids), default=0) + 1
     state.next_task_id = c.last_task_id + 1
     state.idempotency = {key: (task_id, digest) for key, task_id, digest in c.idempotency}
@@ -287,24 +364,29 @@ def restore(checkpoint: Checkpoint) -> State:
 
 
 def _restore_tasks(state: State, tasks: Iterable[LiveTask]) -> None:
-    """The live tasks, the matcher's shapes and heaps, and the groups' running counts."""
-    shapes: dict[tuple[frozenset[str], frozenset[str], int | None], Shape] = {}
+    """The live tasks, the matcher's shapes and heaps, the groups' running counts, and
+    what the running tasks hold on their workers."""
+    shapes: dict[ShapeKey, Shape] = {}
     pending: dict[Shape, list[int]] = {}
     matcher, live, workers, groups = state.matcher, state.tasks, state.workers, state.groups
-    for task_id, require, want, priority, max_attempts, attempt, status, on, group_id in tasks:
+    for row in tasks:
+        task_id, require, want, priority, max_attempts, attempt, status, on, group_id = row[:9]
+        resources, gpu_ids, passes = row[9:]
         group = None if group_id is None else groups[group_id]
         cap = group_id if group is not None and group.max_running is not None else None
-        shape = shapes.get((require, want, cap))
+        shape = shapes.get((require, want, cap, resources))
         if shape is None:
             shape = (
-                matcher.shape(require, want)
+                matcher.shape(require, want, None, resources)
                 if group is None
-                else group.shape(matcher, require, want)
+                else group.shape(matcher, require, want, resources)
             )
-            shapes[(require, want, cap)] = shape
+            shapes[(require, want, cap, resources)] = shape
         task = live[task_id] = Task(task_id, shape, priority, max_attempts, attempt, group)
         if status == _PENDING:
             pending.setdefault(shape, []).append(task_key(priority, task_id))
+            if passes:
+                state.passes[task_id] = passes
             continue
         task.state = TaskState(status)
         task.worker_id = on
@@ -312,7 +394,7 @@ def _restore_tasks(state: State, tasks: Iterable[LiveTask]) -> None:
             group.running += 1
         worker = workers.get(on) if on else None
         if worker is not None:
-            worker.running.add(task_id)
+            worker.hold(task_id, resources, gpu_ids)
     for shape, keys in pending.items():
         matcher.load(shape, keys)
     for group in groups.values():
@@ -344,6 +426,7 @@ def _finish(state: State, task: Task, to: TaskState) -> None:
     _move(state, task, to)
     _free_worker(state, task)
     del state.tasks[task.id]
+    state.passes.pop(task.id, None)
     state.retry_policies.pop(task.id, None)
     state.retries_used.pop(task.id, None)
     if to is TaskState.FAILED:
@@ -360,7 +443,7 @@ def _free_worker(state: State, task: Task) -> None:
     if task.worker_id is not None:
         worker = state.workers.get(task.worker_id)
         if worker is not None:
-            worker.running.discard(task.id)
+            worker.release(task.id)
         task.worker_id = None
 
 
@@ -381,10 +464,10 @@ def _task_submitted(state: State, e: ev.TaskSubmitted, at: datetime) -> None:
     task_id, priority, matcher = e.task_id, e.priority, state.matcher
     if e.group_id is None:
         group = None
-        shape = matcher.shape(e.require, e.want)
+        shape = matcher.shape(e.require, e.want, None, e.resources)
     else:
         group = state.groups[e.group_id]
-        shape = group.shape(matcher, e.require, e.want)
+        shape = group.shape(matcher, e.require, e.want, e.resources)
     task = state.tasks[task_id] = Task(task_id, shape, priority, e.max_attempts, 0, group)
     if task_id >= state.next_task_id:
         state.next_task_id = task_id + 1
@@ -407,7 +490,14 @@ def submitted_hash(e: ev.TaskSubmitted) -> int:
         e.after, e.after_any, e.array_index, e.retries, e.retry_delay_s, e.retry_on
     )
     return request_hash(
-        e.command, e.require, e.want, e.priority, e.max_attempts, e.timeout_s, *workflow
+        e.command,
+        e.require,
+        e.want,
+        e.priority,
+        e.max_attempts,
+        e.timeout_s,
+        *workflow,
+        resources=e.resources,
     )
 
 
@@ -445,8 +535,16 @@ def _task_claimed(state: State, e: ev.TaskClaimed, at: datetime) -> None:
     task.attempt = e.attempt
     task.worker_id = e.worker_id
     worker = state.workers[e.worker_id]
-    worker.running.add(task.id)
     worker.last_seen = at
+    if e.resources:
+        worker.hold(task.id, e.resources, e.gpu_ids)
+    else:
+        worker.running.add(task.id)
+    passes = state.passes
+    if e.ahead_of is not None:
+        passes[e.ahead_of] = passes.get(e.ahead_of, 0) + 1
+    if passes:
+        passes.pop(task.id, None)
 
 
 def _worker_heartbeat(state: State, e: ev.WorkerHeartbeat, at: datetime) -> None:
@@ -484,7 +582,7 @@ def _task_lease_expired(state: State, e: ev.TaskLeaseExpired, at: datetime) -> N
     task = state.tasks[e.task_id]
     worker = state.workers.get(e.worker_id)
     if worker is not None:
-        worker.running.discard(task.id)
+        worker.release(task.id)
     task.worker_id = None
 
 
@@ -502,25 +600,28 @@ def _task_failed(state: State, e: ev.TaskFailed, at: datetime) -> None:
 
 
 def _worker_registered(state: State, e: ev.WorkerRegistered, at: datetime) -> None:
-    state.workers[e.worker_id] = Worker(e.worker_id, e.name, e.tags, e.slots, at)
+    state.workers[e.worker_id] = Worker(
+        e.worker_id, e.name, e.tags, e.slots, at, resources=e.resources, gpu_ids=e.gpu_ids
+    )
     state.next_worker_no = max(state.next_worker_no, worker_number(e.worker_id) + 1)
 
 
-def _drop_unused_view(state: State, tags: frozenset[str]) -> None:
-    """Views are per tag set; one no live worker has would only slow every submit down."""
-    if all(w.tags != tags for w in state.workers.values()):
-        state.matcher.drop_view(tags)
+def _drop_unused_view(state: State, profile: Profile) -> None:
+    """Views are per profile; one no live worker has would only slow every submit down."""
+    if all(w.profile != profile for w in state.workers.values()):
+        state.matcher.drop_view(profile)
 
 
 def _worker_tags_changed(state: State, e: ev.WorkerTagsChanged, at: datetime) -> None:
     worker = state.workers[e.worker_id]
-    old, worker.tags = worker.tags, e.tags
+    old = worker.profile
+    worker.retag(e.tags)
     _drop_unused_view(state, old)
 
 
 def _worker_gone(state: State, e: ev.WorkerStopped | ev.WorkerLost, at: datetime) -> None:
     worker = state.workers.pop(e.worker_id)
-    _drop_unused_view(state, worker.tags)
+    _drop_unused_view(state, worker.profile)
 
 
 _HANDLERS: dict[type, Callable[[State, Any, datetime], None]] = {

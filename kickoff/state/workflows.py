@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kickoff.resources import NONE, Resources
 from kickoff.state.matcher import Matcher, Shape
 
 AUTO_GROUP = re.compile(r"g([0-9]{1,18})")
@@ -48,11 +49,18 @@ class Group:
     def at_cap(self) -> bool:
         return self.max_running is not None and self.running >= self.max_running
 
-    def shape(self, matcher: Matcher, require: frozenset[str], want: frozenset[str]) -> Shape:
-        """The shape its tasks with (require, want) live in: a shape of its own if capped."""
+    def shape(
+        self,
+        matcher: Matcher,
+        require: frozenset[str],
+        want: frozenset[str],
+        resources: Resources = NONE,
+    ) -> Shape:
+        """The shape its tasks with (require, want, resources) live in: a shape of its own
+        if capped."""
         if self.max_running is None:
-            return matcher.shape(require, want)
-        shape = matcher.shape(require, want, self.id)
+            return matcher.shape(require, want, None, resources)
+        shape = matcher.shape(require, want, self.id, resources)
         if shape.group_id == self.id and shape not in self.shapes:
             self.shapes.append(shape)
             if self.at_cap:

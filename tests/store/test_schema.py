@@ -72,10 +72,12 @@ def test_a_new_database_has_exactly_the_schemas_triggers(tmp_path: Path) -> None
     found = triggers(tmp_path / "new.db")
     assert set(found) == set(TRIGGERS)
     assert all(same_sql(found[name], sql) for name, sql in TRIGGERS.items())
-    assert user_version(tmp_path / "new.db") == SCHEMA_VERSION == 3
+    assert user_version(tmp_path / "new.db") == SCHEMA_VERSION == 4
 
 
-@pytest.mark.parametrize(("name", "version"), [("v1.db", 1), ("v1-compacted.db", 1), ("v2.db", 2)])
+@pytest.mark.parametrize(
+    ("name", "version"), [("v1.db", 1), ("v1-compacted.db", 1), ("v2.db", 2), ("v3.db", 3)]
+)
 def test_an_older_database_is_upgraded_by_a_writer(tmp_path: Path, name: str, version: int) -> None:
     path = copied(tmp_path, name)
     before = snapshot(path)
@@ -93,7 +95,7 @@ def test_an_older_database_is_upgraded_by_a_writer(tmp_path: Path, name: str, ve
     assert user_version(path) == SCHEMA_VERSION
 
 
-@pytest.mark.parametrize(("name", "version"), [("v1.db", 1), ("v2.db", 2)])
+@pytest.mark.parametrize(("name", "version"), [("v1.db", 1), ("v2.db", 2), ("v3.db", 3)])
 def test_verify_reads_an_older_database_as_it_was_written(
     tmp_path: Path, name: str, version: int
 ) -> None:
@@ -149,6 +151,27 @@ def test_a_workflow_log_of_the_first_workflows_release_replays(tmp_path: Path) -
     finally:
         db.close()
     assert user_version(path) == SCHEMA_VERSION
+
+
+def test_a_version_3_log_replays_and_its_tasks_and_workers_hold_no_resources(
+    tmp_path: Path,
+) -> None:
+    """v3.db (tests/data) was written before counted resources: TaskSubmitted v4,
+    TaskClaimed and WorkerRegistered v1 upcast, the fold and the checkpoint agree, and the
+    new columns hold what a rebuild gives an old row."""
+    path = copied(tmp_path, "v3.db")
+    db = Database(path)
+    try:
+        loaded, _ = db.load()
+        assert db.replay() == loaded
+        assert all(not w.resources and not w.held for w in loaded.workers.values())
+        tasks = db.conn.execute("SELECT resources, gpu_ids, passes FROM tasks").fetchall()
+        assert tasks and set(tasks) == {(None, None, 0)}
+        workers = db.conn.execute("SELECT resources, gpu_ids FROM workers").fetchall()
+        assert workers and set(workers) == {(None, None)}
+    finally:
+        db.close()
+    assert verify(path).ok
 
 
 def trigger_rows(path: Path) -> list[tuple[object, ...]]:

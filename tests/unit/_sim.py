@@ -3,7 +3,10 @@
 A run is a list of operation tuples, `(method name, *args)`. `Sim.run` interprets them against a
 `State` exactly as `service.py` would (decide, then apply each event with the next seq), and
 at every claim checks the matcher against `reference_best`, a linear scan by SPEC §1's rule
-that also leaves out waiting tasks and the tasks of a group at its `max_running` cap. After
+that also leaves out waiting tasks and the tasks of a group at its `max_running` cap, and
+applies SPEC §10's resources by the rule state/matcher.py documents (the best-ranked task
+that fits the free amounts; a task passed over RESERVE_AFTER_PASSES times keeps its
+resources), with free amounts and passes counted here from what the claims held. After
 every operation it checks the workflow rules (SPEC §12) against what it saw happen: a task
 waits exactly while a dependency is live, runs only after its `after` ones succeeded, and
 is cancelled (naming the dependency) when one of them did not.
@@ -22,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import strategies as st
 
+from kickoff.defaults import RESERVE_AFTER_PASSES
 from kickoff.errors import Conflict, IllegalTransition, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state import decide
@@ -30,6 +34,21 @@ from kickoff.state.task_state import TaskState
 from kickoff.store.chain import Recorded
 
 TAGS = ("a", "b", "c", "d", "e")
+Amounts = tuple[tuple[str, int], ...]
+TASK_RESOURCES: tuple[Amounts, ...] = (
+    (("gpu", 1),),
+    (("gpu", 2),),
+    (("gpu", 3),),
+    (("mem", 2),),
+    (("gpu", 1), ("mem", 3)),
+    (("gpu", 4), ("mem", 1)),
+)
+WORKER_RESOURCES: tuple[Amounts, ...] = (
+    (("gpu", 4),),
+    (("gpu", 2), ("mem", 4)),
+    (("gpu", 4), ("mem", 8)),
+    (("gpu", 0), ("mem", 3)),
+)
 PRIORITIES = range(-2, 3)
 KEYS = ("k1", "k2", "k3")
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -50,6 +69,7 @@ class Spec:
     after_any: tuple[int, ...] = ()
     group: int | None = None  # group id
     retries: int = 0
+    resources: Amounts = ()
 
 
 BUSY = (TaskState.RUNNING, TaskState.CANCELLING)
@@ -59,30 +79,54 @@ def want_score(want: frozenset[str], tags: frozenset[str]) -> Fraction:
     return Fraction(len(want & tags), len(want)) if want else Fraction(0)
 
 
+def fits(request: Amounts, free: dict[str, int]) -> bool:
+    return all(free.get(name, 0) >= amount for name, amount in request)
+
+
 def reference_best(
-    state: State, specs: dict[int, Spec], tags: frozenset[str], caps: dict[int, int | None]
-) -> int | None:
+    state: State,
+    specs: dict[int, Spec],
+    tags: frozenset[str],
+    caps: dict[int, int | None],
+    totals: Amounts = (),
+    free: dict[str, int] | None = None,
+    passes: dict[int, int] | None = None,
+) -> tuple[int | None, int | None]:
     """SPEC §1 by brute force: scan every pending task and apply the rule literally, leaving
-    out the tasks of a group with as many running tasks as its cap (counted here)."""
+    out the tasks of a group with as many running tasks as its cap (counted here) and those
+    that ask for more than the worker's `totals`; then the first in that order that fits
+    the `free` amounts, unless the first that does not (the blocked one) was passed
+    RESERVE_AFTER_PASSES times: then only tasks asking for none of its resources. Returns
+    the task and the blocked one it goes ahead of."""
     running: dict[int, int] = {}
     for task in state.tasks.values():
         group = specs[task.id].group
         if group is not None and task.state in BUSY:
             running[group] = running.get(group, 0) + 1
-    best: tuple[int, Fraction, int] | None = None
+    ranked: list[tuple[int, Fraction, int]] = []
     for task in state.tasks.values():
         if task.state is not TaskState.PENDING:
             continue
         spec = specs[task.id]
-        if not spec.require <= tags:
+        if not spec.require <= tags or not fits(spec.resources, dict(totals)):
             continue
         cap = caps.get(spec.group) if spec.group is not None else None
         if cap is not None and running.get(spec.group, 0) >= cap:  # type: ignore[arg-type]
             continue
-        key = (-spec.priority, -want_score(spec.want, tags), task.id)
-        if best is None or key < best:
-            best = key
-    return None if best is None else best[2]
+        ranked.append((-spec.priority, -want_score(spec.want, tags), task.id))
+    free = free or {}
+    blocked: int | None = None
+    reserved: set[str] = set()
+    for *_, task_id in sorted(ranked):
+        request = specs[task_id].resources
+        names = {name for name, _ in request}
+        if fits(request, free) and not names & reserved:
+            return task_id, blocked
+        if blocked is None and not fits(request, free):
+            blocked = task_id
+            if (passes or {}).get(task_id, 0) >= RESERVE_AFTER_PASSES:
+                reserved = names
+    return None, None
 
 
 @dataclass(repr=False)
@@ -101,7 +145,12 @@ class Sim:
     outcomes: dict[int, str] = field(default_factory=dict)  # finished task -> its end
     failures: dict[int, int] = field(default_factory=dict)  # task -> failed attempts so far
     released: int = 0  # tasks that waited and were released (for non-vacuity)
-
+    totals: dict[str, Amounts] = field(default_factory=dict)  # worker -> declared amounts
+    held: dict[int, tuple[str, Amounts, tuple[int, ...]]] = field(default_factory=dict)
+    """running task -> (worker, amounts, gpu ids), from the claims seen"""
+    passes: dict[int, int] = field(default_factory=dict)  # pending task -> claims ahead of it
+    fitted: int = 0  # claims of tasks with resources (for non-vacuity)
+    reserved: int = 0  # claims made while a task was kept resources for
     # -- plumbing --------------------------------------------------------------
 
     def commit(self, events: list[ev.Event]) -> None:
@@ -113,7 +162,22 @@ class Sim:
             apply(self.state, event, seq=seq, at=self.now)
 
     def _saw(self, event: ev.Event) -> None:
-        """Keep each task's end, as the log tells it (not from the State)."""
+        """Keep each task's end, what runs where holding what, and the passes, as the log
+        tells them (not from the State)."""
+        match event:
+            case ev.TaskClaimed():
+                self.held[event.task_id] = (event.worker_id, event.resources, event.gpu_ids)
+                self.passes.pop(event.task_id, None)
+                if event.ahead_of is not None:
+                    self.passes[event.ahead_of] = self.passes.get(event.ahead_of, 0) + 1
+            case ev.TaskLeaseExpired():
+                self.held.pop(event.task_id, None)
+            case ev.TaskRequeued() | ev.TaskCompleted() | ev.TaskFailed() | ev.TaskCancelled():
+                self.held.pop(event.task_id, None)
+                if not isinstance(event, ev.TaskRequeued):
+                    self.passes.pop(event.task_id, None)
+            case ev.WorkerLost() | ev.WorkerStopped():
+                self.held = {t: h for t, h in self.held.items() if h[0] != event.worker_id}
         match event:
             case ev.TaskCompleted(retry_in_s=None):
                 ok = event.exit_code == 0 and not event.timed_out
@@ -185,6 +249,7 @@ class Sim:
         priority: int,
         attempts: int,
         key: str | None,
+        resources: Amounts = (),
     ) -> int:
         new = decide.NewTask(
             command=f"echo {len(self.specs)}",
@@ -193,6 +258,7 @@ class Sim:
             priority=priority,
             max_attempts=attempts,
             idempotency_key=key,
+            resources=resources,
         )
         known = self.state.idempotency.get(key) if key is not None else None
         if key is not None and known is not None:
@@ -206,23 +272,55 @@ class Sim:
             assert events == [] and ids == [known[0]], "a known idempotency key made a new task"
         else:
             assert len(events) == 1 and ids == [self.state.next_task_id]
-            self.specs[ids[0]] = Spec(require, want, priority)
+            self.specs[ids[0]] = Spec(require, want, priority, resources=resources)
             if key is not None:
                 self.keyed[key] = new
         self.commit(events)
         return int(ids[0])
 
-    def register(self, tags: frozenset[str], slots: int) -> str:
-        events = self.decide(decide.register, name="w", tags=tags, slots=slots)
+    def register(self, tags: frozenset[str], slots: int, resources: Amounts = ()) -> str:
+        events = self.decide(decide.register, name="w", tags=tags, slots=slots, resources=resources)
         self.commit(events)
+        self.totals[events[0].worker_id] = resources
         return str(events[0].worker_id)
+
+    def free(self, worker_id: str) -> dict[str, int]:
+        """The worker's declared amounts minus what the claims seen hold there."""
+        free = dict(self.totals[worker_id])
+        for on, amounts, _ in self.held.values():
+            if on == worker_id:
+                for name, amount in amounts:
+                    free[name] -= amount
+        return free
+
+    def check_holdings(self) -> None:
+        """What the State says each worker holds is what the claims seen hold; the devices
+        of running tasks on one worker are disjoint, of that worker, as many as asked."""
+        for worker_id, worker in self.state.workers.items():
+            free = self.free(worker_id)
+            assert worker.free == free, worker_id
+            ids = [g for on, _, gpus in self.held.values() if on == worker_id for g in gpus]
+            assert len(ids) == len(set(ids)), f"{worker_id} hands a device out twice: {ids}"
+            assert set(ids) <= set(worker.gpu_ids)
+        for task_id, (_, amounts, gpus) in self.held.items():
+            assert len(gpus) == dict(amounts).get("gpu", 0), task_id
+            assert amounts == self.specs[task_id].resources
 
     def claim(self, index: int) -> int | None:
         worker_id = self.pick(self.worker_ids(), index)
         if worker_id is None:
             return None
         worker = self.state.workers[worker_id]
-        expected = reference_best(self.state, self.specs, worker.tags, self.caps)
+        free = self.free(worker_id)
+        expected, ahead_of = reference_best(
+            self.state,
+            self.specs,
+            worker.tags,
+            self.caps,
+            self.totals[worker_id],
+            free,
+            self.passes,
+        )
         events = self.decide(decide.claim, worker_id)
         self.claims += 1
         if len(worker.running) >= worker.slots:
@@ -230,14 +328,21 @@ class Sim:
             return None
         got = events[0].task_id if events else None
         assert got == expected, (
-            f"worker tags {sorted(worker.tags)}: matcher chose {got}, the rule says {expected}; "
-            f"pending: {self.pending_table()}"
+            f"worker tags {sorted(worker.tags)}, free {free}: matcher chose {got}, the rule "
+            f"says {expected}; pending: {self.pending_table()}"
         )
         if events:
             self.matched += 1
-            assert events[0].attempt == self.state.tasks[got].attempt + 1
+            claimed = events[0]
+            assert claimed.attempt == self.state.tasks[got].attempt + 1
+            assert claimed.ahead_of == ahead_of, (claimed, ahead_of, self.passes)
+            assert claimed.resources == self.specs[got].resources
+            self.fitted += bool(claimed.resources)
+            blocked = ahead_of is not None and self.passes.get(ahead_of, 0)
+            self.reserved += blocked is not False and blocked >= RESERVE_AFTER_PASSES
         self.commit(events)
         self.check_caps()
+        self.check_holdings()
         return got
 
     def check_caps(self) -> None:
@@ -273,6 +378,7 @@ class Sim:
         elif group is not None:
             groups = sorted(self.caps)
             request = decide.GroupRequest(name=f"g{groups[group % len(groups)]}")
+        resources = TASK_RESOURCES[priority % len(TASK_RESOURCES)] if retries == 1 else ()
         new = decide.NewTask(
             command="flow",
             require=require,
@@ -280,6 +386,7 @@ class Sim:
             after=deps,
             after_any=any_deps,
             retries=retries,
+            resources=resources,
         )
         events, (task_id,) = self.decide(decide.submit, [new], group=request)
         group_id = next((e.group_id for e in events if isinstance(e, ev.TaskSubmitted)), None)
@@ -287,7 +394,7 @@ class Sim:
             if isinstance(e, ev.GroupCreated):
                 self.caps[e.group_id] = e.max_running
         self.specs[task_id] = Spec(
-            require, frozenset(), priority, deps, any_deps, group_id, retries
+            require, frozenset(), priority, deps, any_deps, group_id, retries, resources
         )
         self.commit(events)
         return int(task_id)
@@ -439,9 +546,9 @@ def _op(
     """Keep the fields operation `name` takes."""
     match name:
         case "submit":
-            return (name, tags, want, priority, n, key)
+            return (name, tags, want, priority, n, key, TASK_RESOURCES[i % 6] if flag else ())
         case "register":
-            return (name, tags, n)
+            return (name, tags, n + 1, WORKER_RESOURCES[i % 4] if flag else ())
         case "complete":
             return (name, i, 1 if flag and n == 1 else 0, flag and n == 2)
         case "lose":
@@ -480,7 +587,12 @@ def operations(min_size: int = 40, max_size: int = 200) -> st.SearchStrategy[lis
         st.none() | st.sampled_from(KEYS),
         st.booleans(),
     )
-    register = st.tuples(st.just("register"), tag_sets, st.integers(1, 3))
+    register = st.tuples(
+        st.just("register"),
+        tag_sets,
+        st.integers(1, 4),
+        st.sampled_from(((), *WORKER_RESOURCES)),
+    )
     return st.builds(
         lambda first, rest: first + rest,
         st.lists(register, min_size=1, max_size=4),
@@ -494,7 +606,12 @@ def random_operations(rng: random.Random, n: int) -> list[Op]:
     def tags(p: float = 0.3) -> frozenset[str]:
         return frozenset(t for t in TAGS if rng.random() < p)
 
-    ops: list[Op] = [("register", tags(0.6), rng.randint(1, 3)) for _ in range(3)]
+    def amounts(choices: tuple[Amounts, ...], p: float) -> Amounts:
+        return rng.choice(choices) if rng.random() < p else ()
+
+    ops: list[Op] = [
+        ("register", tags(0.6), rng.randint(1, 4), amounts(WORKER_RESOURCES, 0.6)) for _ in range(3)
+    ]
     weights = {
         "submit": 24,
         "flow": 12,
@@ -517,9 +634,11 @@ def random_operations(rng: random.Random, n: int) -> list[Op]:
             case "submit":
                 key = rng.choice((*[None] * 8, *KEYS, f"u{len(ops)}"))
                 require, want = tags(0.15), tags()
-                ops.append((name, require, want, rng.choice(PRIORITIES), rng.randint(1, 3), key))
+                priority, attempts = rng.choice(PRIORITIES), rng.randint(1, 3)
+                asks = amounts(TASK_RESOURCES, 0.4)
+                ops.append((name, require, want, priority, attempts, key, asks))
             case "register":
-                ops.append((name, tags(0.6), rng.randint(1, 3)))
+                ops.append((name, tags(0.6), rng.randint(1, 4), amounts(WORKER_RESOURCES, 0.5)))
             case "complete":
                 ops.append((name, i, rng.choice((0, 0, 1)), rng.random() < 0.2))
             case "lose":

@@ -33,6 +33,7 @@ BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
     "tuple[tuple[int, int], ...]": st.lists(st.tuples(ints, ints), max_size=5).map(tuple),
     "tuple[int, ...]": st.lists(ints, max_size=5).map(tuple),
     "tuple[tuple[str, str], ...]": st.lists(st.tuples(texts, texts), max_size=4).map(tuple),
+    "tuple[tuple[str, int], ...]": st.lists(st.tuples(texts, ints), max_size=4).map(tuple),
     "tuple[int | str, ...] | None": st.none()
     | st.lists(ints | st.just("timeout"), max_size=4).map(tuple),
 }
@@ -173,7 +174,7 @@ def test_payload_format_is_pinned() -> None:
     event = ev.TaskSubmitted(task_id=7, command="echo é", require=frozenset({"gpu", "cpu"}))
     assert codec.encode(event) == (
         "TaskSubmitted",
-        4,  # v3's and v4's fields are left out at their default: the same bytes as v2
+        5,  # v3's, v4's and v5's fields are left out at their default: the same bytes as v2
         '{"command":"echo é","idempotency_key":null,"max_attempts":3,"priority":0,'
         '"require":["cpu","gpu"],"submitted_by":null,"task_id":7,"timeout_s":null,"want":[]}',
     )
@@ -216,8 +217,8 @@ def test_unknown_type_is_refused() -> None:
 
 def test_newer_version_is_refused() -> None:
     _, _, payload = codec.encode(ev.TaskClaimed(task_id=1, worker_id="w1", attempt=1))
-    with pytest.raises(DatabaseRefused, match=r"TaskClaimed v2 is newer .*upgrade kickoff"):
-        codec.decode("TaskClaimed", 2, payload)
+    with pytest.raises(DatabaseRefused, match=r"TaskClaimed v3 is newer .*upgrade kickoff"):
+        codec.decode("TaskClaimed", 3, payload)
 
 
 @pytest.mark.parametrize(
@@ -266,6 +267,19 @@ def test_fields_added_later_are_left_out_at_their_default() -> None:
     placed = ev.TaskSubmitted(task_id=4, command="true", cwd="/srv", env=(("A", "1"),))
     assert '"cwd":"/srv","env":[["A","1"]]' in codec.encode(placed)[2]
     assert codec.decode(*codec.encode(placed)) == placed
+    sized = ev.TaskSubmitted(task_id=5, command="true", resources=(("gpu", 2), ("mem", 1 << 34)))
+    assert '"resources":[["gpu",2],["mem",17179869184]]' in codec.encode(sized)[2]
+    assert codec.decode(*codec.encode(sized)) == sized
+    plain_claim = ev.TaskClaimed(task_id=1, worker_id="w1", attempt=1)
+    assert codec.encode(plain_claim)[2] == '{"attempt":1,"task_id":1,"worker_id":"w1"}'
+    pinned = ev.TaskClaimed(
+        task_id=1, worker_id="w1", attempt=1, resources=(("gpu", 2),), gpu_ids=(1, 3), ahead_of=7
+    )
+    assert codec.encode(pinned)[2] == (
+        '{"ahead_of":7,"attempt":1,"gpu_ids":[1,3],"resources":[["gpu",2]],"task_id":1,'
+        '"worker_id":"w1"}'
+    )
+    assert codec.decode(*codec.encode(pinned)) == pinned
 
 
 @pytest.mark.parametrize(
@@ -284,6 +298,27 @@ def test_fields_added_later_are_left_out_at_their_default() -> None:
             '{"command":"x","idempotency_key":null,"max_attempts":3,"priority":0,"require":[],'
             '"retries":2,"submitted_by":null,"task_id":1,"timeout_s":null,"want":[]}',
             ev.TaskSubmitted(task_id=1, command="x", retries=2, cwd=None, env=()),
+        ),
+        (
+            "TaskSubmitted",
+            4,
+            '{"command":"x","cwd":"/srv","idempotency_key":null,"max_attempts":3,"priority":0,'
+            '"require":[],"submitted_by":null,"task_id":1,"timeout_s":null,"want":[]}',
+            ev.TaskSubmitted(task_id=1, command="x", cwd="/srv", resources=()),
+        ),
+        (
+            "TaskClaimed",
+            1,
+            '{"attempt":2,"task_id":1,"worker_id":"w3"}',
+            ev.TaskClaimed(task_id=1, worker_id="w3", attempt=2, resources=(), gpu_ids=()),
+        ),
+        (
+            "WorkerRegistered",
+            1,
+            '{"host":null,"name":"n","slots":2,"tags":["a"],"worker_id":"w1"}',
+            ev.WorkerRegistered(
+                worker_id="w1", name="n", tags=frozenset({"a"}), slots=2, resources=(), gpu_ids=()
+            ),
         ),
         (
             "TaskCompleted",

@@ -27,6 +27,7 @@ BASE = (  # shared, pure or nearly: anyone may import them
     "kickoff.defaults",
     "kickoff.clock",
     "kickoff.tags",
+    "kickoff.resources",
     "kickoff.envvars",
     "kickoff.dblocation",
 )

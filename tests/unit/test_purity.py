@@ -33,6 +33,7 @@ PURE_KICKOFF = {
     "kickoff.errors",
     "kickoff.defaults",
     "kickoff.tags",
+    "kickoff.resources",
 }
 ONLY_IN = {"orjson": {"kickoff/events/codec.py"}}
 IMPURE_BUILTINS = {"open", "print", "input", "exec", "eval", "compile", "__import__", "breakpoint"}
@@ -46,6 +47,7 @@ def pure_modules() -> list[Path]:
     return [
         *paths,
         ROOT / "tags.py",
+        ROOT / "resources.py",
         ROOT / "errors.py",
         ROOT / "defaults.py",
         ROOT / "__init__.py",
