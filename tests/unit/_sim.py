@@ -364,9 +364,10 @@ class Sim:
         group: int | None,
         cap: int | None,
         retries: int,
+        resources: Amounts = (),
     ) -> int | None:
         """A task with dependencies (indexes into the tasks so far), a group (an index into
-        the groups so far; None: none; -1: a new one with `cap`) and retries."""
+        the groups so far; None: none; -1: a new one with `cap`), retries and resources."""
         known = sorted(self.specs)
         if not known and (after or after_any):
             return None
@@ -378,7 +379,6 @@ class Sim:
         elif group is not None:
             groups = sorted(self.caps)
             request = decide.GroupRequest(name=f"g{groups[group % len(groups)]}")
-        resources = TASK_RESOURCES[priority % len(TASK_RESOURCES)] if retries == 1 else ()
         new = decide.NewTask(
             command="flow",
             require=require,
@@ -568,14 +568,26 @@ def _op(
                 None if n == 1 else -1 if flag else i,
                 n - 1 or None,
                 n - 1,
+                TASK_RESOURCES[i % 6] if n == 2 else (),
             )
         case "retry_due":
             return (name, n * 2)
     return (name, i)
 
 
-def operations(min_size: int = 40, max_size: int = 200) -> st.SearchStrategy[list[Op]]:
-    """Runs as hypothesis sees them: a few workers first, then mostly submits and claims."""
+RESOURCE_FIELD = {"submit": 6, "register": 3, "flow": 8}  # where each op has its amounts
+
+
+def without_resources(ops: list[Op]) -> list[Op]:
+    """The same run with no resources asked for or declared."""
+    return [(*op[: RESOURCE_FIELD[op[0]]], ()) if op[0] in RESOURCE_FIELD else op for op in ops]
+
+
+def operations(
+    min_size: int = 40, max_size: int = 200, *, resources: bool = True
+) -> st.SearchStrategy[list[Op]]:
+    """Runs as hypothesis sees them: a few workers first, then mostly submits and claims
+    (without `resources`, none asked for or declared)."""
     op = st.builds(
         _op,
         st.sampled_from(NAMES),
@@ -594,23 +606,31 @@ def operations(min_size: int = 40, max_size: int = 200) -> st.SearchStrategy[lis
         st.sampled_from(((), *WORKER_RESOURCES)),
     )
     return st.builds(
-        lambda first, rest: first + rest,
+        lambda first, rest: first + rest if resources else without_resources(first + rest),
         st.lists(register, min_size=1, max_size=4),
         st.lists(op, min_size=min_size, max_size=max_size),
     )
 
 
-def random_operations(rng: random.Random, n: int) -> list[Op]:
+def random_operations(rng: random.Random, n: int, *, resources: bool = True) -> list[Op]:
     """The same kind of run from a seeded generator (deterministic, for store tests)."""
+    ops = _random_operations(rng, n, resources)
+    return ops if resources else without_resources(ops)
+
+
+def _random_operations(rng: random.Random, n: int, resources: bool) -> list[Op]:
 
     def tags(p: float = 0.3) -> frozenset[str]:
         return frozenset(t for t in TAGS if rng.random() < p)
 
     def amounts(choices: tuple[Amounts, ...], p: float) -> Amounts:
+        """Some amounts, or none (then the generator is where a run without them has it)."""
+        if not resources:
+            return ()
         return rng.choice(choices) if rng.random() < p else ()
 
     ops: list[Op] = [
-        ("register", tags(0.6), rng.randint(1, 4), amounts(WORKER_RESOURCES, 0.6)) for _ in range(3)
+        ("register", tags(0.6), rng.randint(1, 3), amounts(WORKER_RESOURCES, 0.6)) for _ in range(3)
     ]
     weights = {
         "submit": 24,
@@ -638,7 +658,7 @@ def random_operations(rng: random.Random, n: int) -> list[Op]:
                 asks = amounts(TASK_RESOURCES, 0.4)
                 ops.append((name, require, want, priority, attempts, key, asks))
             case "register":
-                ops.append((name, tags(0.6), rng.randint(1, 4), amounts(WORKER_RESOURCES, 0.5)))
+                ops.append((name, tags(0.6), rng.randint(1, 3), amounts(WORKER_RESOURCES, 0.5)))
             case "complete":
                 ops.append((name, i, rng.choice((0, 0, 1)), rng.random() < 0.2))
             case "lose":
@@ -662,6 +682,7 @@ def random_operations(rng: random.Random, n: int) -> list[Op]:
                         group,
                         cap,
                         rng.choice((0, 0, 1, 2)),
+                        amounts(TASK_RESOURCES, 0.3),
                     )
                 )
             case "retry_due":

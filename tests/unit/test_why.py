@@ -138,14 +138,14 @@ def _tags_history(records: Sequence[Recorded]) -> Callable[[str, int], Tags]:
     return at
 
 
-@given(operations())
+@given(operations(resources=False))  # why and resources: issue 15.4
 def test_every_explanation_holds_on_random_runs(ops: list[tuple[object, ...]]) -> None:
     check(Sim().run(ops))
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_every_explanation_holds_on_long_seeded_runs(seed: int) -> None:
-    sim = Sim().run(random_operations(random.Random(seed), 600))
+    sim = Sim().run(random_operations(random.Random(seed), 600, resources=False))
     assert check(sim) > 0  # not vacuous
 
 
@@ -193,7 +193,7 @@ def test_a_requeued_task_is_queued_since_its_requeue() -> None:
 
 
 def test_explain_changes_nothing() -> None:
-    sim = Sim().run(random_operations(random.Random(7), 300))
+    sim = Sim().run(random_operations(random.Random(7), 300, resources=False))
     before = sim.state.snapshot()
     for task_id in range(1, sim.state.next_task_id):
         log = log_slice(sim.records, sim.state, task_id)
