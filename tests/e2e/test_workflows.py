@@ -326,6 +326,7 @@ def test_kill_9_while_tasks_wait_continues_everything_exactly_once(
         "--",
         f'{record}; [ "$KICKOFF_ATTEMPT" = 2 ]',
     )
+    frames = new(kickoff, "--array", "1-3", "--max-running", "1", "--", f"{record}; sleep 0.5")
     wait_until(
         lambda: (
             task(server, flaky)["state"] == "waiting" and task(server, slow)["state"] == "running"
@@ -333,13 +334,17 @@ def test_kill_9_while_tasks_wait_continues_everything_exactly_once(
         timeout=20,
         what="a delayed retry and a running dependency",
     )
+    assert "pending" in {task(server, f)["state"] for f in frames}  # a group at its cap
     server.kill()
     server.start()
-    wait_until(lambda: finished(server, chained, flaky), timeout=60, what="everything")
+    everything = (slow, after_slow, chained, flaky, *frames)
+    wait_until(lambda: finished(server, *everything), timeout=60, what="everything")
     assert sorted(lines(runs)) == sorted(
         [f"{slow}:1", f"{after_slow}:1", f"{chained}:1", f"{flaky}:1", f"{flaky}:2"]
+        + [f"{f}:1" for f in frames]
     )
-    assert all(task(server, t)["state"] == "succeeded" for t in (slow, after_slow, chained, flaky))
+    assert all(task(server, t)["state"] == "succeeded" for t in everything)
+    assert max_concurrency(events(server), set(frames)) == 1  # the cap held across the kill
     verified = kickoff("verify", "--db", str(server.db_path))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
