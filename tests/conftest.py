@@ -243,6 +243,18 @@ def start_worker(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[...
         return worker
 
     yield start
+    finish(workers)
+
+
+def finish(workers: list[WorkerProcess], grace: float = 1.5) -> None:
+    """A test's end: SIGTERM to every worker (running tasks may finish), after `grace`
+    seconds a second one to those still running (kills their tasks), then wait."""
+    for worker in workers:
+        if worker.proc.poll() is None:
+            worker.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(w.proc.poll() is None for w in workers):
+        time.sleep(0.02)
     for worker in workers:
         worker.stop()
 
