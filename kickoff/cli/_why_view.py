@@ -8,6 +8,7 @@ from __future__ import annotations
 from kickoff.cli import _format as fmt
 from kickoff.cli._screen import fields, heading, out, table
 from kickoff.cli._text import Cell, Styled, one_line, styled
+from kickoff.resources import show, show_amount
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ def _ids(ids: list[int]) -> str:
     return " ".join(map(str, ids)) or "-"
 
 
+def _amounts(found: dict[str, int]) -> str:
+    return show(found) or "-"
+
+
 def explanation(answer: Answer) -> None:
     """The summary line, the fields, and a table for each kind of detail there is."""
     now = _now()
@@ -50,10 +55,17 @@ def _fields(answer: Answer, now: datetime) -> list[tuple[str, Cell]]:
     if answer.get("queued"):
         when = fmt.when(answer["queued_at"], now, relative=out.is_terminal)
         rows.append(("queued", f"{answer['queued']} {when} (seq {answer['queued_seq']})"))
+    if answer.get("asks"):
+        rows.append(("asks for", _amounts(answer["asks"])))
+    if answer.get("passes"):
+        rows.append(("passed over", f"{answer['passes']} times, for what was not free"))
     if answer.get("ahead") is not None:
         rows.append(("ahead", f"{answer['ahead']} pending tasks rank ahead of it"))
-    if answer.get("missing"):
-        rows.append(("no live worker has", fmt.tags(answer["missing"])))
+    missing = [*(answer.get("missing") or ())]
+    asks = answer.get("asks") or {}
+    missing += [f"{n}={show_amount(asks[n])}" for n in answer.get("missing_resources") or {}]
+    if missing:
+        rows.append(("no live worker has", " ".join(missing)))
     cap = answer.get("cap")
     if cap:
         rows.append(
@@ -75,8 +87,11 @@ def _workers(answer: Answer, now: datetime) -> None:
         return
     out.line()
     heading("live workers that could run it:")
+    counted = bool(answer.get("asks"))  # the task asks for resources: show them
+    heads = ["WORKER", "HOLD", "RUNNING", "SLOTS", "AHEAD", "TOOK"]
+    heads += ["FREE", "TAGS"] if counted else ["TAGS"]
     table(
-        ["WORKER", "HOLD", "RUNNING", "SLOTS", "AHEAD", "TOOK", "TAGS"],
+        heads,
         (
             [
                 _who(w["name"], w["id"]),
@@ -85,6 +100,7 @@ def _workers(answer: Answer, now: datetime) -> None:
                 str(w["slots"]),
                 str(w["ahead"]),
                 str(w["took_total"]),
+                *([_amounts(w.get("resources_free") or {})] if counted else []),
                 fmt.tags(w["tags"]),
             ]
             for w in workers
@@ -122,10 +138,14 @@ def _nearest(answer: Answer) -> None:
         return
     out.line()
     heading("nearest live workers:")
-    table(
-        ["WORKER", "LACKS"],
-        ([_who(n["name"], n["id"]), fmt.tags(n["lacks"])] for n in nearest),
-    )
+    asks = answer.get("asks") or {}
+
+    def lacks(near: Answer) -> str:
+        has = near.get("has") or {}
+        few = [f"{k}={show_amount(asks[k])} (has {show_amount(v)})" for k, v in has.items()]
+        return " ".join([*near["lacks"], *few]) or "-"
+
+    table(["WORKER", "LACKS"], ([_who(n["name"], n["id"]), lacks(n)] for n in nearest))
 
 
 def _dependencies(answer: Answer) -> None:

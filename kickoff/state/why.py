@@ -15,9 +15,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from kickoff import resources as amounts
+from kickoff.defaults import RESERVE_AFTER_PASSES
 from kickoff.events import model as ev
+from kickoff.resources import NONE, Resources
 from kickoff.state.fold import BUSY, State, Worker
-from kickoff.state.matcher import ID_BITS, ID_MASK, task_key, want_score
+from kickoff.state.matcher import ID_BITS, ID_MASK, Profile, fits, task_key, want_score
 from kickoff.state.task_state import TaskState
 
 Logged = tuple[int, datetime, ev.Event]
@@ -44,6 +47,7 @@ class Rule(StrEnum):
     WANT = "want"  # same priority, a higher want score for that worker's tags
     AGE = "age"  # same priority and want score, submitted earlier
     TAGS = "tags"  # the worker did not have this task's required tags then
+    RESOURCES = "resources"  # what this task asks for was not free then (or kept for another)
     CAP = "cap"  # this task's group was at its --max-running cap
 
 
@@ -51,6 +55,7 @@ class Hold(StrEnum):
     """What keeps a worker that could run the task from running it now."""
 
     BUSY = "busy"  # every slot is taken
+    RESOURCES = "resources"  # a slot is free, but not the amounts the task asks for
     CAP = "cap"  # a slot is free, but the task's group is at its cap
     FREE = "free"  # a slot is free: it takes the best task at its next claim
 
@@ -68,13 +73,17 @@ class Took:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Candidate:
-    """A live worker that could run the task (it has every required tag)."""
+    """A live worker that could run the task (it has every required tag and, in total,
+    the amounts it asks for)."""
 
     id: str
     name: str
     tags: tuple[str, ...]
     slots: int
     running: tuple[int, ...]
+    resources: dict[str, int]  # declared
+    resources_free: dict[str, int]  # declared minus what its running tasks hold
+    short: dict[str, int]  # of what the task asks for, the amounts not free now: name -> free
     hold: Hold
     ahead: int  # pending tasks this worker would take before this one
     took: tuple[Took, ...]  # the latest TOOK_SHOWN, newest first
@@ -88,6 +97,7 @@ class Lacking:
     id: str
     name: str
     lacks: tuple[str, ...]  # required tags it does not have
+    has: dict[str, int]  # of the amounts the task asks for, those it has too few of in all
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,6 +145,10 @@ class Explanation:
     ahead: int | None = None  # the fewest tasks ranking ahead of it for one of the workers
     workers: tuple[Candidate, ...] = ()
     missing: tuple[str, ...] = ()  # required tags no live worker has
+    missing_resources: dict[str, int] = field(default_factory=dict)
+    """amounts no live worker has in all: name -> the most one has"""
+    asks: dict[str, int] = field(default_factory=dict)  # the resources the task asks for
+    passes: int = 0  # claims that went ahead of it while it did not fit (see matcher.py)
     nearest: tuple[Lacking, ...] = ()  # set when no live worker could run it
     waiting_for: tuple[Dependency, ...] = ()
     retry_at: str | None = None  # a delayed retry is due then
@@ -194,11 +208,17 @@ def queued(own: Sequence[Logged]) -> Logged | None:
     return found
 
 
-def candidates(state: State, require: frozenset[str]) -> list[Worker]:
-    """The live workers that could run a task with these required tags, by id."""
+def candidates(state: State, require: frozenset[str], request: Resources = NONE) -> list[Worker]:
+    """The live workers that could run a task with these required tags and resource
+    request (in their total amounts), by id."""
     return sorted(
-        (w for w in state.workers.values() if require <= w.tags), key=lambda w: _number(w.id)
+        (w for w in state.workers.values() if require <= w.tags and _fits_totals(request, w)),
+        key=lambda w: _number(w.id),
     )
+
+
+def _fits_totals(request: Resources, worker: Worker) -> bool:
+    return not request or fits(request, dict(worker.resources))
 
 
 def needs(state: State, task_id: int, own: Sequence[Logged]) -> Needs:
@@ -208,7 +228,7 @@ def needs(state: State, task_id: int, own: Sequence[Logged]) -> Needs:
     if task is None or task.state is not TaskState.PENDING:
         return Needs(after_seq=None, candidates=(), workers=tuple(dict.fromkeys(attempt_workers)))
     since = queued(own)
-    found = tuple(w.id for w in candidates(state, task.shape.require))
+    found = tuple(w.id for w in candidates(state, task.shape.require, task.shape.resources))
     return Needs(
         after_seq=None if since is None else since[0],
         candidates=found,
@@ -276,17 +296,19 @@ def _worker(name: str, worker_id: str) -> str:
 
 def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
     task = state.tasks[task_id]
+    request = task.shape.resources
     mine = submitted(log.own)
     since = queued(log.own)
     names = _names(log, state)
     cap = _cap(state, task_id)
     found = []
-    counts: dict[frozenset[str], int] = {}  # workers with one tag set share a count
-    for worker in candidates(state, task.shape.require):
-        if worker.tags not in counts:
-            counts[worker.tags] = ahead(state, task_id, worker.tags)
+    counts: dict[Profile, int] = {}  # workers of one profile share a count
+    for worker in candidates(state, task.shape.require, request):
+        if worker.profile not in counts:
+            counts[worker.profile] = ahead(state, task_id, worker.tags, worker.resources)
         claims = log.claims.get(worker.id, ())
         took = tuple(_took(state, mine, e, seq, at, log) for seq, at, e in claims)
+        short = {n: worker.free.get(n, 0) for n, a in request if worker.free.get(n, 0) < a}
         found.append(
             Candidate(
                 id=worker.id,
@@ -294,8 +316,11 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
                 tags=tuple(sorted(worker.tags)),
                 slots=worker.slots,
                 running=tuple(sorted(worker.running)),
-                hold=_hold(worker, cap),
-                ahead=counts[worker.tags],
+                resources=dict(worker.resources),
+                resources_free=dict(sorted(worker.free.items())),
+                short=short,
+                hold=_hold(worker, cap, short),
+                ahead=counts[worker.profile],
                 took=took,
                 took_total=log.claim_counts.get(worker.id, len(took)),
             )
@@ -309,13 +334,17 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
         queued_at=None if since is None else to_text(since[1]),
         cap=cap,
         attempts=_attempts(log, names),
+        asks=dict(request),
+        passes=state.passes.get(task_id, 0),
     )
     if not found:
-        missing, nearest = _lacking(state, task.shape.require)
-        summary = _nobody_summary(state, task.shape.require, missing, nearest)
-        return replace(base, missing=missing, nearest=nearest, summary=summary)
+        missing, most, nearest = _lacking(state, task.shape.require, request)
+        summary = _nobody_summary(state, task.shape.require, request, missing, most, nearest)
+        return replace(
+            base, missing=missing, missing_resources=most, nearest=nearest, summary=summary
+        )
     fewest = min(c.ahead for c in found)
-    summary = _pending_summary(found, fewest, cap)
+    summary = _pending_summary(found, fewest, cap, request, base.passes)
     return replace(base, workers=tuple(found), ahead=fewest, summary=summary)
 
 
@@ -343,9 +372,11 @@ def _cap(state: State, task_id: int) -> Cap | None:
     return Cap(group=group.label, max_running=group.max_running, running=running)
 
 
-def _hold(worker: Worker, cap: Cap | None) -> Hold:
+def _hold(worker: Worker, cap: Cap | None, short: dict[str, int]) -> Hold:
     if len(worker.running) >= worker.slots:
         return Hold.BUSY
+    if short:
+        return Hold.RESOURCES
     return Hold.CAP if cap is not None else Hold.FREE
 
 
@@ -366,7 +397,7 @@ def _took(
     other = log.submissions.get(claimed.task_id)
     tags = _tags_at(log, claimed.worker_id, seq)
     who = _worker(_names(log, state).get(claimed.worker_id, ""), claimed.worker_id)
-    rule, detail = _rule(state, mine, other, tags, who)
+    rule, detail = _rule(state, mine, other, tags, who, claimed.ahead_of)
     return Took(task_id=claimed.task_id, seq=seq, at=to_text(at), rule=rule, detail=detail)
 
 
@@ -376,8 +407,10 @@ def _rule(
     other: ev.TaskSubmitted | None,
     tags: frozenset[str],
     who: str,
+    ahead_of: int | None = None,
 ) -> tuple[Rule, str]:
-    """SPEC §1's order between the task taken and this one, for the worker's tags then."""
+    """SPEC §1's order between the task taken and this one, for the worker's tags then;
+    `ahead_of`: the blocked task the claim recorded going ahead of (matcher.py)."""
     if not mine.require <= tags:
         lacked = " ".join(sorted(mine.require - tags))
         return Rule.TAGS, f"{who} did not have {lacked} then"
@@ -391,15 +424,28 @@ def _rule(
         if other.priority == mine.priority and theirs == ours and other.task_id < mine.task_id:
             older = f"{other.task_id} < {mine.task_id}"
             return Rule.AGE, f"older ({older}), same priority and want score"
+    if mine.resources and ahead_of is not None:  # it ranked first, and was passed over:
+        asked = amounts.show(mine.resources)  # not free then, or kept for a blocked task
+        if ahead_of == mine.task_id:
+            return Rule.RESOURCES, f"{asked} was not free then; the claim went ahead of it"
+        return Rule.RESOURCES, f"{asked} was not free then, or kept for {ahead_of}"
     group = state.groups.get(mine.group_id) if mine.group_id is not None else None
     if group is not None and group.max_running is not None:
         return Rule.CAP, f"its group {group.label} was at its cap of {group.max_running}"
     return Rule.AGE, "ranked first by the matcher"  # a log without the other's submission
 
 
-def ahead(state: State, task_id: int, tags: frozenset[str], *, most: int = AHEAD_COUNTED) -> int:
-    """How many pending tasks a worker with `tags` would take before this one (SPEC §1's
-    order; tasks of groups at their cap are left out, but for this task's own group),
+def ahead(
+    state: State,
+    task_id: int,
+    tags: frozenset[str],
+    totals: Resources = NONE,
+    *,
+    most: int = AHEAD_COUNTED,
+) -> int:
+    """How many pending tasks a worker with `tags` and `totals` (its declared amounts)
+    would take before this one: the tasks it could ever run that rank first by SPEC §1's
+    order (tasks of groups at their cap are left out, but for this task's own group),
     counted up to `most`.
 
     Costs in proportion to what it counts, never to the queue: in each shape's heap the
@@ -411,8 +457,11 @@ def ahead(state: State, task_id: int, tags: frozenset[str], *, most: int = AHEAD
     score = want_score(task.shape.want, tags)
     own_group = task.shape.group_id  # its capped group's tasks count, at the cap too
     counted: set[int] = set()  # a requeued task may have a second, older entry
+    declared = dict(totals)
     for shape in state.matcher.shapes.values():
         if not shape.require <= tags or (shape.suspended and shape.group_id != own_group):
+            continue
+        if shape.resources and not fits(shape.resources, declared):
             continue
         theirs = want_score(shape.want, tags)
         if theirs > score:  # better want score: ahead at the same priority level too
@@ -449,37 +498,81 @@ def _is_pending(state: State, task_id: int) -> bool:
     return task is not None and task.state is TaskState.PENDING
 
 
-def _lacking(state: State, require: frozenset[str]) -> tuple[tuple[str, ...], tuple[Lacking, ...]]:
-    """The required tags no live worker has, and the nearest workers with what each lacks."""
+def _lacking(
+    state: State, require: frozenset[str], request: Resources
+) -> tuple[tuple[str, ...], dict[str, int], tuple[Lacking, ...]]:
+    """The required tags no live worker has, the requested amounts no live worker has in
+    all (name -> the most one has), and the nearest workers with what each lacks."""
     had: set[str] = set()
+    most: dict[str, int] = dict.fromkeys((n for n, _ in request), 0)
     for worker in state.workers.values():
         had |= worker.tags & require
+        declared = dict(worker.resources)
+        for name in most:
+            most[name] = max(most[name], declared.get(name, 0))
     missing = tuple(sorted(require - had))
-    ranked = sorted(state.workers.values(), key=lambda w: (len(require - w.tags), _number(w.id)))
+    too_little = {n: most[n] for n, a in request if most[n] < a}
+
+    def short(worker: Worker) -> dict[str, int]:
+        declared = dict(worker.resources)
+        return {n: declared.get(n, 0) for n, a in request if declared.get(n, 0) < a}
+
+    asked = dict(request)
+
+    def distance(worker: Worker) -> tuple[int, float, int]:
+        """What it lacks: how many tags and amounts, then how little of those amounts."""
+        few = short(worker)
+        had = sum(total / asked[name] for name, total in few.items())
+        return len(require - worker.tags) + len(few), -had, _number(worker.id)
+
+    ranked = sorted(state.workers.values(), key=distance)
     nearest = tuple(
-        Lacking(id=w.id, name=w.name, lacks=tuple(sorted(require - w.tags)))
+        Lacking(id=w.id, name=w.name, lacks=tuple(sorted(require - w.tags)), has=short(w))
         for w in ranked[:NEAREST_SHOWN]
     )
-    return missing, nearest
+    return missing, too_little, nearest
 
 
 def _nobody_summary(
-    state: State, require: frozenset[str], missing: tuple[str, ...], nearest: tuple[Lacking, ...]
+    state: State,
+    require: frozenset[str],
+    request: Resources,
+    missing: tuple[str, ...],
+    most: dict[str, int],
+    nearest: tuple[Lacking, ...],
 ) -> str:
     if not state.workers:
         return "pending: no worker is live"
-    wanted = " ".join(missing or sorted(require))
-    text = f"pending: no live worker has {'' if missing else 'all of '}{wanted}"
+    asked = dict(request)
+    wanted = [*missing, *(f"{n}={amounts.show_amount(asked[n])}" for n in most)]
+    if wanted:
+        text = f"pending: no live worker has {' '.join(wanted)}"
+    else:
+        needs = [*sorted(require), *(amounts.show(request).split(",") if request else ())]
+        text = f"pending: no live worker has all of {' '.join(needs)}"
     if nearest:
         near = nearest[0]
-        has = sorted(require - set(near.lacks))
-        lacks = " ".join(near.lacks)
-        held = f"has {' '.join(has)} but not {lacks}" if has else f"has none of {lacks}"
-        text += f"; nearest: {_worker(near.name, near.id)} {held}"
+        text += f"; nearest: {_worker(near.name, near.id)} {_lacks(require, asked, near)}"
     return text
 
 
-def _pending_summary(found: list[Candidate], fewest: int, cap: Cap | None) -> str:
+def _lacks(require: frozenset[str], asked: dict[str, int], near: Lacking) -> str:
+    """`has gpu but not cuda12`, `has none of gpu`, `has gpu=1 of gpu=2`."""
+    parts = []
+    if near.lacks:
+        has = sorted(require - set(near.lacks))
+        lacks = " ".join(near.lacks)
+        parts.append(f"has {' '.join(has)} but not {lacks}" if has else f"has none of {lacks}")
+    for name, total in near.has.items():
+        parts.append(
+            f"has {name}={amounts.show_amount(total)} of {name}={amounts.show_amount(asked[name])}"
+        )
+    return ", and ".join(parts)
+
+
+def _pending_summary(
+    found: list[Candidate], fewest: int, cap: Cap | None, request: Resources, passes: int
+) -> str:
     if cap is not None:
         running = " ".join(map(str, cap.running))
         return f"pending: group {cap.group} is at its cap of {cap.max_running} (running: {running})"
@@ -491,20 +584,32 @@ def _pending_summary(found: list[Candidate], fewest: int, cap: Cap | None) -> st
         rank = f"{fewest} task{'' if fewest == 1 else 's'} rank{'s' if fewest == 1 else ''} ahead"
     best = min(found, key=lambda c: (c.ahead, c.hold is Hold.BUSY))
     who = _worker(best.name, best.id)
+    asked = dict(request)
     if best.hold is Hold.BUSY:
         doing = f"{who} is busy with {' '.join(map(str, best.running))}"
+    elif best.hold is Hold.RESOURCES:
+        doing = f"{who} lacks " + " ".join(
+            f"{n}={amounts.show_amount(asked[n])} ({amounts.show_amount(free)} free)"
+            for n, free in best.short.items()
+        )
     else:
         doing = f"{who} has a free slot"
     if best.took:
         last = best.took[0]
-        if last.task_id in best.running:
+        if last.task_id in best.running and best.hold is Hold.BUSY:
             doing += f", taken first ({last.detail})"
         else:
             doing += f"; it took {last.task_id} first ({last.detail})"
         if best.took_total > 1:
             doing += f"; {best.took_total} taken since it was queued"
     more = "" if len(found) == 1 else f" ({len(found)} workers could run it)"
-    return f"pending: {rank}; {doing}{more}"
+    kept = ""
+    if passes >= RESERVE_AFTER_PASSES:
+        names = " ".join(n for n, _ in request)
+        kept = f"; passed over {passes} times, so the workers it fits keep {names} for it"
+    elif passes:
+        kept = f"; passed over {passes} time{'' if passes == 1 else 's'}"
+    return f"pending: {rank}; {doing}{more}{kept}"
 
 
 # waiting -----------------------------------------------------------------------------

@@ -225,3 +225,87 @@ def test_several_workers_each_with_its_hold(api: Api) -> None:
         "pending: no task ranks ahead; idle-box (w2) has a free slot (2 workers could run it)"
     )
     assert answer["nearest"] == []  # only when no live worker could run it
+
+
+def register_with(api: Api, name: str, resources: dict[str, Any], slots: int = 4) -> str:
+    body = {"name": name, "slots": slots, "resources": resources}
+    response = api.client.post("/v1/workers", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["worker_id"])
+
+
+def test_a_worker_whose_free_amounts_are_too_few(api: Api) -> None:
+    box = register_with(api, "gpubox", {"gpu": 4, "mem": "64G"})
+    running = [api.submit(command="train", resources={"gpu": 2}) for _ in range(2)]
+    assert [c["task_id"] for c in api.claim(box, max_tasks=4)] == running
+    mine = api.submit(command="train", resources={"gpu": 2, "mem": "16G"})
+    assert api.claim(box) == []
+    answer = why(api, mine)
+    (worker,) = answer["workers"]
+    assert (worker["hold"], worker["running"], worker["short"]) == (
+        "resources",
+        running,
+        {"gpu": 0},
+    )
+    assert worker["resources"] == {"gpu": 4, "mem": 64 << 30}
+    assert worker["resources_free"] == {"gpu": 0, "mem": 64 << 30}
+    assert answer["asks"] == {"gpu": 2, "mem": 16 << 30}
+    assert answer["summary"] == "pending: no task ranks ahead; gpubox (w1) lacks gpu=2 (0 free)"
+
+
+def test_no_live_worker_has_the_amounts(api: Api) -> None:
+    register_with(api, "small", {"gpu": 2})
+    register_with(api, "four", {"gpu": 4, "mem": "8G"})
+    mine = api.submit(command="big", resources={"gpu": 8, "mem": "16G"})
+    answer = why(api, mine)
+    assert answer["workers"] == []
+    assert answer["missing_resources"] == {"gpu": 4, "mem": 8 << 30}  # the most any has
+    assert [(n["name"], n["lacks"], n["has"]) for n in answer["nearest"]] == [
+        ("four", [], {"gpu": 4, "mem": 8 << 30}),
+        ("small", [], {"gpu": 2, "mem": 0}),
+    ]
+    assert answer["summary"] == (
+        "pending: no live worker has gpu=8 mem=16G; nearest: four (w2) has gpu=4 of gpu=8, "
+        "and has mem=8G of mem=16G"
+    )
+
+
+def test_a_smaller_task_went_ahead_of_one_that_did_not_fit(api: Api) -> None:
+    box = register_with(api, "gpubox", {"gpu": 2}, slots=3)
+    first = api.submit(command="one gpu", resources={"gpu": 1})
+    api.claim(box)
+    big = api.submit(command="two gpus", resources={"gpu": 2}, priority=5)
+    small = api.submit(command="one gpu", resources={"gpu": 1})
+    assert [c["task_id"] for c in api.claim(box)] == [small]
+    events = api.client.get("/v1/events", params={"type": "TaskClaimed"}).json()["events"]
+    assert events[-1]["data"]["ahead_of"] == big  # what the log recorded
+    answer = why(api, big)
+    (worker,) = answer["workers"]
+    assert [(t["task_id"], t["rule"], t["detail"]) for t in worker["took"]] == [
+        (small, "resources", "gpu=2 was not free then; the claim went ahead of it")
+    ]
+    assert (answer["passes"], worker["running"]) == (1, [first, small])
+    assert answer["summary"] == (
+        f"pending: no task ranks ahead; gpubox (w1) lacks gpu=2 (0 free); it took {small} "
+        "first (gpu=2 was not free then; the claim went ahead of it); passed over 1 time"
+    )
+
+
+def test_after_three_passes_the_workers_keep_the_resources(api: Api) -> None:
+    box = register_with(api, "gpubox", {"gpu": 2}, slots=3)
+    first = api.submit(command="one gpu", resources={"gpu": 1})
+    api.claim(box)
+    big = api.submit(command="two gpus", resources={"gpu": 2}, priority=5)
+    for _ in range(3):
+        small = api.submit(command="one gpu", resources={"gpu": 1})
+        assert [c["task_id"] for c in api.claim(box)] == [small]
+        complete(api, small, box)
+    api.submit(command="one more", resources={"gpu": 1})
+    assert api.claim(box) == []  # the free gpu is kept for `big`
+    answer = why(api, big)
+    assert answer["passes"] == 3
+    assert answer["summary"].endswith(
+        "; passed over 3 times, so the workers it fits keep gpu for it"
+    )
+    complete(api, first, box)
+    assert [c["task_id"] for c in api.claim(box)] == [big]

@@ -67,19 +67,32 @@ function taskLink(id) {
   return h("a", {href: `#/task/${id}`}, `#${id}`);
 }
 
+// {gpu: 2, mem: 17179869184} -> "gpu=2 mem=16G", as kickoff/resources.py shows amounts.
+function amounts(found) {
+  const units = [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["K", 2 ** 10]];
+  const shown = (n) => {
+    const unit = units.find(([, u]) => n >= u && n % u === 0);
+    return unit ? `${n / unit[1]}${unit[0]}` : String(n);
+  };
+  return Object.entries(found || {}).map(([k, n]) => `${k}=${shown(n)}`).join(" ");
+}
+
 function whyView(answer) {
   const parts = [h("p", {class: "why-summary", "data-testid": "why-summary"}, answer.summary)];
   const workers = answer.workers || [];
+  const counted = Object.keys(answer.asks || {}).length > 0;
   if (workers.length) {
-    parts.push(grid("why-workers", ["worker that could run it", "hold", "running", "ahead", "took"],
-      workers.map((w) => [who(w.name, w.id), w.hold, w.running.map(taskLink), w.ahead, w.took_total])));
+    parts.push(grid("why-workers", ["worker that could run it", "hold", "running", "ahead", "took",
+      ...(counted ? ["free"] : [])],
+      workers.map((w) => [who(w.name, w.id), w.hold, w.running.map(taskLink), w.ahead, w.took_total,
+        ...(counted ? [amounts(w.resources_free)] : [])])));
     const took = workers.flatMap((w) => w.took.map((t) => [who(w.name, w.id), taskLink(t.task_id),
       t.rule, t.detail, when(t.at)]));
     if (took.length) parts.push(grid("why-took", ["worker", "took", "rule", "why first", "at"], took));
   }
   if ((answer.nearest || []).length) {
-    parts.push(grid("why-nearest", ["nearest worker", "lacks"],
-      answer.nearest.map((n) => [who(n.name, n.id), tags(n.lacks)])));
+    parts.push(grid("why-nearest", ["nearest worker", "lacks", "has of what it asks for"],
+      answer.nearest.map((n) => [who(n.name, n.id), tags(n.lacks), amounts(n.has)])));
   }
   if ((answer.waiting_for || []).length) {
     parts.push(grid("why-dependencies", ["dependency", "kind", "state"],
