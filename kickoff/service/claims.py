@@ -1,7 +1,7 @@
 """Claims: handing tasks to workers, at once or by long-poll.
 
 A claim that finds nothing parks until a recorded batch makes work available; that batch
-then stages the parked claims' TaskClaimed events too (recording.py's `on_submit`), so a
+then stages the parked claims' TaskClaimed events too (recording.py's `on_queue`), so a
 task submitted to an idle worker costs one fsync before it starts, and a completion shares
 its commit with the worker's next claim. Also here: the commands of recent submissions,
 kept so that a claim's answer rarely reads the log. Which task a worker gets is
@@ -109,7 +109,7 @@ class Claims:
         self.shutting_down = False
         self._parked: dict[int, _Parked] = {}  # by arrival: the longest waiting is served first
         self._recent_commands: OrderedDict[int, _Runnable] = OrderedDict()
-        recording.on_submit = self._serve_parked
+        recording.on_queue = self._serve_parked
         recording.on_reload = self._recent_commands.clear  # unwritten ids will be reused
 
     def remember_commands(self, events: list[Event]) -> None:
@@ -201,11 +201,11 @@ class Claims:
         try:
             claimed = self._stage_claims(batch, report.worker_id, max_tasks)
         except KickoffError as exc:
-            await _durable(self.recording.submit(batch))
+            await _durable(self.recording.queue(batch))
             if isinstance(exc, Unavailable):
                 raise
             raise ClaimRefused(exc) from exc
-        future = self.recording.submit(batch)
+        future = self.recording.queue(batch)
         if not claimed and wait_s > 0:
             try:  # nothing ready: wait like a claim; the completion's commit comes along
                 return await self.claim(
@@ -225,7 +225,7 @@ class Claims:
         try:
             claimed = self._stage_claims(batch, worker_id, max_tasks)
         finally:  # what was staged is applied already: it is recorded regardless
-            future = self.recording.submit(batch)
+            future = self.recording.queue(batch)
         return future, claimed
 
     def _stage_claims(self, batch: Batch, worker_id: str, max_tasks: int) -> list[TaskClaimed]:

@@ -86,8 +86,6 @@ class Output:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    # -- writing -----------------------------------------------------------------
-
     def append(
         self, task_id: int, attempt: int, offset: int, data: bytes
     ) -> asyncio.Future[Stored]:
@@ -142,8 +140,6 @@ class Output:
                 future.result(),
                 self.budget,
             )
-
-    # -- reading -----------------------------------------------------------------
 
     async def settled(self, task_id: int, attempt: int) -> None:
         """Return once every append queued for the attempt so far is stored."""

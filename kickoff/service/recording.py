@@ -3,7 +3,7 @@ state at once (so concurrent requests see each other and never both claim one ta
 are queued for the group-commit writer; the caller answers after the commit. A failed write
 fails every queued batch and the state is rebuilt from the log, so memory never keeps what
 the disk does not. What the rules are is state/decide.py's; who gets a parked claim,
-claims.py's (through `on_submit`).
+claims.py's (through `on_queue`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Recording:
         self.subscribers = subscribers
         self.state = State()
         self.seq = 0  # the last seq given out
-        self.on_submit: Callable[[Batch], Callable[[Commit], None] | None] | None = None
+        self.on_queue: Callable[[Batch], Callable[[Commit], None] | None] | None = None
         """Called with each batch before it is queued: it may stage more events into it
         (claims for parked long-polls) and return what to tell them of its commit."""
         self.on_reload: Callable[[], None] | None = None
@@ -100,9 +100,9 @@ class Recording:
             batch.records.append(Recorded(self.seq, batch.at, event))
             apply(self.state, event, seq=self.seq, at=batch.at)
 
-    def submit(self, batch: Batch) -> Commit | None:
+    def queue(self, batch: Batch) -> Commit | None:
         """Queue the batch for group commit; its commit, or None if it has no events."""
-        hand = self.on_submit(batch) if self.on_submit is not None and batch.records else None
+        hand = self.on_queue(batch) if self.on_queue is not None and batch.records else None
         if not batch.records:
             return None
         assert self._writer is not None
@@ -119,7 +119,7 @@ class Recording:
         """
         batch = self.begin()
         self.stage(batch, events)
-        return self.submit(batch)
+        return self.queue(batch)
 
     async def commit(self, events: list[Event]) -> None:
         """Record events and wait until they are durable."""
