@@ -115,9 +115,9 @@ def start_worker(server: Server, *args: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _batch(n: int) -> bytes:
+def _batch(n: int, command: str = "true") -> bytes:
     return orjson.dumps(
-        {"tasks": [{"command": "true", "require": ["cpu" if i % 2 else "gpu"]} for i in range(n)]}
+        {"tasks": [{"command": command, "require": ["cpu" if i % 2 else "gpu"]} for i in range(n)]}
     )
 
 
@@ -244,15 +244,16 @@ def last_completion(http: httpx.Client) -> float:
 Watch = Callable[["Server"], contextlib.AbstractContextManager[object]]
 
 
-def drain(tasks: int = 2000, *, watch: Watch | None = None) -> Drained:
-    """End-to-end drain of `tasks` `true` tasks, half cpu and half gpu, 2 single-slot workers;
-    with `watch`, inside watch(server) (bench/dashboard.py: an open dashboard)."""
+def drain(tasks: int = 2000, *, watch: Watch | None = None, command: str = "true") -> Drained:
+    """End-to-end drain of `tasks` `true` tasks (or `command`), half cpu and half gpu, 2
+    single-slot workers; with `watch`, inside watch(server) (bench/dashboard.py: an open
+    dashboard)."""
     with tempfile.TemporaryDirectory() as tmp, server_in(Path(tmp)) as server:
         workers = [start_worker(server, "--have", "cpu"), start_worker(server, "--have", "gpu")]
         try:
             with server.http() as http, watch(server) if watch else contextlib.nullcontext():
                 _wait_idle(http, 2)
-                body = orjson.loads(_batch(tasks))
+                body = orjson.loads(_batch(tasks, command))
                 pids = [server.proc.pid, *(w.pid for w in workers)]
                 before = [cpu_seconds(pid) for pid in pids]
                 started = datetime.now(UTC)
