@@ -538,7 +538,7 @@ class Client:
         done: dict[int, Task] = {}
         delay = WAIT_FIRST_S
         while True:
-            latest = self._fetch([i for i in wanted if i not in done])
+            latest = self.get_many([i for i in wanted if i not in done])
             done.update((i, t) for i, t in latest.items() if t.finished)
             if on_poll is not None:
                 on_poll([done.get(i) or latest[i] for i in wanted])
@@ -547,14 +547,19 @@ class Client:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 left = [i for i in wanted if i not in done]
+                states = [latest[i]["state"] for i in left]
+                counts = " · ".join(
+                    f"{states.count(s)} {s}" for s in dict.fromkeys(sorted(states, key=_rank))
+                )
+                # the base class, not a new one: every error code is one the API can send
                 raise KickoffError(
                     f"timed out after {timeout_s:g}s: {len(left)} of {len(wanted)} tasks "
-                    f"not finished (first: {left[0]}, {latest[left[0]]['state']})"
+                    f"not finished ({counts}; first: {left[0]})"
                 )
             time.sleep(delay if deadline is None else min(delay, deadline - now))
             delay = min(delay * 1.5, WAIT_MAX_S)
 
-    def _fetch(self, ids: builtins.list[int]) -> dict[int, Task]:
+    def get_many(self, ids: Iterable[int]) -> dict[int, Task]:
         """The tasks by id: one by one, or a page of 10,000 at a time over their range.
 
         Raises:
@@ -578,7 +583,7 @@ class Client:
         if missing:
             more = f" (and {len(missing) - 1} more)" if missing[1:] else ""
             raise NotFound(f"no task {missing[0]}{more}")
-        return found
+        return {task_id: found[task_id] for task_id in wanted}
 
     def cancel(self, task_id: int) -> str:
         """Cancel a task (and what waits on it); its state now: `cancelled`, or
@@ -678,6 +683,11 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rank(state: str) -> int:
+    order = ("pending", "waiting", "running", "cancelling", "succeeded", "failed", "cancelled")
+    return order.index(state) if state in order else len(order)
 
 
 def task_spec(

@@ -11,11 +11,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from kickoff import defaults
 from kickoff.cli._format import FINAL, STATES
 from kickoff.cli._screen import progress_bar
 from kickoff.client import Client
-from kickoff.errors import KickoffError, NotFound
+from kickoff.client import Task as TaskObject
+from kickoff.errors import KickoffError
 
 FIRST_DELAY_S = 0.02
 MAX_DELAY_S = 1.0
@@ -24,30 +24,12 @@ Task = dict[str, Any]
 
 
 def fetch(client: Client, ids: Iterable[int]) -> dict[int, Task]:
-    """The current state of each task.
+    """The current state of each task (`Client.get_many`).
 
     Raises:
         NotFound: one of the ids is no task.
     """
-    wanted = sorted(set(ids))
-    if not wanted:
-        return {}
-    low, high = wanted[0], wanted[-1]
-    pages = (high - low) // defaults.MAX_PAGE + 1
-    if pages >= len(wanted):
-        return {task_id: client.get(f"/v1/tasks/{task_id}") for task_id in wanted}
-    found: dict[int, Task] = {}
-    after: int | None = low - 1
-    while after is not None and after < high:
-        page = client.get("/v1/tasks", state="all", after=after, limit=defaults.MAX_PAGE)
-        found.update((task["id"], task) for task in page["tasks"] if task["id"] <= high)
-        after = page["next_after"]
-    missing = [task_id for task_id in wanted if task_id not in found]
-    if missing:
-        raise NotFound(
-            f"no task {missing[0]}" + (f" (and {len(missing) - 1} more)" if missing[1:] else "")
-        )
-    return {task_id: found[task_id] for task_id in wanted}
+    return dict(client.get_many(ids))
 
 
 def _describe(tasks: Iterable[Task]) -> str:
@@ -56,34 +38,21 @@ def _describe(tasks: Iterable[Task]) -> str:
 
 
 def wait_for(client: Client, ids: list[int], *, timeout_s: float | None = None) -> dict[int, Task]:
-    """Block until every task is finished; the final tasks by id.
+    """Block until every task is finished (`Client.wait_all`), progress on stderr; the
+    final tasks by id.
 
     Raises:
         NotFound: an id is no task.
         KickoffError: `timeout_s` passed first (exit code 1).
     """
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    done: dict[int, Task] = {}
-    latest: dict[int, Task] = {}
-    delay = FIRST_DELAY_S
     with progress_bar("waiting", len(set(ids)), show=True, spinner=True) as update:
-        while True:
-            latest.update(fetch(client, set(ids) - set(done)))
-            done.update((i, t) for i, t in latest.items() if t["state"] in FINAL)
-            update(completed=len(done), description=_describe(latest.values()))
-            if len(done) == len(latest):
-                return done
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                left = sorted(set(latest) - set(done))
-                # the base class, not a new one: every error code is one the API can send
-                raise KickoffError(
-                    f"timed out after {timeout_s:g}s: {len(left)} of {len(latest)} tasks "
-                    "not finished "
-                    f"({_describe(latest[i] for i in left)}; first: {left[0]})"
-                )
-            time.sleep(delay if deadline is None else min(delay, deadline - now))
-            delay = min(delay * 1.5, MAX_DELAY_S)
+
+        def polled(latest: list[TaskObject]) -> None:
+            done = sum(1 for task in latest if task["state"] in FINAL)
+            update(completed=done, description=_describe(latest))
+
+        final = client.wait_all(ids, timeout_s=timeout_s, on_poll=polled)
+    return {task["id"]: task for task in final}
 
 
 def wait_for_group(client: Client, name: str, *, timeout_s: float | None = None) -> dict[str, Any]:
@@ -124,11 +93,4 @@ def _group_line(counts: dict[str, int]) -> str:
 
 def exit_code(task: Task) -> int:
     """The exit code `new --wait` ends with: the task's own, 1 when it has none."""
-    if task["state"] == "succeeded":
-        return 0
-    code = task.get("exit_code")
-    if task["state"] != "failed" or not isinstance(code, int) or code == 0:
-        return 1
-    if code < 0:  # killed by a signal, as a shell reports it
-        return min(128 - code, 255)
-    return code if code <= 255 else 1
+    return TaskObject(task).exit_status
