@@ -44,8 +44,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kickoff.server",),
 )
 """From the bottom up: a module may import its own part, or a part of a lower layer."""
-TOGETHER = {("kickoff.api", "kickoff.dashboard"), ("kickoff.dashboard", "kickoff.api")}
-"""Parts of one layer that make one thing (the HTTP app and its dashboard pages)."""
+TOGETHER = {
+    ("kickoff.api", "kickoff.dashboard"),
+    ("kickoff.dashboard", "kickoff.api"),
+    ("kickoff", "kickoff.client"),
+}
+"""Parts of one layer that make one thing (the HTTP app and its dashboard pages), and the
+package's own re-export of its Python API (`kickoff.Client`, imported on first use)."""
 CLIENT_SIDE = {
     "kickoff.client": SHARED,
     "kickoff.worker": (*SHARED, "kickoff.client"),
