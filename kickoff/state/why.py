@@ -15,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from kickoff import resources as amounts
 from kickoff.defaults import RESERVE_AFTER_PASSES
 from kickoff.events import model as ev
-from kickoff.resources import NONE, Resources
+from kickoff.resources import NONE, Resources, show, show_amount
 from kickoff.state.fold import BUSY, State, Worker
 from kickoff.state.matcher import ID_BITS, ID_MASK, Profile, fits, task_key, want_score
 from kickoff.state.task_state import TaskState
@@ -425,7 +424,7 @@ def _rule(
             older = f"{other.task_id} < {mine.task_id}"
             return Rule.AGE, f"older ({older}), same priority and want score"
     if mine.resources and ahead_of is not None:  # it ranked first, and was passed over:
-        asked = amounts.show(mine.resources)  # not free then, or kept for a blocked task
+        asked = show(mine.resources)  # not free then, or kept for a blocked task
         if ahead_of == mine.task_id:
             return Rule.RESOURCES, f"{asked} was not free then; the claim went ahead of it"
         return Rule.RESOURCES, f"{asked} was not free then, or kept for {ahead_of}"
@@ -544,11 +543,11 @@ def _nobody_summary(
     if not state.workers:
         return "pending: no worker is live"
     asked = dict(request)
-    wanted = [*missing, *(f"{n}={amounts.show_amount(asked[n])}" for n in most)]
+    wanted = [*missing, *(f"{n}={show_amount(asked[n])}" for n in most)]
     if wanted:
         text = f"pending: no live worker has {' '.join(wanted)}"
     else:
-        needs = [*sorted(require), *(amounts.show(request).split(",") if request else ())]
+        needs = [*sorted(require), *(show(request).split(",") if request else ())]
         text = f"pending: no live worker has all of {' '.join(needs)}"
     if nearest:
         near = nearest[0]
@@ -564,9 +563,7 @@ def _lacks(require: frozenset[str], asked: dict[str, int], near: Lacking) -> str
         lacks = " ".join(near.lacks)
         parts.append(f"has {' '.join(has)} but not {lacks}" if has else f"has none of {lacks}")
     for name, total in near.has.items():
-        parts.append(
-            f"has {name}={amounts.show_amount(total)} of {name}={amounts.show_amount(asked[name])}"
-        )
+        parts.append(f"has {name}={show_amount(total)} of {name}={show_amount(asked[name])}")
     return ", and ".join(parts)
 
 
@@ -589,7 +586,7 @@ def _pending_summary(
         doing = f"{who} is busy with {' '.join(map(str, best.running))}"
     elif best.hold is Hold.RESOURCES:
         doing = f"{who} lacks " + " ".join(
-            f"{n}={amounts.show_amount(asked[n])} ({amounts.show_amount(free)} free)"
+            f"{n}={show_amount(asked[n])} ({show_amount(free)} free)"
             for n, free in best.short.items()
         )
     else:
