@@ -585,6 +585,17 @@ class Client:
             raise NotFound(f"no task {missing[0]}{more}")
         return {task_id: found[task_id] for task_id in wanted}
 
+    def why(self, task_id: int) -> dict[str, Any]:
+        """Why the task is where it is (`kickoff why`): its `summary` line, and for a pending
+        task the workers that could run it and what each took first, by which rule; for a
+        waiting one its dependencies or retry; each attempt and why it ended (docs/cli.md
+        lists the fields).
+
+        Raises:
+            NotFound: no such task.
+        """
+        return dict(self.request("GET", f"/v1/tasks/{task_id}/why"))
+
     def cancel(self, task_id: int) -> str:
         """Cancel a task (and what waits on it); its state now: `cancelled`, or
         `cancelling` while its worker stops it.
