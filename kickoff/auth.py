@@ -28,6 +28,7 @@ from kickoff import defaults
 from kickoff.client_config import config_file, read_config
 from kickoff.client_config import find_token as find_token  # the client's, for auth's callers
 from kickoff.client_config import normalize_server as normalize_server
+from kickoff.dblocation import Location, beside
 from kickoff.errors import DatabaseRefused
 
 logger = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ TOKEN_BYTES = 32
 TOKEN_RE = re.compile(r"[\x21-\x7e]{16,512}")
 
 
-def token_path(db_path: Path) -> Path:
-    """Where the server keeps its token: beside the database."""
-    return db_path.with_name(db_path.name + ".token")
+def token_path(db_path: Location) -> Path:
+    """Where the server keeps its token: beside the database file; for a database on
+    PostgreSQL, in this machine's data directory (`$XDG_DATA_HOME/kickoff/pg-...token`)."""
+    return beside(db_path, ".token")
 
 
 def config_path() -> Path:
@@ -125,7 +127,7 @@ def write_token_file(path: Path, token: str) -> None:
         raise DatabaseRefused(f"cannot write the token file {path}: {exc.strerror}") from exc
 
 
-def load_or_create_token(db_path: Path, *, rotate: bool = False) -> str:
+def load_or_create_token(db_path: Location, *, rotate: bool = False) -> str:
     """The server's token, created on first start (or replaced when rotating).
 
     Raises:
@@ -217,7 +219,7 @@ def replace_remembered(old: str | None, new: str) -> int:
     return replaced
 
 
-def rotate(db_path: Path) -> str:
+def rotate(db_path: Location) -> str:
     """Replace the server's token with a new one, and the client config's entries for it.
 
     A running server picks the new token up within a second (see TokenFile).

@@ -1,5 +1,6 @@
-"""A kickoff database: the log (store/) and its projections (projections/) in one file,
-written together in one transaction; opened, checked and loaded here, above both.
+"""A kickoff database: the log (store/) and its projections (projections/) in one SQLite
+file or one PostgreSQL database, written together in one transaction; opened, checked and
+loaded here, above both.
 
 `Database` is the server's single writer. `open_checked` is how a server starts: the file
 whole (SQLite's quick_check), the checkpoint in agreement with the log, the live state
@@ -8,14 +9,19 @@ loaded; the checks run on their own connections while the state loads.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
+import aiosqlite
+
+from kickoff import dblocation
+from kickoff.dblocation import Location, ServerUrl
 from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.projections import checkpoint
 from kickoff.projections.project import project
@@ -28,7 +34,7 @@ from kickoff.state.fold import State, apply
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.chain import Encoded, Recorded, Row
 from kickoff.store.connection import Layout, WalWatch, connect, explain, second_reader
-from kickoff.store.query import run
+from kickoff.store.query import Connection, run
 from kickoff.store.schema import LOG_MIGRATIONS
 from kickoff.store.sqlite import SqliteRecorder
 
@@ -46,29 +52,94 @@ LAYOUT = Layout(
 )
 
 
-def open_connection(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection to a kickoff database (a writer creates a missing one, complete, and
-    upgrades an older one).
+def open_connection(
+    location: Location | str, *, readonly: bool = False, exclusive: bool = False
+) -> Connection:
+    """A connection to a kickoff database, a file or on PostgreSQL (a writer creates a
+    missing one, complete, and upgrades an older one). `exclusive` (PostgreSQL): as the
+    database's one writer, holding its lock; a file's lock is `lock_exclusive`'s.
 
     Raises:
         DatabaseRefused: missing (for a reader), not kickoff's, newer, damaged, unreadable.
     """
-    return connect(path, LAYOUT, readonly=readonly, create=not readonly)
+    where = dblocation.location(location)
+    if isinstance(where, ServerUrl):
+        from kickoff.store import pgconnection
+
+        return pgconnection.connect(
+            where, LAYOUT, readonly=readonly, create=not readonly, exclusive=exclusive
+        )
+    return connect(where, LAYOUT, readonly=readonly, create=not readonly)
+
+
+class Reader(Protocol):
+    """The server's reader: queries answered off the event loop (aiosqlite's calls)."""
+
+    async def execute_fetchall(self, sql: str, parameters: Any, /) -> Iterable[Any]: ...
+
+    async def close(self) -> None: ...
+
+
+class _ThreadReader:
+    """A reader on PostgreSQL: its own connection, each query on a thread (psycopg
+    serializes the queries on one connection; their results are read in full)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    async def execute_fetchall(self, sql: str, parameters: Any, /) -> list[Any]:
+        def fetch() -> list[Any]:
+            return list(self.conn.execute(sql, parameters).fetchall())
+
+        return await asyncio.to_thread(fetch)
+
+    async def close(self) -> None:
+        self.conn.close()
+
+
+async def open_reader(location: Location) -> Reader:
+    """A read-only connection for the server's queries (a file's: aiosqlite's).
+
+    Raises:
+        DatabaseRefused: the database cannot be reached.
+    """
+    if isinstance(location, ServerUrl):
+        conn = await asyncio.to_thread(open_connection, location, readonly=True)
+        return _ThreadReader(conn)
+    reader = await aiosqlite.connect(location)
+    await reader.execute("PRAGMA query_only = 1")
+    return reader
+
+
+def recorder_of(conn: Connection) -> SqliteRecorder:
+    """The recorder of the log a connection reaches (SQLite's or PostgreSQL's)."""
+    if isinstance(conn, sqlite3.Connection):
+        return SqliteRecorder(conn)
+    from kickoff.store.postgres import PostgresRecorder
+
+    return PostgresRecorder(conn)
 
 
 class Database:
-    """The single writer of one database file."""
+    """The single writer of one database (a file, or a database on PostgreSQL)."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self.conn = open_connection(path)
+    def __init__(self, location: Location | str) -> None:
+        self.where = dblocation.location(location)
+        self.path = self.where  # in messages
+        self.conn = open_connection(self.where)
         try:
-            self.recorder = SqliteRecorder(self.conn)
+            self.recorder = recorder_of(self.conn)
         except sqlite3.Error as exc:
             self.conn.close()
-            raise DatabaseRefused(f"cannot read the log in {path}: {explain(exc)}") from exc
+            raise DatabaseRefused(f"cannot read the log in {self.where}: {explain(exc)}") from exc
         self._tail_stale = False
-        self._wal = None if str(path) == ":memory:" else WalWatch(self.conn, self.path)
+        self._wal = (
+            WalWatch(self.conn, self.where)
+            if isinstance(self.where, Path)
+            and str(self.where) != ":memory:"
+            and isinstance(self.conn, sqlite3.Connection)
+            else None
+        )
 
     def write(self, records: list[Recorded], encoded: Encoded | None = None) -> list[Row]:
         """Append records and update the projections in one durable transaction.
@@ -180,15 +251,18 @@ class Database:
         _check_counts(self.path, loaded[0])
         return loaded
 
-    def _beside(self, check: Callable[[sqlite3.Connection, SqliteRecorder], T]) -> T | str:
+    def _beside(self, check: Callable[[Connection, SqliteRecorder], T]) -> T | str:
         """Run a check on its own read-only connection (a memory database: on this one);
         a database it cannot even read is damaged, and says so."""
         try:
-            if str(self.path) == ":memory:":
+            if str(self.where) == ":memory:":
                 return check(self.conn, self.recorder)
-            conn = second_reader(self.path)
+            if isinstance(self.where, ServerUrl):
+                conn: Connection = open_connection(self.where, readonly=True)
+            else:
+                conn = second_reader(self.where)
             try:
-                return check(conn, SqliteRecorder(conn))
+                return check(conn, recorder_of(conn))
             finally:
                 conn.close()
         except sqlite3.DatabaseError as exc:
@@ -209,7 +283,7 @@ class Database:
         self.conn.close()
 
 
-def _check_counts(path: Path, state: State) -> None:
+def _check_counts(path: Location, state: State) -> None:
     """task_counts, which start-up takes as the count of each live state, counts the live
     tasks it loaded."""
     loaded = Counter(task.state for task in state.tasks.values())

@@ -22,6 +22,7 @@ import uvicorn
 from kickoff import auth, defaults
 from kickoff.api.app import create_app
 from kickoff.api.protocol import protocol_class
+from kickoff.dblocation import Location
 from kickoff.errors import CannotListen, KickoffError
 from kickoff.service import Service, StartUp
 from kickoff.state.task_state import LIVE_STATES
@@ -140,7 +141,7 @@ def startup_lines(service: Service, host: str, port: int, token: str) -> list[st
 
 def serve(
     *,
-    db_path: Path,
+    db_path: Location,
     host: str,
     port: int,
     heartbeat_timeout_s: float,
@@ -162,8 +163,8 @@ def serve(
     """
     sock = listen(host, port)
     port = sock.getsockname()[1]  # --port 0: the one the system chose
-    try:
-        lock = lock_exclusive(db_path)  # held until this process ends
+    try:  # held until this process ends
+        lock = _lock(db_path)
     except BaseException:
         sock.close()
         raise
@@ -215,7 +216,22 @@ def serve(
             runner.run(main())
     finally:
         sock.close()
-        os.close(lock)
+        lock()
+
+
+def _lock(db: Location) -> Callable[[], None]:
+    """Take the database's lock (a file's `<db>.lock`, PostgreSQL's advisory lock);
+    returns what releases it.
+
+    Raises:
+        DatabaseRefused: another server holds it.
+    """
+    if isinstance(db, Path):
+        fd = lock_exclusive(db)
+        return lambda: os.close(fd)
+    from kickoff.store import pgconnection
+
+    return pgconnection.lock_exclusive(db).close
 
 
 def _remember(token: str, host: str, port: int) -> None:

@@ -87,7 +87,7 @@ def isolated_env(tmp_path: Path) -> dict[str, str]:
 class ServerProcess:
     """A real server subprocess; restartable on the same database."""
 
-    db_path: Path
+    db_path: Path | str  # a file, or a postgresql:// URL
     port: int
     base_env: dict[str, str]
     extra_args: list[str]
@@ -138,7 +138,17 @@ class ServerProcess:
             self.proc.kill()  # do not leave it running for the rest of the session
             self.proc.wait()
             raise AssertionError(f"server did not answer /healthz:\n{self.output()}")
-        self.token = Path(f"{self.db_path}.token").read_text().strip()
+        self.token = self.token_file.read_text().strip()
+
+    @property
+    def token_file(self) -> Path:
+        """Beside a database file; for PostgreSQL in the server's data dir (kickoff.auth)."""
+        if isinstance(self.db_path, str):
+            from kickoff.dblocation import ServerUrl
+
+            slug = ServerUrl(self.db_path).slug
+            return Path(self.base_env["XDG_DATA_HOME"]) / "kickoff" / f"{slug}.token"
+        return Path(f"{self.db_path}.token")
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -276,3 +286,19 @@ def kickoff(server: ServerProcess) -> Callable[..., subprocess.CompletedProcess[
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Any]:
+    """A throw-away PostgreSQL cluster for the whole session (tests/_postgres.py); skips
+    (fails with CI set) without PostgreSQL."""
+    from tests import _postgres
+
+    with _postgres.cluster() as running:
+        yield running
+
+
+@pytest.fixture
+def pg_url(pg_cluster: Any) -> str:
+    """The URL of a new, empty database on the session's cluster."""
+    return str(pg_cluster.database())

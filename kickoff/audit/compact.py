@@ -18,7 +18,7 @@ from kickoff.database import open_connection
 from kickoff.errors import DatabaseRefused
 from kickoff.store.archive import Archiver
 from kickoff.store.chain import Row
-from kickoff.store.query import Query, run
+from kickoff.store.query import Connection, Query, run
 from kickoff.store.recorder import Recorder
 from kickoff.store.sqlite import SqliteRecorder
 
@@ -39,7 +39,7 @@ class Result:
     last_seq: int | None = None
 
 
-def _one(conn: sqlite3.Connection, query: Query) -> Row | None:
+def _one(conn: Connection, query: Query) -> Row | None:
     found: list[Row] = run(conn, query)
     return found[0] if found else None
 
@@ -55,7 +55,7 @@ def cut_seq(recorder: SqliteRecorder, before: int | datetime) -> int:
 
 
 def _choose(
-    recorder: Recorder, conn: sqlite3.Connection, after: int, before: int, kept: set[int]
+    recorder: Recorder, conn: Connection, after: int, before: int, kept: set[int]
 ) -> list[int]:
     """The next chunk of removable heartbeat seqs after `after` (and before `before`)."""
     chosen: list[int] = []
@@ -87,6 +87,7 @@ def compact(path: Path, *, before: int | datetime, archive: Path, now: datetime)
     archive = archive.resolve()
     conn = open_connection(path)
     try:
+        assert isinstance(conn, sqlite3.Connection)  # a file (the CLI refuses PostgreSQL)
         recorder = SqliteRecorder(conn)
         cut = cut_seq(recorder, before)
         first = _one(conn, recorder.select(limit=1))

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kickoff.audit.fresh import Builder
-from kickoff.database import SCHEMA_VERSION, open_connection
+from kickoff.database import SCHEMA_VERSION, open_connection, recorder_of
+from kickoff.dblocation import Location
 from kickoff.errors import DatabaseRefused
 from kickoff.events.model import task_id_of, worker_id_of
 from kickoff.projections.schema import RESOURCES_DOWNGRADE, WORKFLOW_DOWNGRADE
@@ -29,7 +30,8 @@ from kickoff.store.recorder import Compaction
 from kickoff.store.sqlite import SqliteRecorder
 
 CHECKS: dict[str, str] = {
-    "integrity": "SQLite integrity_check; the log's append-only triggers are in place",
+    "integrity": "the engine's own check (SQLite's integrity_check); the log's append-only "
+    "triggers are in place",
     "sequence": "seqs start at 1 and have no gaps",
     "chain": "every row's hash chains to the row before it",
     "payloads": "every payload decodes under its version and matches its row",
@@ -58,7 +60,7 @@ class Problem:
 class Report:
     """What verify found: problems (none means all good), counts and notes."""
 
-    path: Path
+    path: Location
     events: int = 0
     last_seq: int = 0
     archived: int = 0  # seqs missing from the log that compactions account for
@@ -311,7 +313,7 @@ class _Scan:
 def _check_integrity(recorder: SqliteRecorder, report: Report) -> None:
     for message in recorder.schema_problems():
         report.add("integrity", None, message)
-    version = recorder.conn.execute("PRAGMA user_version").fetchone()[0]
+    version = recorder.schema_version()
     if version < SCHEMA_VERSION:  # never opened by a writer since
         report.notes.append(
             f"schema version {version}: a kickoff server upgrades it to {SCHEMA_VERSION} "
@@ -322,6 +324,12 @@ def _check_integrity(recorder: SqliteRecorder, report: Report) -> None:
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
     return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _by_key(rows: Iterable[Any], text_key: bool, k: int) -> Iterable[Any]:
+    """Rows in the fresh rebuild's order: PostgreSQL orders text by its collation, SQLite
+    (and Python) by code point."""
+    return sorted(rows, key=lambda r: r[k]) if text_key else rows
 
 
 def _differ(table: str, key: str, cols: list[str], live: Any, fresh: Any) -> tuple[int | None, str]:
@@ -349,10 +357,11 @@ def _differ(table: str, key: str, cols: list[str], live: Any, fresh: Any) -> tup
     return None, ""
 
 
-def _compare(live: sqlite3.Connection, fresh: sqlite3.Connection, report: Report) -> None:
+def _compare(live: SqliteRecorder, fresh: sqlite3.Connection, report: Report) -> None:
+    resort = not isinstance(live.conn, sqlite3.Connection)
     for table, key in COMPARED:
         try:
-            cols = _columns(live, table)
+            cols = live.columns(table)
             if not cols and not _columns(fresh, table):
                 continue  # not in this schema version
             if not cols:
@@ -366,9 +375,9 @@ def _compare(live: sqlite3.Connection, fresh: sqlite3.Connection, report: Report
                 report.add("projections", None, f"table {table} has unexpected columns {cols}")
                 continue
             query = f"SELECT * FROM {table} ORDER BY {key}"
-            pairs: Iterable[tuple[Any, Any]] = zip_longest(
-                live.execute(query), fresh.execute(query)
-            )
+            text_key = resort and key != "id"
+            found = _by_key(live.conn.execute(query), text_key, cols.index(key))
+            pairs: Iterable[tuple[Any, Any]] = zip_longest(found, fresh.execute(query))
             for a, b in pairs:
                 if a != b:
                     seq, message = _differ(table, key, cols, a, b)
@@ -428,21 +437,22 @@ def _scan(recorder: SqliteRecorder, report: Report, archives: Sequence[Path]) ->
         if records or runs:
             _check_digests(scan, records, report)
         if builder is not None:
-            version = recorder.conn.execute("PRAGMA user_version").fetchone()[0]
+            version = recorder.schema_version()
             if version < 4:
                 for sql in RESOURCES_DOWNGRADE:  # a database from before resources
                     builder.conn.execute(sql)
             if version < 3:
                 for sql in WORKFLOW_DOWNGRADE:  # a database from before workflows
                     builder.conn.execute(sql)
-            _compare(recorder.conn, builder.conn, report)
+            _compare(recorder, builder.conn, report)
             builder.conn.close()
     finally:
         opened.close()
 
 
-def verify(path: Path, *, archives: Sequence[Path] = ()) -> Report:
-    """Check the database at `path` (read-only); never raises for a bad database."""
+def verify(path: Location, *, archives: Sequence[Path] = ()) -> Report:
+    """Check the database at `path`, a file or on PostgreSQL (read-only); never raises for
+    a bad database."""
     report = Report(path=path)
     try:
         conn = open_connection(path, readonly=True)
@@ -450,7 +460,7 @@ def verify(path: Path, *, archives: Sequence[Path] = ()) -> Report:
         report.add("open", None, exc.message)
         return report
     try:
-        recorder = SqliteRecorder(conn)
+        recorder = recorder_of(conn)
         try:
             _check_integrity(recorder, report)
         except sqlite3.DatabaseError as exc:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kickoff.audit import history as hist
@@ -189,7 +188,7 @@ def before(text: str | None, point_at: datetime) -> str:
     )
 
 
-def print_view(view: replaying.View, *, limit: int, path: Path) -> None:
+def print_view(view: replaying.View, *, limit: int, path: object) -> None:
     point, at = view.point, hist.parse_ts(view.point.at) if view.point.at else _now()
     later = view.point.last_seq - point.seq
     where = f"after seq {point.seq:,}" + (f" at {point.at}" if point.at else "")

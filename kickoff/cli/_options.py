@@ -5,7 +5,6 @@ No command here: the commands are in the `*_cmd(s).py` modules.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -37,20 +36,31 @@ TokenOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (stable, documented).")]
 
 
-def db_location(text: str) -> Path:
-    """`--db` / `$KICKOFF_DB` as a database location: a usage error (exit 2) for a URL
-    this build does not support, before anything is created."""
+def db_location(text: str) -> str:
+    """`--db` / `$KICKOFF_DB`, checked as a database location: a usage error (exit 2) for
+    a URL this build does not support, before anything is created. (The text itself is
+    passed on: typer takes no union of types; `db_path` makes it a location.)"""
     try:
-        return dblocation.parse(text)
+        dblocation.parse(text)
     except InvalidInput as exc:
         raise typer.BadParameter(exc.message.removeprefix("--db ")) from None
+    return text
+
+
+def db_path(text: str | None) -> dblocation.Location:
+    """The database a command's `--db` names: the default one without it."""
+    if text is None:
+        from kickoff.store.connection import default_db_path
+
+        return default_db_path()
+    return dblocation.parse(text)
 
 
 def db_option(help_text: str) -> Any:
     """The `--db` option of the commands that open a database (or sit beside one)."""
     return typer.Option(
         "--db",
-        metavar="PATH",
+        metavar="PATH|URL",
         envvar="KICKOFF_DB",
         parser=db_location,
         show_default=False,

@@ -26,10 +26,11 @@ from kickoff.audit import history as hist
 from kickoff.audit import timespec
 from kickoff.cli import _format as fmt
 from kickoff.cli import _log_views as views
-from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client, db_option
+from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client, db_option, db_path
 from kickoff.cli._screen import err, fields, heading, print_json, print_json_line
 from kickoff.cli._text import assemble, styled
 from kickoff.client import Client
+from kickoff.dblocation import Location
 from kickoff.errors import DatabaseRefused, InvalidInput, NotFound, ServerUnreachable
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ PAGE = defaults.MAX_PAGE  # as much as the server gives in one answer
 RECONNECT_S = 1.0
 
 DbOpt = Annotated[
-    Path | None, db_option("Database file (default: $KICKOFF_DB, else the XDG data dir).")
+    str | None, db_option("Database file (default: $KICKOFF_DB, else the XDG data dir).")
 ]
 
 
@@ -48,10 +49,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _db(path: Path | None) -> Path:
-    from kickoff.store.connection import default_db_path
-
-    return path or default_db_path()
+def _db(text: str | None) -> Location:
+    return db_path(text)
 
 
 # ----------------------------------------------------------------------------- history
@@ -419,14 +418,13 @@ def replay(
     if until is not None and at is not None:
         raise InvalidInput("give --until SEQ or --at TIME, not both")
     from kickoff.audit import replay as replaying
-    from kickoff.database import open_connection
-    from kickoff.store.sqlite import SqliteRecorder
+    from kickoff.database import open_connection, recorder_of
 
     when = timespec.parse_time(at, now=_now()) if at is not None else None
     path = _db(db)
     conn = open_connection(path, readonly=True)
     try:
-        recorder = SqliteRecorder(conn)
+        recorder = recorder_of(conn)
         point = replaying.resolve(recorder, until_seq=until, at=when)
         events = replaying.task_events(recorder, task, until_seq=point.seq) if task else []
         view = replaying.build(recorder, point)
@@ -440,7 +438,7 @@ def replay(
 
 def _show_replay(
     view: replaying.View,
-    path: Path,
+    path: Location,
     *,
     task: int | None,
     events: list[EventJSON],
@@ -562,6 +560,11 @@ def compact(
       kickoff compact --before 1000000 --archive /backup/kickoff-2026-01.db
     """
     path = _db(db)
+    if not isinstance(path, Path):
+        raise DatabaseRefused(
+            f"{path}: compaction archives heartbeats out of an SQLite log only, for now "
+            "(on PostgreSQL, issue 18); a PostgreSQL log keeps them"
+        )
     if not path.exists():
         raise DatabaseRefused(f"no database at {path}")
     from kickoff.audit import compact as compaction
@@ -628,29 +631,44 @@ def rebuild(
     \b
       kickoff projections rebuild --db kickoff.db
     """
-    from kickoff.database import open_connection
+    from kickoff.database import open_connection, recorder_of
     from kickoff.projections.rebuild import rebuild as rebuild_projections
-    from kickoff.store.connection import lock_exclusive
-    from kickoff.store.sqlite import SqliteRecorder
 
     path = _db(db)
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         raise DatabaseRefused(f"no database at {path}")
-    lock = None if force else lock_exclusive(path)
+    release = None if force else _lock(path)
     began = time.perf_counter()
     try:
         conn = open_connection(path)
         try:
-            count = rebuild_projections(conn, SqliteRecorder(conn))
+            count = rebuild_projections(conn, recorder_of(conn))
             counts = dict(conn.execute("SELECT state, n FROM task_counts").fetchall())
         finally:
             conn.close()
     finally:
-        if lock is not None:
-            os.close(lock)
+        if release is not None:
+            release()
     took = time.perf_counter() - began
     heading(f"rebuilt tasks, workers, task_counts and groups from {count:,} events in {took:.2f}s")
     fields([("tasks", fmt.counts_line(counts))])
+
+
+def _lock(path: Location) -> Callable[[], None]:
+    """Hold the database as a server does (a second server is refused meanwhile); returns
+    what lets it go.
+
+    Raises:
+        DatabaseRefused: a server holds it.
+    """
+    if isinstance(path, Path):
+        from kickoff.store.connection import lock_exclusive
+
+        fd = lock_exclusive(path)
+        return lambda: os.close(fd)
+    from kickoff.store import pgconnection
+
+    return pgconnection.lock_exclusive(path).close
 
 
 def register(app: typer.Typer) -> None:

@@ -10,14 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kickoff import defaults
-from kickoff.cli._options import db_option
-from kickoff.store.connection import default_db_path
+from kickoff.cli._options import db_option, db_path
 
 HostOpt = Annotated[
     str, typer.Option("--host", metavar="HOST", help="Address to listen on (0.0.0.0 for all).")
@@ -25,7 +23,7 @@ HostOpt = Annotated[
 PortOpt = Annotated[
     int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port to listen on.")
 ]
-DbOpt = Annotated[Path | None, db_option("Database file (default: XDG data dir).")]
+DbOpt = Annotated[str | None, db_option("Database file (default: XDG data dir).")]
 TimeoutOpt = Annotated[
     float,
     typer.Option(
@@ -94,7 +92,7 @@ def server(
 
     _logging(verbose)
     serve(
-        db_path=db or default_db_path(),
+        db_path=db_path(db),
         host=host,
         port=port,
         heartbeat_timeout_s=heartbeat_timeout,
@@ -171,7 +169,7 @@ def up(
 
     try:
         serve(
-            db_path=db or default_db_path(),
+            db_path=db_path(db),
             host=host,
             port=port,
             heartbeat_timeout_s=heartbeat_timeout,

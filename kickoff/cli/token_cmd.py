@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kickoff import auth
 from kickoff.cli._options import db_option
+from kickoff.cli._options import db_path as location
 from kickoff.cli._screen import err
 from kickoff.client import resolve_token
 from kickoff.errors import NotFound
-from kickoff.store.connection import default_db_path
 
 
 def token(
     db: Annotated[
-        Path | None,
+        str | None,
         db_option("The server's database (default: XDG data dir); its token sits beside it."),
     ] = None,
     server: Annotated[
@@ -67,7 +66,7 @@ def token(
             )
         sys.stdout.write(found + "\n")
         return
-    db_path = db or default_db_path()
+    db_path = location(db)
     if rotate:
         sys.stdout.write(auth.rotate(db_path) + "\n")
         err.line("new token written; workers and clients elsewhere need it (KICKOFF_TOKEN=...)")

@@ -26,7 +26,7 @@ from kickoff.events import model as ev
 from kickoff.state.fold import Checkpoint, State, apply, request_hash, restore, workflow_fields
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.chain import Row
-from kickoff.store.query import run
+from kickoff.store.query import Connection, run
 from kickoff.store.recorder import Agreement, Recorder
 
 LIVE = f"({', '.join(repr(str(s)) for s in LIVE_STATES)})"
@@ -57,7 +57,7 @@ COUNTS = "SELECT state, n FROM task_counts"
 LAST_SEQ = "SELECT min(last_seq) FROM projection_state"
 
 
-def checkpoint_seq(conn: sqlite3.Connection) -> int:
+def checkpoint_seq(conn: Connection) -> int:
     """The seq the projections stand at."""
     return int(conn.execute(LAST_SEQ).fetchone()[0] or 0)
 
@@ -89,7 +89,7 @@ class _Amounts:
         return found
 
 
-def load_projections(conn: sqlite3.Connection) -> State:
+def load_projections(conn: Connection) -> State:
     """The State the projections hold, as of their last seq."""
     tags, amounts = _Tags(), _Amounts()
     return restore(
@@ -150,7 +150,7 @@ def _codes(text: str | None) -> tuple[int | str, ...] | None:
     return None if text is None else tuple(orjson.loads(text))
 
 
-def load(conn: sqlite3.Connection, recorder: Recorder) -> tuple[State, int]:
+def load(conn: Connection, recorder: Recorder) -> tuple[State, int]:
     """The live State: the projections plus the log's tail, each tail row checked against
     the hash chain as it is read; returns (state, tail events folded).
 
@@ -302,9 +302,7 @@ class Finding:
     log_damaged: bool  # the log's own rows do not verify (else: the projection is wrong)
 
 
-def disagreement(
-    conn: sqlite3.Connection, recorder: Recorder, checkpoint_seq: int
-) -> Finding | None:
+def disagreement(conn: Connection, recorder: Recorder, checkpoint_seq: int) -> Finding | None:
     """The first disagreement between what `load` takes and the log (None: they agree).
 
     Raises:
@@ -409,7 +407,7 @@ TASK_ROW = f"SELECT {', '.join(TASK_FIELDS)} FROM tasks WHERE id = ?"
 WORKER_ROW = "SELECT name, host, tags, slots, resources, gpu_ids FROM workers WHERE id = ?"
 
 
-def _task(conn: sqlite3.Connection, recorder: Recorder, task_id: int, seq: int) -> Finding | None:
+def _task(conn: Connection, recorder: Recorder, task_id: int, seq: int) -> Finding | None:
     """Task `task_id`'s row against a fold of its own events, field by field."""
     row = conn.execute(TASK_ROW, (task_id,)).fetchone()
     rows: list[Row] = run(conn, recorder.select(task_id=task_id, until_seq=seq))
@@ -503,9 +501,7 @@ def _tags(tags: frozenset[str]) -> str:
     return orjson.dumps(sorted(tags)).decode()
 
 
-def _worker(
-    conn: sqlite3.Connection, recorder: Recorder, worker_id: str, seq: int
-) -> Finding | None:
+def _worker(conn: Connection, recorder: Recorder, worker_id: str, seq: int) -> Finding | None:
     row = conn.execute(WORKER_ROW, (worker_id,)).fetchone()
     query = recorder.select(worker_id=worker_id, types=WORKER_CHANGES, until_seq=seq)
     rows: list[Row] = run(conn, query)
@@ -541,7 +537,7 @@ def _worker(
     return None
 
 
-def _counters(conn: sqlite3.Connection, recorder: Recorder, seq: int) -> Finding | None:
+def _counters(conn: Connection, recorder: Recorder, seq: int) -> Finding | None:
     """The next ids `load` derives from the projections."""
     in_log = run(conn, recorder.last_task_id())
     in_tasks = conn.execute(MAX_TASK).fetchone()[0]

@@ -5,7 +5,6 @@ No SQL of its own: each projection module (tasks.py, workers.py) says what a rec
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ from kickoff.projections.tasks import (
     plain_submission,
 )
 from kickoff.store.chain import Recorded
+from kickoff.store.query import Connection
 from kickoff.store.sqlite import insert_rows
 
 MULTI_ROW = {INSERT_TASKS: TASK_VALUES, INSERT_WORKFLOW_TASKS: WORKFLOW_TASK_VALUES}
@@ -29,7 +29,7 @@ MULTI_ROW = {INSERT_TASKS: TASK_VALUES, INSERT_WORKFLOW_TASKS: WORKFLOW_TASK_VAL
 SET_LAST_SEQ = "UPDATE projection_state SET last_seq = ?"  # every projection moves together
 
 
-def project(conn: sqlite3.Connection, records: list[Recorded]) -> None:
+def project(conn: Connection, records: list[Recorded]) -> None:
     """Write what `records` imply to tasks, task_counts and workers, and the last seq."""
     if not records:
         return

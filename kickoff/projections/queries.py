@@ -156,11 +156,13 @@ def list_tasks(
     page = " AND ".join(["t.state = ?", *where])
     parts = " UNION ALL ".join(
         f"SELECT * FROM (SELECT {TASK_COLUMNS} {TASK_FROM} WHERE {page} "
-        f"ORDER BY t.id {order} LIMIT ?)"
-        for _ in states
+        f"ORDER BY t.id {order} LIMIT ?) AS s{i}"  # (aliases: PostgreSQL wants them)
+        for i, _ in enumerate(states)
     )
     per_state = [value for state in states for value in (state, *params, limit)]
-    return Query(f"SELECT * FROM ({parts}) ORDER BY 1 {order} LIMIT ?", (*per_state, limit), shape)
+    return Query(
+        f"SELECT * FROM ({parts}) AS page ORDER BY 1 {order} LIMIT ?", (*per_state, limit), shape
+    )
 
 
 def counts(*, group_id: int | None = None) -> Query:

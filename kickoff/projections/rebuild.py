@@ -5,16 +5,15 @@ The log is read through the recorder (store/); no SQL against the events table h
 
 from __future__ import annotations
 
-import sqlite3
-
 from kickoff.projections.project import project
 from kickoff.projections.schema import DROP_STATEMENTS, PROJECTION_STATEMENTS
+from kickoff.store.query import Connection
 from kickoff.store.recorder import Recorder
 
 CHUNK = 20_000
 
 
-def rebuild(conn: sqlite3.Connection, recorder: Recorder) -> int:
+def rebuild(conn: Connection, recorder: Recorder) -> int:
     """Rebuild tasks, workers and task_counts from the log (read by `recorder`, on the same
     database) in one transaction.
 

@@ -61,7 +61,8 @@ def window(search: Search) -> Query:
     far = "min(id)" if search.descending else "max(id)"
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     return Query(
-        f"SELECT {far}, count(*) FROM (SELECT id FROM tasks {clause} ORDER BY id {order} LIMIT ?)",
+        f"SELECT {far}, count(*) FROM "
+        f"(SELECT id FROM tasks {clause} ORDER BY id {order} LIMIT ?) AS w",
         (*params, search.scan),
         lambda rows: (rows[0][0], rows[0][1]),
     )

@@ -6,7 +6,6 @@ How each event changes them, as SQL with parameters; reading them is queries.py'
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from datetime import timedelta
 from functools import lru_cache
@@ -16,6 +15,7 @@ import orjson
 
 from kickoff.clock import from_text, to_text
 from kickoff.events import model as ev
+from kickoff.store.query import Connection
 from kickoff.store.sqlite import NULL
 
 Op = tuple[str, tuple[Any, ...]]
@@ -112,7 +112,7 @@ def retry_reason(e: ev.TaskCompleted, due: str) -> str:
 class TaskProjector:
     """Turns a batch of records into SQL for `tasks` and `task_counts`."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.states: dict[int, str] = {}  # states as of this batch, for count deltas
         self.deltas: Counter[str] = Counter()

@@ -11,10 +11,10 @@ beside the log), `why.py` (the log reads `why` explains from). No SQL and no HTT
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from kickoff import defaults
+from kickoff import dblocation, defaults
 from kickoff.clock import Clock, utc_now
+from kickoff.dblocation import Location
 from kickoff.events.model import (
     Event,
     GroupCreated,
@@ -40,11 +40,11 @@ __all__ = ["ClaimRefused", "Claimed", "Gone", "Service", "StartUp"]
 
 
 class Service:
-    """One server's state, writer and reader over one database file."""
+    """One server's state, writer and reader over one database (a file, or PostgreSQL's)."""
 
     def __init__(
         self,
-        db_path: Path | str,
+        db_path: Location | str,
         *,
         clock: Clock = utc_now,
         heartbeat_timeout_s: float = defaults.HEARTBEAT_TIMEOUT_S,
@@ -53,7 +53,7 @@ class Service:
         output_cap: int = defaults.OUTPUT_CAP_BYTES,
         output_budget: int = defaults.OUTPUT_BUDGET_BYTES,
     ) -> None:
-        self.db_path = Path(db_path)
+        self.db_path = dblocation.location(db_path)
         self.clock = clock
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.full_replay = full_replay

@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 from kickoff import defaults
+from kickoff.dblocation import Location
 from kickoff.errors import StaleAttempt, Unavailable
 from kickoff.state import decide
 from kickoff.state.fold import State
@@ -57,7 +57,7 @@ class Output:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Location,
         *,
         cap: int = defaults.OUTPUT_CAP_BYTES,
         budget: int = defaults.OUTPUT_BUDGET_BYTES,

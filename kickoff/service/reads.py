@@ -5,11 +5,10 @@ workers by name) are answered from it. Nothing here writes (recording.py does).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
+from kickoff.database import Reader, open_reader
+from kickoff.dblocation import Location
 from kickoff.errors import NotFound
 from kickoff.projections import queries
 from kickoff.service.recording import Recording
@@ -22,11 +21,10 @@ class Reads:
 
     def __init__(self, recording: Recording) -> None:
         self.recording = recording
-        self._reader: aiosqlite.Connection | None = None
+        self._reader: Reader | None = None
 
-    async def open(self, db_path: Path) -> None:
-        self._reader = await aiosqlite.connect(db_path)
-        await self._reader.execute("PRAGMA query_only = 1")
+    async def open(self, db_path: Location) -> None:
+        self._reader = await open_reader(db_path)
 
     async def close(self) -> None:
         if self._reader is not None:

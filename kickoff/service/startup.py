@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from kickoff.database import Database
+from kickoff.dblocation import Location
 from kickoff.state.fold import State
 
 
@@ -22,7 +22,7 @@ class StartUp:
     seconds: float
 
 
-def load(db_path: Path, *, full_replay: bool) -> tuple[Database, State, StartUp]:
+def load(db_path: Location, *, full_replay: bool) -> tuple[Database, State, StartUp]:
     """Open the database and build its state (blocking: run it in a thread).
 
     Raises:

@@ -28,7 +28,7 @@ APPLICATION_ID = 0x4B49434B  # "KICK"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
-def default_db_path() -> Path:
+def default_db_path() -> dblocation.Location:
     """`$KICKOFF_DB`, else `$XDG_DATA_HOME/kickoff/kickoff.db` (~/.local/share/...).
 
     Raises:
@@ -286,7 +286,10 @@ def connect(
         DatabaseRefused: missing, not kickoff's, newer schema, damaged, or unreadable.
         InvalidInput: a URL (as text) this build does not support.
     """
-    path = dblocation.parse(path) if isinstance(path, str) else path
+    where = dblocation.location(path)
+    if isinstance(where, dblocation.ServerUrl):
+        raise DatabaseRefused(f"{where} is not a file (store/pgconnection.py opens it)")
+    path = where
     memory = str(path) == ":memory:"
     if not memory:
         if path.exists():

@@ -16,6 +16,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from kickoff.dblocation import Location, beside
 from kickoff.errors import Conflict, DatabaseRefused
 from kickoff.store.connection import explain
 
@@ -70,9 +71,10 @@ class Stored:
         return self.total - self.size
 
 
-def output_path(db_path: Path) -> Path:
-    """Where a database's task output is kept: beside it."""
-    return db_path.with_name(db_path.name + ".output")
+def output_path(db_path: Location | str) -> Path:
+    """Where a database's task output is kept: beside it (for PostgreSQL, in this
+    machine's data directory: dblocation.beside)."""
+    return beside(db_path, ".output")
 
 
 class OutputFile:
@@ -82,7 +84,9 @@ class OutputFile:
         self.path = path
         try:
             # task output may hold secrets: the owner's alone, as the token file is
-            # (SQLite gives its WAL the same permissions)
+            # (SQLite gives its WAL the same permissions); beside a database on
+            # PostgreSQL, the data directory may not be there yet
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
             self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._prepare()

@@ -1,5 +1,5 @@
 """The recorder: the log's one owner, as every storage backend provides it (SQLite in
-store/sqlite.py; PostgreSQL next, issue 18). Shaped after eventsourcing's recorders: append a
+store/sqlite.py; PostgreSQL in store/postgres.py). Shaped after eventsourcing's recorders: append a
 batch inside the caller's transaction, select by seq range, type, task, worker and time, the
 tail, counts. tests/store/test_recorder.py is the contract every backend passes.
 
@@ -193,6 +193,14 @@ class Recorder(ABC):
     @abstractmethod
     def disagreeing(self, agreement: Agreement, *, checkpoint_seq: int) -> Iterator[Any]:
         """The keys of the rows that do not agree with the log (see Agreement)."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The database's schema version (the log's and the projections' changes)."""
+
+    @abstractmethod
+    def columns(self, table: str) -> list[str]:
+        """A table's columns in order ([] when there is no such table)."""
 
     @abstractmethod
     def quick_check(self) -> str | None:

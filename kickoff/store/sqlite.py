@@ -28,7 +28,8 @@ from kickoff.store.chain import (
     Run,
     verified_submission,
 )
-from kickoff.store.query import Query, RowT
+from kickoff.store.dialect import SQLITE, Dialect, agreement_sql
+from kickoff.store.query import Connection, Query, RowT
 from kickoff.store.recorder import Agreement, Compaction, Recorder
 
 INSERT_EVENTS = "INSERT INTO events (seq, at, type, version, task_id, worker_id, payload, hash)"
@@ -91,9 +92,12 @@ def _submission(found: list[RowT]) -> Any:
 
 
 class SqliteRecorder(Recorder):
-    """The events table of one SQLite database, through one connection."""
+    """The events table of one SQLite database, through one connection (PostgreSQL's
+    recorder, store/postgres.py, is this one in its dialect, but for the engine's own)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    dialect: Dialect = SQLITE
+
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._last_seq, self._last_hash = self._tail()
 
@@ -127,10 +131,14 @@ class SqliteRecorder(Recorder):
             )
         else:
             rows, params = encoded.rows, encoded.params
-        insert_rows(self.conn, INSERT_EVENTS, EVENT_VALUES, params)
+        self._insert(rows, params)
         if rows:
             self._last_seq, self._last_hash = rows[-1].seq, rows[-1].hash
         return rows
+
+    def _insert(self, rows: list[Row], params: list[object]) -> None:
+        """Write the rows (`params`: theirs for EVENT_VALUES, as encode_rows made them)."""
+        insert_rows(self.conn, INSERT_EVENTS, EVENT_VALUES, params)
 
     # -- reading, as queries -----------------------------------------------------
 
@@ -152,7 +160,9 @@ class SqliteRecorder(Recorder):
         params: list[object] = []
         if types:
             known = [t for t in types if t in EVENT_TYPES]  # names, inlined (see _partial)
-            where.append(f"type IN ({', '.join(map(repr, known))})" if known else "0")
+            where.append(
+                f"type IN ({', '.join(map(repr, known))})" if known else self.dialect.false
+            )
             if set(known) <= WORKER_CHANGES:
                 where.append(f"type IN ({', '.join(map(repr, sorted(WORKER_CHANGES)))})")
                 seq = "+seq"
@@ -172,7 +182,7 @@ class SqliteRecorder(Recorder):
         return Query(
             f"SELECT {COLUMNS} FROM events WHERE {' AND '.join(where)} "
             f"ORDER BY seq {order} LIMIT ?",
-            (*params, -1 if limit is None else limit),
+            (*params, self.dialect.no_limit if limit is None else limit),
             _rows,
         )
 
@@ -184,7 +194,7 @@ class SqliteRecorder(Recorder):
         after_seq: int = 0,
         worker_id: str | None = None,
     ) -> Query:
-        where: list[str] = ["1"]
+        where: list[str] = [self.dialect.true]
         params: list[object] = []
         for clause, value in (("at >= ?", since), ("worker_id = ?", worker_id)):
             if value is not None:
@@ -279,7 +289,7 @@ class SqliteRecorder(Recorder):
         return {r[0] for r in found}
 
     def disagreeing(self, agreement: Agreement, *, checkpoint_seq: int) -> Iterator[Any]:
-        sql = _agreement_sql(agreement)
+        sql = agreement_sql(agreement, self.dialect)
         try:
             for (key,) in self.conn.execute(sql, {"seq": checkpoint_seq}):
                 yield key
@@ -299,6 +309,12 @@ class SqliteRecorder(Recorder):
             yield key
 
     # -- the file ----------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")]
 
     def quick_check(self) -> str | None:
         """SQLite's quick_check (every page, b-tree and record format; O(file size)):
@@ -335,46 +351,6 @@ class SqliteRecorder(Recorder):
 def _guards(trigger: str) -> str:
     table, verb = trigger.rsplit("_no_", 1)
     return f"the {table} table no longer refuses every {verb.upper()} it must"
-
-
-def _agreement_sql(a: Agreement) -> str:
-    """The keys of `a.table`'s rows that do not match their events (see Agreement)."""
-    # the row's expression in parentheses: `1 IS a IS NULL AND b` would compare 1 with `a`
-    same = [f"{_expected(a, field)} IS ({expr})" for expr, field in a.fields]
-    join = ""
-    if a.pick is not None:
-        kinds = f" AND type IN ({', '.join(map(repr, a.types))})" if a.types else ""
-        pick = "min" if a.pick == "first" else "max"
-        event = (  # `+seq`: keep the planner on the key's index, not on a seq range
-            f"SELECT {pick}(seq) FROM events WHERE {a.by} = p.{a.key}{kinds} AND +seq <= :seq"
-        )
-        join = f" LEFT JOIN events e ON e.seq = ({event})"
-        same.insert(0, "e.seq IS NOT NULL")
-        if a.one_of:
-            same.insert(1, f"e.type IN ({', '.join(map(repr, a.one_of))})")
-    return (
-        f"SELECT p.{a.key} FROM {a.table} p{join} "
-        f"WHERE ({a.where}) AND NOT coalesce({' AND '.join(same) or '1'}, 0)"
-    )
-
-
-def _expected(a: Agreement, field: str) -> str:
-    """What a row's expression must equal (see Agreement.fields)."""
-    if field in ("@type", "@at"):
-        return f"e.{field[1:]}"
-    if field == "@true":
-        return "1"
-    if field.startswith("?"):
-        return f"((e.payload ->> '$.{field[1:]}') IS NOT NULL)"
-    if field.startswith("#"):
-        kind, name = field[1:].split(".")
-        return (
-            f"(SELECT count(*) FROM events c WHERE c.{a.by} = p.{a.key} AND c.type = {kind!r} "
-            f"AND (c.payload ->> '$.{name}') IS NOT NULL AND +c.seq <= :seq)"
-        )
-    name, _, default = field.partition("|")
-    value = f"(e.payload ->> '$.{name}')"
-    return f"coalesce({value}, {default})" if default else value
 
 
 def encode_rows(
@@ -429,7 +405,7 @@ def _values_sql(insert: str, values: str, count: int) -> str:
     return f"{insert} VALUES {', '.join([values] * count)}"
 
 
-def insert_rows(conn: sqlite3.Connection, insert: str, values: str, params: list[object]) -> None:
+def insert_rows(conn: Connection, insert: str, values: str, params: list[object]) -> None:
     """`insert` (an INSERT up to VALUES) of rows whose `params` follow one another, many
     rows per statement (the projections' bulk inserts use it too).
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -57,9 +59,13 @@ class Api:
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[Api]:
+def api(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Api]:
+    """The app on a file; with KICKOFF_TEST_POSTGRES=1, on a database of the session's
+    throw-away PostgreSQL cluster instead (every API test on PostgreSQL, on demand)."""
     clock = FakeClock()
-    db_path = tmp_path / "api.db"
+    db_path: Any = tmp_path / "api.db"
+    if os.environ.get("KICKOFF_TEST_POSTGRES"):
+        db_path = request.getfixturevalue("pg_url")
     service = Service(db_path, clock=clock, heartbeat_timeout_s=30, expire_every_s=0.02)
     app = create_app(service, token=TOKEN)
     with TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}) as client:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from kickoff.database import open_connection
 from kickoff.errors import KickoffError
 from tests.conftest import ServerProcess, kickoff_cmd
 from tests.e2e.test_log_cmds import Follower, submit_until_seen
@@ -153,7 +154,7 @@ def test_every_task_claimed_exactly_once_under_load(
     duplicates = [task for task, n in Counter(claimed).items() if n > 1]
     assert duplicates == []
     assert sorted(claimed) == sorted(submitted)
-    conn = sqlite3.connect(server.db_path)
+    conn = open_connection(server.db_path, readonly=True)  # a file, or PostgreSQL's (test_postgres)
     per_task = conn.execute(
         "SELECT count(*), count(DISTINCT task_id) FROM events WHERE type = 'TaskClaimed'"
     ).fetchone()
@@ -161,6 +162,7 @@ def test_every_task_claimed_exactly_once_under_load(
     assert (
         conn.execute("SELECT n FROM task_counts WHERE state = 'succeeded'").fetchone()[0] == total
     )
+    conn.close()
 
 
 def test_client_error_mapping(

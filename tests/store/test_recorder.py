@@ -292,3 +292,61 @@ def _tamper(conn: sqlite3.Connection, seq: int) -> None:
     conn.execute("UPDATE events SET payload = ' ' || payload WHERE seq = ?", (seq,))
     for sql in TRIGGERS.values():
         conn.execute(sql)
+
+
+class TestPostgresRecorder(RecorderContract):
+    """The contract on a real PostgreSQL (a fresh database of the session's throw-away
+    cluster: tests/_postgres.py)."""
+
+    @pytest.fixture
+    def database(self, pg_url: str) -> Iterator[Database]:
+        db = Database(pg_url)
+        yield db
+        db.close()
+
+    def tamper(self, database: Database, seq: int) -> None:
+        conn = database.conn
+        conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
+        conn.execute("UPDATE events SET payload = ' ' || payload WHERE seq = ?", (seq,))
+        conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update")
+
+    def test_the_log_refuses_update_delete_and_truncate(
+        self, database: Database, written: list[Row]
+    ) -> None:
+        for statement in (
+            "UPDATE events SET payload = '{}' WHERE seq = 3",
+            "DELETE FROM events WHERE seq = 3",
+            "DELETE FROM events WHERE seq = 7",  # a heartbeat, but no compaction archived it
+            "TRUNCATE events",
+            "TRUNCATE compacted_runs",  # (its row triggers: when a compaction wrote rows)
+        ):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                database.conn.execute(statement)
+        assert len(list(database.recorder.verified_rows())) == 15
+
+    def test_a_second_writer_conflicts_instead_of_forking(
+        self, database: Database, written: list[Row], pg_url: str
+    ) -> None:
+        from kickoff.database import open_connection, recorder_of
+        from kickoff.dblocation import ServerUrl
+        from kickoff.store.pgconnection import lock_exclusive
+
+        lock = lock_exclusive(ServerUrl(pg_url))  # a server's
+        with pytest.raises(DatabaseRefused, match="in use by another kickoff server"):
+            lock_exclusive(ServerUrl(pg_url))
+        lock.close()
+        other = open_connection(pg_url)  # no lock: as a stale leader would write
+        stale = recorder_of(other)
+        database.write([Recorded(16, at(20), ev.WorkerHeartbeat(worker_id="w1"))])
+        fork = [Recorded(16, at(21), ev.WorkerHeartbeat(worker_id="w2"))]
+        with pytest.raises(sqlite3.IntegrityError, match="duplicate key"):
+            stale.insert(fork, stale.encode(written[-1].hash, 15, fork))
+        other.close()
+        assert [r.seq for r in database.recorder.verified_rows()] == list(range(1, 17))
+
+    def test_a_disabled_trigger_is_a_schema_problem(self, database: Database) -> None:
+        database.conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_delete")
+        assert database.recorder.schema_problems() == [
+            "trigger events_no_delete is disabled: the events table no longer refuses every "
+            "DELETE it must"
+        ]
