@@ -17,6 +17,8 @@ RESERVED = frozenset(
         "KICKOFF_WORKER",
         "KICKOFF_WORKER_RUN",
         "KICKOFF_ARRAY_INDEX",
+        "KICKOFF_RESOURCES",
+        "KICKOFF_GPU_IDS",
     }
 )
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from kickoff.resources import show
+
 EventJSON = Mapping[str, Any]
 
 
@@ -210,11 +212,15 @@ def _claimed(t: _Teller, seq: int, at: datetime, data: EventJSON) -> None:
     t.first_started_at = t.first_started_at or at
     t.last_seen[worker] = at
     of = f" of {t.max_attempts}" if t.max_attempts else ""
+    gpus = data.get("gpu_ids") or ()
+    devices = f"GPUs {','.join(map(str, gpus))}; " if gpus else ""
+    held = show(data.get("resources") or ())
     t.step(
         seq,
         at,
         "claimed",
-        f"claimed by {worker} (attempt {attempt}{of})",
+        f"claimed by {worker} ({devices}attempt {attempt}{of})"
+        + (f", holding {held}" if held else ""),
         worker_id=worker,
         attempt=attempt,
     )

@@ -62,6 +62,7 @@ NEW = {
     "cwd": Opt(),
     "env": MANY,
     "env-pass": MANY,
+    "resources": MANY,
     "wait": FLAG,
     "follow": FLAG,
     **SHARED,
@@ -205,6 +206,7 @@ def new(
     cwd: str | None = None,
     env: list[str] | None = None,
     env_pass: list[str] | None = None,
+    resources: list[str] | None = None,
     wait: bool = False,
     follow: bool = False,
     as_json: bool = False,
@@ -232,6 +234,10 @@ def new(
     if timeout is not None:
         base["timeout_s"] = timeout
     base.update(_where.setting(cwd, env, env_pass))
+    if resources:
+        from kickoff.resources import parse
+
+        base["resources"] = dict(parse(resources, field="--resources", task=True))
     base.update(_workflow_fields(after, after_any, retries, retry_delay, retry_on))
     indices, cap = _workflow.array_indices(array) if array is not None else ([], None)
     if cap is not None and max_running is None:

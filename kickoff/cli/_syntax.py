@@ -15,7 +15,9 @@ from kickoff.errors import InvalidInput
 # Options that take every following word, up to the next dash-word, with one dash or two:
 # the repeatable ones (`events -type submitted completed` too). Single-valued options such
 # as `-task` and `-worker` do not: a second word would silently replace the first.
-LIST_OPTIONS = frozenset({"have", "require", "want", "add", "remove", "set", "state", "type"})
+LIST_OPTIONS = frozenset(
+    {"have", "require", "want", "add", "remove", "set", "state", "type", "resources"}
+)
 
 # `new`'s own options: a word naming one of them ends the command words.
 NEW_FLAGS = frozenset({"wait", "follow", "json"})
@@ -39,6 +41,7 @@ NEW_VALUED = frozenset(
         "cwd",
         "env",
         "env-pass",
+        "resources",
         "server",
         "token",
     }

@@ -16,6 +16,7 @@ from kickoff import defaults
 from kickoff.cli import _format as fmt
 from kickoff.cli._screen import err, error, fields, heading, lines, out, table
 from kickoff.cli._text import Cell, assemble, one_line, styled
+from kickoff.resources import show, show_amount
 
 TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
 if TYPE_CHECKING:
@@ -80,7 +81,9 @@ def waits_for(task: Task) -> str | None:
     return "its dependencies"
 
 
-def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator[list[Cell]]:
+def _task_rows(
+    tasks: list[Task], now: datetime, *, with_exit: bool, with_resources: bool = False
+) -> Iterator[list[Cell]]:
     for task in tasks:
         row: list[Cell] = [
             str(task["id"]),
@@ -91,6 +94,8 @@ def _task_rows(tasks: list[Task], now: datetime, *, with_exit: bool) -> Iterator
             ",".join(task["require"]) or "-",
             ",".join(task["want"]) or "-",
         ]
+        if with_resources:
+            row.append(show(task.get("resources") or {}) or "-")
         if with_exit:
             row.append("-" if task.get("exit_code") is None else str(task["exit_code"]))
         yield [*row, task["command"]]
@@ -114,10 +119,13 @@ def status(page: dict[str, Any], states: list[str]) -> None:
     waiting = any(task["state"] == "waiting" for task in tasks)
     where = "WORKER / WAITS FOR" if waiting else "WORKER"
     headers = ["ID", "STATE", "PRI", "AGE" if out.is_terminal else "SUBMITTED", where]
-    headers += ["REQUIRE", "WANT", *(["EXIT"] if with_exit else []), "COMMAND"]
+    with_resources = any(task.get("resources") for task in tasks)
+    headers += ["REQUIRE", "WANT", *(["RESOURCES"] if with_resources else [])]
+    headers += [*(["EXIT"] if with_exit else []), "COMMAND"]
     if out.is_terminal:
         out.line()
-    table(headers, _task_rows(tasks, _now(), with_exit=with_exit), right=("ID", "PRI", "EXIT"))
+    rows = _task_rows(tasks, _now(), with_exit=with_exit, with_resources=with_resources)
+    table(headers, rows, right=("ID", "PRI", "EXIT"))
     if page.get("next_after") is not None:
         out.flush()
         notes.line(styled(f"more: add --after {page['next_after']}", "dim"))
@@ -163,6 +171,8 @@ def _info_fields(task: Task, now: datetime) -> list[tuple[str, Cell]]:
         ("after any", " ".join(str(i) for i in task.get("after_any") or ()) or None),
         ("group", task.get("group")),
         ("array index", task.get("array_index")),
+        ("resources", show(task.get("resources") or {})),
+        ("GPUs", ",".join(str(g) for g in task.get("gpu_ids") or ()) or None),
         ("retries", _retries(task)),
         ("reason", task.get("reason")),
         ("timeout", None if task.get("timeout_s") is None else f"{task['timeout_s']:g}s"),
@@ -282,20 +292,38 @@ def workers(found: list[dict[str, Any]], *, everything: bool) -> None:
         (out if out.is_terminal else err).line(styled("no workers" + hint, "dim"))
         return
     now = _now()
+    with_resources = any(w.get("resources") for w in found)
     rows = (
         [
             w["name"],
             fmt.state(w["state"]),
             f"{w['running']}/{w['slots']}",
             ",".join(w["tags"]) or "-",
+            *([free_of(w)] if with_resources else []),
             _when(w["last_seen"], now),
             w.get("host") or "-",
             w["id"],
         ]
         for w in found
     )
-    headers = ["NAME", "STATE", "RUNNING", "TAGS", "LAST SEEN", "HOST", "ID"]
-    table(headers, rows, right=("RUNNING",))
+    headers = ["NAME", "STATE", "RUNNING", "TAGS", *(["FREE/ALL"] if with_resources else [])]
+    table([*headers, "LAST SEEN", "HOST", "ID"], rows, right=("RUNNING",))
+
+
+def free_of(worker: dict[str, Any]) -> str:
+    """`gpu=2/4 mem=48G/64G (GPUs 0,1 free)`: what a worker has free of what it declared."""
+    declared: dict[str, int] = worker.get("resources") or {}
+    if not declared:
+        return "-"
+    free = worker.get("resources_free")
+    parts = []
+    for name, total in sorted(declared.items()):
+        left = "?" if free is None else show_amount(int(free.get(name, 0)))
+        parts.append(f"{name}={left}/{show_amount(total)}")
+    gpus = worker.get("gpu_ids_free")
+    if gpus and free is not None:
+        parts.append(f"(GPUs {','.join(map(str, gpus))} free)")
+    return " ".join(parts)
 
 
 def tags(worker: str, result: dict[str, Any]) -> None:

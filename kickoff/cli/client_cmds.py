@@ -203,6 +203,16 @@ def new(
             show_default=False,
         ),
     ] = None,
+    resources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resources",
+            metavar="NAME=AMOUNT",
+            help="Run it only where this much is free, held while it runs (gpu=2,mem=16G; "
+            "K M G T are binary). Its GPUs are in CUDA_VISIBLE_DEVICES.",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Block until done; exit with the task's exit code.")
     ] = False,
@@ -233,6 +243,7 @@ def new(
       kickoff new --array 1-240 --max-running 20 -- ./render.sh
       kickoff new --retries 2 --retry-delay 10 -- ./download.sh
       kickoff new --env EPOCHS=3 --env-pass WANDB_API_KEY --follow -- python3 train.py
+      kickoff new --resources gpu=2,mem=16G -- python3 train.py
     """
     code = _quick.new(
         command or [],
@@ -254,6 +265,7 @@ def new(
         cwd=cwd,
         env=env,
         env_pass=env_pass,
+        resources=resources,
         wait=wait,
         follow=follow,
         as_json=as_json,

@@ -27,6 +27,16 @@ HaveOpt = Annotated[
         show_default=False,
     ),
 ]
+ResourcesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--resources",
+        metavar="NAME=AMOUNT",
+        help="Amounts this worker has (gpu=4,mem=64G; K M G T are binary). Without gpu, "
+        "the GPUs nvidia-smi -L lists are declared; gpu=0 declares none.",
+        show_default=False,
+    ),
+]
 NameOpt = Annotated[
     str | None,
     typer.Option(
@@ -116,6 +126,7 @@ def worker(
     token: TokenOpt = None,
     name: NameOpt = None,
     slots: SlotsOpt = defaults.SLOTS,
+    resources: ResourcesOpt = None,
     log_dir: LogDirOpt = None,
     tags_file: TagsFileOpt = None,
     burst: BurstOpt = False,
@@ -131,10 +142,20 @@ def worker(
     requeued). The last 4 KiB of each task's output go to the server; all of it goes to
     a file per attempt in the log directory (the newest --keep-logs files are kept).
 
-    Example: kickoff worker --have cpu,gpu --slots 4
-    """
-    from kickoff.worker import WorkerConfig, run
+    A task that asks for --resources runs only while this worker has that much free; a
+    gpu task gets its own devices in CUDA_VISIBLE_DEVICES.
 
+    Example: kickoff worker --have cpu,gpu --slots 4 --resources gpu=4,mem=64G
+    """
+    from kickoff import resources as amounts
+    from kickoff.worker import WorkerConfig, run
+    from kickoff.worker.gpus import declare
+
+    _logging(verbose, quiet)
+    declared = amounts.parse(resources or [], field="--resources", task=False)
+    gpus = declare(declared, os.environ)
+    if gpus.note is not None:
+        logging.getLogger("kickoff.worker").info("%s", gpus.note)
     config = WorkerConfig(
         name=name or default_name(),
         tags=check_tags(split_tags(have or []), field="--have", limit=defaults.MAX_WORKER_TAGS),
@@ -146,8 +167,9 @@ def worker(
         keep_logs=keep_logs,
         host=socket.gethostname()[: defaults.MAX_NAME_CHARS],
         exit_with_fd=exit_with_fd,
+        resources=gpus.resources,
+        gpu_ids=gpus.gpu_ids,
     )
-    _logging(verbose, quiet)
     raise typer.Exit(code=run(config, server=server, token=token))
 
 

@@ -56,6 +56,8 @@ class WorkerConfig:
     keep_logs: int = defaults.KEEP_LOGS  # task log files kept per server; 0 keeps them all
     warden: bool = True  # a warden process stops the tasks if this worker dies or freezes
     exit_with_fd: int | None = None  # end of file on it: who started the worker is gone
+    resources: tuple[tuple[str, int], ...] = ()  # declared amounts (gpus.py filled in `gpu`)
+    gpu_ids: tuple[int, ...] = ()  # the devices it hands out
 
 
 class Core:

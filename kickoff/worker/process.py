@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kickoff import defaults
+from kickoff.resources import show
 from kickoff.worker import logfiles
 from kickoff.worker.warden import RUN_VAR
 
@@ -45,6 +46,8 @@ class Assignment:
     array_index: int | None = None  # KICKOFF_ARRAY_INDEX, for a task of an array
     cwd: str | None = None  # where to run it (None: the worker's own directory)
     env: tuple[tuple[str, str], ...] = ()  # set on top of the worker's environment
+    resources: tuple[tuple[str, int], ...] = ()  # what the attempt holds (KICKOFF_RESOURCES)
+    gpu_ids: tuple[int, ...] = ()  # the devices it holds (CUDA_VISIBLE_DEVICES)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,9 +91,13 @@ class TaskEnv:
 
     `run` marks every task of one worker process (`KICKOFF_WORKER_RUN`): its warden finds
     a task's processes by it, and by the task's id and attempt, should the worker die.
+    `gpus`: the worker hands out GPUs, so a task sees only those it holds (none if it
+    asked for none: CUDA_VISIBLE_DEVICES is then empty).
     """
 
-    def __init__(self, env: Mapping[str, str], *, run: str | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *, run: str | None = None, gpus: bool = False
+    ) -> None:
         self.base = {
             os.fsencode(name): os.fsencode(value)
             for name, value in env.items()
@@ -98,6 +105,7 @@ class TaskEnv:
         }
         if run is not None:
             self.base[RUN_VAR.encode()] = run.encode()
+        self.gpus = gpus
 
     def for_attempt(
         self,
@@ -106,9 +114,13 @@ class TaskEnv:
         worker_id: str,
         array_index: int | None = None,
         extra: tuple[tuple[str, str], ...] = (),
+        resources: tuple[tuple[str, int], ...] = (),
+        gpu_ids: tuple[int, ...] = (),
     ) -> dict[bytes, bytes]:
         """The environment of one attempt: the worker's, the task's own variables over it
-        (`extra`, from its submission), and the attempt's ids over both."""
+        (`extra`, from its submission), and the attempt's ids and holdings over both:
+        KICKOFF_RESOURCES (`gpu=2,mem=16G`, empty for none), and on a worker with GPUs
+        KICKOFF_GPU_IDS and CUDA_VISIBLE_DEVICES (`1,3`)."""
         env = self.base.copy()
         for name, value in extra:
             if name not in WORKER_ONLY_ENV:  # the server refuses them; a worker trusts no one
@@ -118,6 +130,10 @@ class TaskEnv:
         env[b"KICKOFF_WORKER"] = worker_id.encode()
         if array_index is not None:
             env[b"KICKOFF_ARRAY_INDEX"] = b"%d" % array_index
+        env[b"KICKOFF_RESOURCES"] = show(resources).encode()
+        if self.gpus or gpu_ids:
+            devices = ",".join(map(str, gpu_ids)).encode()
+            env[b"KICKOFF_GPU_IDS"] = env[b"CUDA_VISIBLE_DEVICES"] = devices
         return env
 
 
@@ -411,7 +427,9 @@ class Job:
         """The worker's environment without its credentials, plus the task's own ids."""
         env = self.env if isinstance(self.env, TaskEnv) else TaskEnv(self.env)
         a = self.assignment
-        return env.for_attempt(a.task_id, a.attempt, self.worker_id, a.array_index, a.env)
+        return env.for_attempt(
+            a.task_id, a.attempt, self.worker_id, a.array_index, a.env, a.resources, a.gpu_ids
+        )
 
     def start(self) -> None:
         """Spawn the command now, on the caller's stack (once; never after a stop)."""

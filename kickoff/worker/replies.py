@@ -12,8 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from kickoff import defaults
-from kickoff.errors import ERRORS_BY_CODE, KickoffError
+from kickoff import defaults, resources
+from kickoff.errors import ERRORS_BY_CODE, InvalidInput, KickoffError
+from kickoff.resources import GPU
 from kickoff.worker.lease import heartbeat_interval_s
 from kickoff.worker.process import Assignment
 
@@ -138,13 +139,18 @@ def assignment(raw: Any, *, id_key: str = "task_id") -> Assignment | Refused:
         timeout_s = min(timeout_s, defaults.MAX_TIMEOUT_S)
     index = _int(raw.get("array_index"), low=0, high=defaults.MAX_ARRAY_INDEX)
     cwd, env, problem = _where(raw.get("cwd")), _env(raw.get("env")), None
+    held, devices = _held(raw.get("resources")), _devices(raw.get("gpu_ids"))
     if raw.get("cwd") is not None and cwd is None:
         problem = "cwd is not an absolute directory"
     elif env is None:
         problem = "env is not an object of variable names to strings"
+    elif held is None:
+        problem = "resources is not an object of resource names to amounts"
+    elif devices is None or len(devices) != dict(held or ()).get(GPU, 0):
+        problem = "gpu_ids is not a list of as many device indices as its gpu amount"
     if problem is not None:
         return Refused(task_id=task_id, attempt=attempt, reason=problem)
-    assert env is not None
+    assert env is not None and held is not None and devices is not None
     return Assignment(
         task_id=task_id,
         attempt=attempt,
@@ -153,7 +159,27 @@ def assignment(raw: Any, *, id_key: str = "task_id") -> Assignment | Refused:
         array_index=index,
         cwd=cwd,
         env=env,
+        resources=held,
+        gpu_ids=devices,
     )
+
+
+def _held(value: Any) -> tuple[tuple[str, int], ...] | None:
+    """What an attempt holds: checked amounts (none for null), or None if they are not."""
+    try:
+        return resources.from_json(value, field="resources", task=True)
+    except InvalidInput:
+        return None
+
+
+def _devices(value: Any) -> tuple[int, ...] | None:
+    """Distinct device indices (none for null), or None if they are not."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > defaults.MAX_GPUS:
+        return None
+    ids = tuple(v for v in value if type(v) is int and 0 <= v < 1 << 20)
+    return ids if len(ids) == len(value) == len(set(ids)) else None
 
 
 def _where(value: Any) -> str | None:

@@ -15,6 +15,7 @@ import secrets
 
 from kickoff import defaults
 from kickoff.errors import Conflict, NotFound
+from kickoff.resources import show
 from kickoff.worker import replies
 from kickoff.worker.core import Core, Mode
 from kickoff.worker.lease import Lease, boottime
@@ -32,8 +33,9 @@ class Session:
     def __init__(self, core: Core, env: dict[str, str]) -> None:
         self.core = core
         run_id = secrets.token_hex(16)
-        self.env = TaskEnv(env, run=run_id)  # its tasks carry run_id: the warden finds them
         config = core.config
+        # its tasks carry run_id: the warden finds them
+        self.env = TaskEnv(env, run=run_id, gpus=bool(config.gpu_ids))
         self.warden = Warden(run_id, grace_s=config.grace_s) if config.warden else None
         self.lease: Lease | None = None  # the current registration's
         self.sent_tags: frozenset[str] = frozenset()
@@ -58,6 +60,9 @@ class Session:
             "slots": config.slots,
             "host": config.host,
         }
+        if config.resources:
+            body["resources"] = dict(config.resources)
+            body["gpu_ids"] = list(config.gpu_ids)
         sent = [boottime()]  # when the try that went through was sent: the lease's start
         answer = await core.call(
             "POST",
@@ -73,11 +78,12 @@ class Session:
         self.sent_tags = tags
         self.lease = Lease(reg.heartbeat_timeout_s, sent[-1], grace_s=config.grace_s)
         logger.info(
-            "registered worker=%s name=%s tags=%s slots=%d heartbeat=%.2fs",
+            "registered worker=%s name=%s tags=%s slots=%d resources=%s heartbeat=%.2fs",
             reg.worker_id,
             config.name,
             ",".join(sorted(tags)) or "-",
             config.slots,
+            show(config.resources) or "-",
             reg.heartbeat_interval_s,
         )
         return reg

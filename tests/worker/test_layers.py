@@ -9,6 +9,7 @@ from pathlib import Path
 import kickoff.worker
 
 ORDER = [
+    "gpus",
     "ledger",
     "lease",
     "warden",
