@@ -784,6 +784,7 @@ def _follow_output(
             for chunk in client.stream_bytes(path, attempt=attempt, offset=offset, follow=1):
                 offset += len(chunk)
                 yield chunk
+            task = client.get(task_id)
             unreachable_since = None
         except ServerUnreachable:
             now = time.monotonic()
@@ -792,10 +793,17 @@ def _follow_output(
                 raise
             time.sleep(WAIT_MAX_S)  # the server restarts, say: keep on where it left off
             continue
-        task = client.get(task_id)
-        if fixed or task.finished:
+        if task.finished or (fixed and not _runs(task, attempt)):
             return
+        # the next attempt; or the stream ended with the attempt still running (the
+        # server stopped) or its end not yet in what GET answers: look again shortly
+        time.sleep(WAIT_FIRST_S)
         delay = WAIT_FIRST_S
+
+
+def _runs(task: Task, attempt: int) -> bool:
+    """Whether the attempt may still write output."""
+    return task["attempt"] == attempt and task["state"] in ("running", "cancelling")
 
 
 class AsyncClient:

@@ -90,12 +90,25 @@ def test_output_is_kept_across_a_server_kill_9(
     flag = tmp_path / "finish"
     script = f"echo before; until [ -e {flag} ]; do sleep 0.05; done; echo after"
     task_id = submit(kickoff, "--", "sh", "-c", script)
-    wait_until(lambda: output_of(server, task_id) == b"before\n", 15, what="output sent")
-    server.kill()
-    server.start()
-    assert output_of(server, task_id) == b"before\n"
-    flag.touch()  # the worker reports to the restarted server
-    wait_until(lambda: state_of(server, task_id) == "succeeded", 30, what="finished")
+    follower = subprocess.Popen(
+        [*kickoff_cmd(), "logs", str(task_id), "--follow"],
+        env=server.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert follower.stdout is not None
+    try:
+        assert follower.stdout.readline() == b"before\n"
+        server.kill()
+        server.start()  # (same port: the follower reconnects and goes on where it was)
+        assert output_of(server, task_id) == b"before\n"
+        flag.touch()  # the worker reports to the restarted server
+        wait_until(lambda: state_of(server, task_id) == "succeeded", 30, what="finished")
+        rest, errors = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert (follower.returncode, rest) == (0, b"after\n"), errors
     result = kickoff("logs", str(task_id))
     assert (result.returncode, result.stdout) == (0, "before\nafter\n")
 
