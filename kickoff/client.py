@@ -756,32 +756,37 @@ def _follow_output(
     offset: int,
     on_attempt: Callable[[int], None] | None,
 ) -> Iterator[bytes]:
-    """Client.logs(follow=True): stream each attempt's output until it ended; then the
-    next attempt's, unless one was named or the task is finished."""
+    """Client.logs(follow=True): stream an attempt's output until it ended; then, unless
+    one was named, each next attempt's in turn, until the task is finished."""
     fixed = attempt is not None
+    current: int | None = attempt  # the attempt being streamed
+    ended: int | None = None  # the last attempt streamed to its end
     delay = WAIT_FIRST_S
     unreachable_since: float | None = None
+    path = f"/v1/tasks/{task_id}/output"
     while True:
         try:
             task = client.get(task_id)
-            current: int = attempt if attempt is not None and fixed else task["attempt"]
-            if current == 0 or (not fixed and task["state"] in ("pending", "waiting")):
-                if task.finished:  # ended without ever running (cancelled, say)
-                    return
-                time.sleep(delay)  # not started yet: look again soon
-                delay = min(delay * 1.5, WAIT_MAX_S)
-                continue
-            path = f"/v1/tasks/{task_id}/output"
-            if attempt != current:
-                if attempt is not None:  # the next attempt: from its start
-                    offset = 0
-                attempt = current
-                if on_attempt is not None:
-                    on_attempt(current)
+            latest: int = task["attempt"]
+            if not fixed:
+                wanted = latest if ended is None else ended + 1
+                if wanted == 0 or wanted > latest:  # not started (again) yet
+                    if task.finished:
+                        return
+                    time.sleep(delay)
+                    delay = min(delay * 1.5, WAIT_MAX_S)
+                    continue
+                if wanted != current:
+                    if current is not None:  # the next attempt: from its start
+                        offset = 0
+                    current = wanted
+                    if on_attempt is not None:
+                        on_attempt(wanted)
+            assert current is not None
             if offset < 0:  # so many bytes before the end: where that is now
-                _, headers = client.get_bytes(path, attempt=attempt, offset=offset, limit=1)
+                _, headers = client.get_bytes(path, attempt=current, offset=offset, limit=1)
                 offset = int(headers["x-kickoff-offset"])
-            for chunk in client.stream_bytes(path, attempt=attempt, offset=offset, follow=1):
+            for chunk in client.stream_bytes(path, attempt=current, offset=offset, follow=1):
                 offset += len(chunk)
                 yield chunk
             task = client.get(task_id)
@@ -793,12 +798,14 @@ def _follow_output(
                 raise
             time.sleep(WAIT_MAX_S)  # the server restarts, say: keep on where it left off
             continue
-        if task.finished or (fixed and not _runs(task, attempt)):
+        if _runs(task, current):
+            # the stream ended with the attempt still running (the server stopped), or
+            # before what GET answers shows its end: look again shortly
+            time.sleep(WAIT_FIRST_S)
+            continue
+        ended, delay = current, WAIT_FIRST_S
+        if fixed or (task.finished and task["attempt"] == current):
             return
-        # the next attempt; or the stream ended with the attempt still running (the
-        # server stopped) or its end not yet in what GET answers: look again shortly
-        time.sleep(WAIT_FIRST_S)
-        delay = WAIT_FIRST_S
 
 
 def _runs(task: Task, attempt: int) -> bool:

@@ -192,3 +192,38 @@ def test_a_task_printing_flat_out_starves_neither_the_server_nor_a_drain(
         for worker in workers:
             worker.terminate()
             worker.wait(timeout=30)
+
+
+README = Path(__file__).parents[2] / "README.md"
+
+
+def test_the_readme_output_section_word_for_word(
+    server: ServerProcess, start_worker: StartWorker, tmp_path: Path
+) -> None:
+    """Its transcript, command by command against a fresh server (stdout and stderr as a
+    terminal shows them, one after the other), is what the README says."""
+    import re
+
+    section = README.read_text().split("\n## Output from anywhere", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```console\n(.*?)```", section, re.DOTALL)
+    start_worker()
+    shown, last = [], 0
+    for line in block.splitlines():
+        if not line.startswith("$ "):
+            continue
+        command = line[2:]
+        if command == "echo $?":
+            shown.append(f"$ {command}\n{last}\n")
+            continue
+        run = subprocess.run(
+            ["sh", "-c", command.replace("kickoff ", f"{' '.join(kickoff_cmd())} ", 1)],
+            env=server.env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=60,
+        )
+        last = run.returncode
+        shown.append(f"$ {command}\n{run.stdout}")
+    assert "".join(shown) == block
