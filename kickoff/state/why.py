@@ -339,12 +339,22 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
     if not found:
         missing, most, nearest = _lacking(state, task.shape.require, request)
         summary = _nobody_summary(state, task.shape.require, request, missing, most, nearest)
+        summary += _last_attempt(base.attempts)
         return replace(
             base, missing=missing, missing_resources=most, nearest=nearest, summary=summary
         )
     fewest = min(c.ahead for c in found)
     summary = _pending_summary(found, fewest, cap, request, base.passes)
+    summary += _last_attempt(base.attempts)
     return replace(base, workers=tuple(found), ahead=fewest, summary=summary)
+
+
+def _last_attempt(attempts: tuple[Attempt, ...]) -> str:
+    """`; attempt 1 on box2: its worker was lost ...` for a task queued again."""
+    if not attempts:
+        return ""
+    last = attempts[-1]
+    return f"; attempt {last.attempt} on {last.worker_name}: {last.detail}"
 
 
 def _queued_how(event: ev.Event) -> str:

@@ -216,7 +216,9 @@ def test_a_requeued_task_is_queued_since_its_requeue() -> None:
     answer = why.explain(sim.state, task_id, log, sim.now)
     assert answer.queued == "requeued"
     assert [(a.worker_id, a.outcome) for a in answer.attempts] == [(first, "lost")]
-    assert answer.summary == "pending: no worker is live"
+    assert answer.summary == (
+        "pending: no worker is live; attempt 1 on w: its worker was lost (no heartbeat in time)"
+    )
 
 
 def test_explain_changes_nothing() -> None:
