@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str | None]] = {
         "log_cmds",
         "Archive old heartbeats out of the log (retention); verify stays green.",
     ),
+    "migrate": ("log_cmds", "Copy a log to another database: SQLite to PostgreSQL, or back."),
     "dashboard": (
         "dashboard_cmd",
         "Print a login link for the web dashboard (it works once, within a minute).",

@@ -26,7 +26,15 @@ from kickoff.audit import history as hist
 from kickoff.audit import timespec
 from kickoff.cli import _format as fmt
 from kickoff.cli import _log_views as views
-from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client, db_option, db_path
+from kickoff.cli._options import (
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    client,
+    db_location,
+    db_option,
+    db_path,
+)
 from kickoff.cli._screen import err, fields, heading, print_json, print_json_line
 from kickoff.cli._text import assemble, styled
 from kickoff.client import Client
@@ -654,6 +662,65 @@ def rebuild(
     fields([("tasks", fmt.counts_line(counts))])
 
 
+# ----------------------------------------------------------------------------- migrate
+
+
+def migrate(
+    src: Annotated[
+        str,
+        typer.Argument(
+            metavar="SRC",
+            parser=db_location,
+            help="The log to copy: a file or a postgresql:// URL.",
+        ),
+    ],
+    dst: Annotated[
+        str,
+        typer.Argument(
+            metavar="DST",
+            parser=db_location,
+            help="Where to: a new file, or an empty PostgreSQL database.",
+        ),
+    ],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a log to another database: SQLite to PostgreSQL, or back.
+
+    Rows go as stored (their hashes kept), each checked against the hash chain as it is
+    read; the projections are built beside them, in one transaction: a failed copy writes
+    nothing. DST must hold no events. SRC is read in one snapshot, so a live server may
+    keep writing to it (what it writes after is not copied: stop it to move for good).
+    Task output and the token stay where they are. Then run `kickoff verify --db DST`.
+
+    \b
+      kickoff migrate kickoff.db postgresql://kickoff@db.example/kickoff
+      kickoff migrate postgresql://kickoff@db.example/kickoff backup.db
+    """
+    from kickoff.audit import migrate as migrating
+
+    source, target = db_path(src), db_path(dst)
+    release = _lock(target)  # no server starts on it meanwhile
+    try:
+        result = migrating.migrate(source, target)
+    finally:
+        release()
+    if as_json:
+        print_json(
+            {
+                "events": result.events,
+                "last_seq": result.last_seq,
+                "compactions": result.compactions,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+        return
+    heading(
+        f"copied {result.events:,} events (seq 1..{result.last_seq:,}) from {source} to "
+        f"{target} in {result.seconds:.2f}s; the chain verified"
+    )
+    heading(styled(f"check with: kickoff verify --db {target}", "dim"))
+
+
 def _lock(path: Location) -> Callable[[], None]:
     """Hold the database as a server does (a second server is refused meanwhile); returns
     what lets it go.
@@ -678,4 +745,5 @@ def register(app: typer.Typer) -> None:
     app.command("replay")(replay)
     app.command("verify")(verify)
     app.command("compact")(compact)
+    app.command("migrate")(migrate)
     app.add_typer(projections_app, name="projections")

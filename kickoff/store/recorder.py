@@ -57,6 +57,7 @@ class Compaction:
     count: int
     digest: bytes
     archive: str
+    before_seq: int = 0  # the cut it was asked for
 
 
 class Recorder(ABC):

@@ -53,7 +53,8 @@ SELECT_RUN_BEFORE = (  # the compacted run a seq falls in, if any
     "ORDER BY first_seq DESC LIMIT 1"
 )
 SELECT_COMPACTIONS = (
-    "SELECT id, at, first_seq, last_seq, count, digest, archive FROM compactions ORDER BY id"
+    "SELECT id, at, first_seq, last_seq, count, digest, archive, before_seq FROM compactions "
+    "ORDER BY id"
 )
 SELECT_SUBMISSION = (  # a task's TaskSubmitted row, and the hash it chains to
     f"SELECT {', '.join('s.' + c for c in COLUMNS.split(', '))}, "
@@ -61,6 +62,13 @@ SELECT_SUBMISSION = (  # a task's TaskSubmitted row, and the hash it chains to
     "(SELECT r.last_hash FROM compacted_runs r WHERE r.first_seq <= s.seq - 1 "
     "AND r.last_seq = s.seq - 1 ORDER BY r.first_seq DESC LIMIT 1)) "
     "FROM events s WHERE s.task_id = ? AND s.type = 'TaskSubmitted'"
+)
+INSERT_COMPACTION_COPY = (
+    "INSERT INTO compactions (id, at, first_seq, last_seq, count, digest, archive, before_seq) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_RUN_COPY = (
+    "INSERT INTO compacted_runs (first_seq, last_seq, last_hash, compaction_id) VALUES (?, ?, ?, ?)"
 )
 SELECT_LAST_OF_EACH_WORKER = (
     "SELECT max(seq) FROM events WHERE type = ? AND seq < ? GROUP BY worker_id"
@@ -135,6 +143,32 @@ class SqliteRecorder(Recorder):
         if rows:
             self._last_seq, self._last_hash = rows[-1].seq, rows[-1].hash
         return rows
+
+    def copy(self, rows: list[Row]) -> None:
+        """Append rows as another log stores them (`kickoff migrate`: their hashes kept,
+        checked against the chain by the reader), after the tail; in the caller's
+        transaction."""
+        if not rows:
+            return
+        if rows[0].seq <= self._last_seq:
+            raise DatabaseRefused(
+                f"log copy out of order: row {rows[0].seq} after seq {self._last_seq}"
+            )
+        params: list[object] = []
+        for r in rows:
+            task_id = NULL if r.task_id is None else r.task_id
+            worker_id = NULL if r.worker_id is None else r.worker_id
+            params.extend((*r[:4], task_id, worker_id, r.payload, bytearray(r.hash)))
+        self._insert(rows, params)
+        self._last_seq, self._last_hash = rows[-1].seq, rows[-1].hash
+
+    def copy_compactions(self, compactions: list[Compaction], runs: list[Run]) -> None:
+        """Record another log's compactions and their runs as they are (`migrate`)."""
+        for c in compactions:
+            record = (c.id, c.at, c.first_seq, c.last_seq, c.count, bytearray(c.digest))
+            self.conn.execute(INSERT_COMPACTION_COPY, (*record, c.archive, c.before_seq))
+        for r in runs:
+            self.conn.execute(INSERT_RUN_COPY, (*r[:2], bytearray(r.last_hash), r.compaction_id))
 
     def _insert(self, rows: list[Row], params: list[object]) -> None:
         """Write the rows (`params`: theirs for EVENT_VALUES, as encode_rows made them)."""
@@ -280,7 +314,7 @@ class SqliteRecorder(Recorder):
         if not self._has_runs():
             return []
         return [
-            Compaction(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6])
+            Compaction(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), r[6], r[7])
             for r in self.conn.execute(SELECT_COMPACTIONS)
         ]
 
