@@ -72,3 +72,34 @@ def test_why_a_low_priority_task_waits_agrees_with_the_log(
     assert finished["summary"] == "succeeded on box1 (w1), attempt 1 (exit code 0)"
     assert claimed(server)[2:] == [(low, box["id"])]
     assert kickoff("why", "999").returncode == 4
+
+
+def test_why_a_task_that_does_not_fit_agrees_with_the_log(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    kickoff: Kickoff,
+    tmp_path: Path,
+) -> None:
+    """A gpu=2 task behind a running gpu=1 one on a gpu=2 worker: a gpu=1 task submitted
+    after it goes ahead (the claim records ahead_of), and why says so."""
+    gate = tmp_path / "go"
+    hold = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    start_worker("--resources", "gpu=2", "--slots", "3", "--name", "gpubox")
+    first = new(kickoff, "--resources", "gpu=1", "--", hold)
+    wait_until(lambda: state(server, first) == "running", what="the first gpu task")
+    big = new(kickoff, "--resources", "gpu=2", "--priority", "5", "--", "true")
+    small = new(kickoff, "--resources", "gpu=1", "--", hold)
+    wait_until(lambda: state(server, small) == "running", what="the small task to go ahead")
+    answer = json.loads(kickoff("why", str(big), "--json").stdout)
+    (box,) = answer["workers"]
+    assert (box["hold"], box["running"], box["short"]) == ("resources", [first, small], {"gpu": 0})
+    assert [(t["task_id"], t["rule"]) for t in box["took"]] == [(small, "resources")]
+    with server.client() as api:
+        found = api.get("/v1/events", type="TaskClaimed", task=str(small))["events"]
+    assert found[0]["data"]["ahead_of"] == big  # the log agrees
+    assert answer["passes"] == 1
+    assert answer["summary"].startswith("pending: no task ranks ahead; gpubox (w1) lacks gpu=2")
+    human = kickoff("why", str(big))
+    assert "gpu=0" in human.stdout and "resources" in human.stdout
+    gate.touch()
+    wait_until(lambda: state(server, big) == "succeeded", timeout=20, what="the big task")
