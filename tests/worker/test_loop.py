@@ -48,6 +48,8 @@ class FakeServer:
     timeout_s: float = 30.0
     on_complete: Callable[[int, dict[str, Any]], httpx.Response | None] | None = None
     new_task: asyncio.Event = field(default_factory=asyncio.Event)
+    outputs: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
+    output_cap: int = 1 << 30
 
     def add(self, *tasks: Any) -> None:
         self.tasks.extend(tasks)
@@ -56,8 +58,14 @@ class FakeServer:
     async def handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:  # nothing listens: the connection is refused
             raise httpx.ConnectError("down", request=request) from ConnectionRefusedError()
-        body = json.loads(request.content) if request.content else {}
         parts = request.url.path.strip("/").split("/")[1:]
+        if parts[0] == "tasks" and parts[2:] == ["output"]:  # the bytes themselves, not JSON
+            self.outputs.append((int(parts[1]), dict(request.url.params), request.content))
+            total = int(request.url.params["offset"]) + len(request.content)
+            size = min(total, self.output_cap)
+            capped = size >= self.output_cap
+            return httpx.Response(200, json={"size": size, "total": total, "capped": capped})
+        body = json.loads(request.content) if request.content else {}
         if parts == ["workers"] and request.method == "POST":
             self.registrations.append(body)
             worker_id = f"w{len(self.registrations)}"
@@ -572,3 +580,51 @@ def test_tasks_inherit_no_descriptor_of_the_worker(tmp_path: Path) -> None:
     fake.add(*(task(i, "ls /proc/$$/fd") for i in range(1, 6)))
     assert drive(fake, tmp_path, burst=True) == 0
     assert [c["output_tail"] for _, c in fake.completions] == ["0\n1\n2\n"] * 5
+
+
+def test_a_task_that_writes_nothing_sends_no_output(tmp_path: Path) -> None:
+    fake = FakeServer()
+    fake.add(task(1, "sleep 0.7"))  # past a few of the sender's looks
+    assert drive(fake, tmp_path, burst=True) == 0
+    assert fake.outputs == []
+    assert "output" not in fake.completions[0][1]
+
+
+def test_output_goes_out_while_the_task_runs_and_the_rest_rides_in_the_report(
+    tmp_path: Path,
+) -> None:
+    fake = FakeServer()
+    flag = tmp_path / "sent"
+    fake.add(task(1, f"echo first; until [ -e {flag} ]; do sleep 0.02; done; echo last"))
+
+    async def scenario(worker: Worker) -> None:
+        await wait_for(lambda: fake.outputs)
+        flag.touch()
+
+    assert drive(fake, tmp_path, scenario, burst=True) == 0
+    assert fake.outputs == [(1, {"attempt": "1", "offset": "0", "worker": "w1"}, b"first\n")]
+    assert fake.completions[0][1]["output"] == {"offset": 6, "text": "last\n"}
+
+
+def test_past_the_server_s_cap_only_the_size_is_said(tmp_path: Path) -> None:
+    fake = FakeServer(output_cap=4)
+    flag = tmp_path / "sent"
+    script = f"echo 0123456789; until [ -e {flag} ]; do sleep 0.02; done; echo more"
+    fake.add(task(1, script))
+
+    async def scenario(worker: Worker) -> None:
+        await wait_for(lambda: fake.outputs)
+        await asyncio.sleep(0.6)  # the sender looks again: it sends no more
+        flag.touch()
+
+    assert drive(fake, tmp_path, scenario, burst=True) == 0
+    assert [data for _, _, data in fake.outputs] == [b"0123456789\n"]
+    assert fake.completions[0][1]["output"] == {"offset": 16, "text": ""}
+
+
+def test_undecodable_output_left_at_the_end_is_sent_as_bytes_first(tmp_path: Path) -> None:
+    fake = FakeServer()
+    fake.add(task(1, r"printf 'caf\303\251 \377\n'"))
+    assert drive(fake, tmp_path, burst=True) == 0
+    assert [data for _, _, data in fake.outputs] == [b"caf\xc3\xa9 \xff\n"]
+    assert "output" not in fake.completions[0][1]
