@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kickoff import dashboard, defaults
 from kickoff.api import errors, routes
+from kickoff.api._service import attach
 from kickoff.api.routes import ROUTES
 from kickoff.auth import TokenFile, same_token
 from kickoff.errors import TooLarge
@@ -193,7 +194,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers=dict(errors.HANDLERS),
     )
-    app.state.service = service
+    attach(app, service)
     limited = BodyLimit(HotRoutes(app), large=max_body_bytes, small=max_small_body_bytes)
     current: str | Callable[[], str] = token
     if token_file is not None:

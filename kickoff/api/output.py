@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from kickoff import defaults
 from kickoff.api import parse
+from kickoff.api._service import svc
 from kickoff.errors import InvalidInput, NotFound
 from kickoff.service import Service
 from kickoff.service.output import attempt_over, check_running
@@ -27,11 +28,6 @@ from kickoff.store.output import Stored
 MAX_READ = 16 * 1024 * 1024  # bytes one GET may ask for
 FOLLOW_LOOK_S = 0.5  # a follower looks whether its attempt ended at least this often
 BYTES = "application/octet-stream"
-
-
-def _svc(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
 
 
 async def post_output(request: Request) -> Response:
@@ -45,7 +41,7 @@ async def post_output(request: Request) -> Response:
     )
     if offset < 0:
         raise InvalidInput("offset: required")
-    service = _svc(request)
+    service = svc(request)
     check_running(service.state, task_id, attempt, worker_id)
     data = await request.body()
     stored = await service.output.append(task_id, attempt, offset, data)
@@ -85,7 +81,7 @@ def _headers(
 async def get_output(request: Request) -> Response:
     """An attempt's output from `offset` (negative: from the end), or followed live."""
     task_id = parse.task_id(request.path_params["task_id"])
-    service = _svc(request)
+    service = svc(request)
     task = await service.get_task(task_id)
     latest = _latest_attempt(service, task)
     params = request.query_params

@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from kickoff import defaults
 from kickoff.api import output, parse
+from kickoff.api._service import svc
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused, InvalidInput, KickoffError, NotFound
 from kickoff.projections import queries, search
@@ -34,11 +35,6 @@ LIVE = [str(s) for s in LIVE_STATES]
 class ORJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
-
-
-def svc(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
 
 
 def client_of(request: Request) -> str | None:
