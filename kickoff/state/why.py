@@ -14,12 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from fractions import Fraction
 
 from kickoff.defaults import RESERVE_AFTER_PASSES
 from kickoff.events import model as ev
 from kickoff.resources import NONE, Resources, show, show_amount
 from kickoff.state.fold import BUSY, State, Worker
-from kickoff.state.matcher import ID_BITS, ID_MASK, Profile, fits, task_key, want_score
+from kickoff.state.matcher import ID_BITS, ID_MASK, Profile, Shape, fits, task_key, want_score
 from kickoff.state.task_state import TaskState
 
 Logged = tuple[int, datetime, ev.Event]
@@ -55,6 +56,7 @@ class Hold(StrEnum):
 
     BUSY = "busy"  # every slot is taken
     RESOURCES = "resources"  # a slot is free, but not the amounts the task asks for
+    KEPT = "kept"  # they are free, but kept for a task passed over too often (`kept_for`)
     CAP = "cap"  # a slot is free, but the task's group is at its cap
     FREE = "free"  # a slot is free: it takes the best task at its next claim
 
@@ -84,6 +86,7 @@ class Candidate:
     resources_free: dict[str, int]  # declared minus what its running tasks hold
     short: dict[str, int]  # of what the task asks for, the amounts not free now: name -> free
     hold: Hold
+    kept_for: int | None  # hold `kept`: the blocked task the worker keeps them for
     ahead: int  # pending tasks this worker would take before this one
     took: tuple[Took, ...]  # the latest TOOK_SHOWN, newest first
     took_total: int  # every task it took since this one was queued
@@ -308,6 +311,7 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
         claims = log.claims.get(worker.id, ())
         took = tuple(_took(state, mine, e, seq, at, log) for seq, at, e in claims)
         short = {n: worker.free.get(n, 0) for n, a in request if worker.free.get(n, 0) < a}
+        kept = None if short else _kept_for(state, task_id, worker)
         found.append(
             Candidate(
                 id=worker.id,
@@ -318,7 +322,8 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
                 resources=dict(worker.resources),
                 resources_free=dict(sorted(worker.free.items())),
                 short=short,
-                hold=_hold(worker, cap, short),
+                hold=_hold(worker, cap, short, kept),
+                kept_for=kept,
                 ahead=counts[worker.profile],
                 took=took,
                 took_total=log.claim_counts.get(worker.id, len(took)),
@@ -381,12 +386,64 @@ def _cap(state: State, task_id: int) -> Cap | None:
     return Cap(group=group.label, max_running=group.max_running, running=running)
 
 
-def _hold(worker: Worker, cap: Cap | None, short: dict[str, int]) -> Hold:
+def _hold(worker: Worker, cap: Cap | None, short: dict[str, int], kept: int | None) -> Hold:
     if len(worker.running) >= worker.slots:
         return Hold.BUSY
     if short:
         return Hold.RESOURCES
+    if kept is not None:
+        return Hold.KEPT
     return Hold.CAP if cap is not None else Hold.FREE
+
+
+def _kept_for(state: State, task_id: int, worker: Worker) -> int | None:
+    """The blocked task this worker keeps the task's resources for (matcher.py, on
+    reserving): the best-ranked task ahead of it that fits the worker's totals but not its
+    free amounts, once passed over RESERVE_AFTER_PASSES times, asking for a resource this
+    one asks for too. None: it keeps nothing from it."""
+    task = state.tasks[task_id]
+    if not task.shape.resources:
+        return None  # a task asking for none still fills a free slot
+    tags, totals = worker.tags, dict(worker.resources)
+    mine = (
+        task_key(task.priority, task_id) >> ID_BITS,
+        -want_score(task.shape.want, tags),
+        task_id,
+    )
+    best: tuple[tuple[int, Fraction, int], Shape] | None = None
+    for shape in state.matcher.shapes.values():
+        if shape.suspended or not shape.resources or not shape.require <= tags:
+            continue
+        if not fits(shape.resources, totals) or fits(shape.resources, worker.free):
+            continue
+        top = _best_pending(state, shape.heap)
+        if top is None:
+            continue
+        rank = (top >> ID_BITS, -want_score(shape.want, tags), top & ID_MASK)
+        if rank < mine and (best is None or rank < best[0]):
+            best = rank, shape
+    if best is None:
+        return None
+    blocked = best[0][2]
+    if state.passes.get(blocked, 0) < RESERVE_AFTER_PASSES:
+        return None
+    return None if best[1].names.isdisjoint(task.shape.names) else blocked
+
+
+def _best_pending(state: State, heap: list[int]) -> int | None:
+    """The smallest key of a pending task in a heap: a live entry hides its subtree, so
+    only the dead entries at the top are walked past."""
+    found: int | None = None
+    stack = [0]
+    while stack:
+        i = stack.pop()
+        if i >= len(heap) or (found is not None and heap[i] >= found):
+            continue
+        if _is_pending(state, heap[i] & ID_MASK):
+            found = heap[i]
+        else:
+            stack += (2 * i + 1, 2 * i + 2)
+    return found
 
 
 def _score(want: frozenset[str], tags: frozenset[str]) -> str:
@@ -594,6 +651,9 @@ def _pending_summary(
     asked = dict(request)
     if best.hold is Hold.BUSY:
         doing = f"{who} is busy with {' '.join(map(str, best.running))}"
+    elif best.hold is Hold.KEPT:
+        names = " ".join(n for n, _ in request)
+        doing = f"{who} keeps its {names} for {best.kept_for}, passed over too often"
     elif best.hold is Hold.RESOURCES:
         doing = f"{who} lacks " + " ".join(
             f"{n}={show_amount(asked[n])} ({show_amount(free)} free)"

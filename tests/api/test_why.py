@@ -300,8 +300,13 @@ def test_after_three_passes_the_workers_keep_the_resources(api: Api) -> None:
         small = api.submit(command="one gpu", resources={"gpu": 1})
         assert [c["task_id"] for c in api.claim(box)] == [small]
         complete(api, small, box)
-    api.submit(command="one more", resources={"gpu": 1})
+    more = api.submit(command="one more", resources={"gpu": 1})
     assert api.claim(box) == []  # the free gpu is kept for `big`
+    (worker,) = why(api, more)["workers"]
+    assert (worker["hold"], worker["kept_for"], worker["short"]) == ("kept", big, {})
+    assert why(api, more)["summary"] == (
+        f"pending: 1 task ranks ahead; gpubox (w1) keeps its gpu for {big}, passed over too often"
+    )
     answer = why(api, big)
     assert answer["passes"] == 3
     assert answer["summary"].endswith(

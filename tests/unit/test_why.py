@@ -14,7 +14,7 @@ from hypothesis import given
 
 from kickoff.events import model as ev
 from kickoff.resources import fits
-from kickoff.state import why
+from kickoff.state import decide, why
 from kickoff.state.fold import State
 from kickoff.state.task_state import TaskState
 from kickoff.store.chain import Recorded
@@ -93,6 +93,14 @@ def check(sim: Sim) -> int:
         for candidate in answer.workers:
             worker = state.workers[candidate.id]
             assert candidate.ahead == brute_ahead(sim, task.id, worker.tags, candidate.resources)
+            # the hold is what a claim by that worker now would do
+            claimed = decide.claim(state, candidate.id)
+            got = claimed[0].task_id if claimed else None  # type: ignore[attr-defined]
+            if candidate.hold is why.Hold.FREE and candidate.ahead == 0:
+                assert got == task.id, (candidate, got)
+            if candidate.hold is not why.Hold.FREE:
+                assert got != task.id, (candidate, got)
+            HOLDS_SEEN.add(candidate.hold)
             assert candidate.short == {
                 n: worker.free.get(n, 0) for n, a in mine.resources if worker.free.get(n, 0) < a
             }
@@ -121,6 +129,7 @@ def check(sim: Sim) -> int:
 
 
 RULES_SEEN: set[why.Rule] = set()
+HOLDS_SEEN: set[why.Hold] = set()
 
 
 def _holds(
@@ -174,6 +183,7 @@ def test_every_explanation_holds_on_long_seeded_runs() -> None:
     explained = sum(check(Sim().run(random_operations(random.Random(s), 600))) for s in range(8))
     assert explained > 50  # not vacuous: and every rule but the cap's was met
     assert set(why.Rule) - RULES_SEEN <= {why.Rule.CAP}, RULES_SEEN
+    assert {why.Hold.BUSY, why.Hold.RESOURCES, why.Hold.FREE} <= HOLDS_SEEN, HOLDS_SEEN
 
 
 @pytest.mark.parametrize("seed", range(5))
