@@ -71,6 +71,11 @@ class Output:
         self._watchers: dict[Key, list[asyncio.Future[None]]] = {}
         self._pruning = False
 
+    @property
+    def kept(self) -> int:
+        """Bytes of output kept, all tasks together."""
+        return 0 if self._file is None else self._file.kept
+
     async def start(self) -> None:
         """Raises: DatabaseRefused: the output file cannot be used."""
         loop = asyncio.get_running_loop()

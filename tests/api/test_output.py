@@ -48,6 +48,7 @@ def test_appends_by_offset_are_read_back_by_offset(api: Api) -> None:
     tail = api.client.get(f"/v1/tasks/{task_id}/output", params={"offset": -6})
     assert tail.content == b"world\n"
     assert tail.headers["x-kickoff-offset"] == "6"
+    assert "\nkickoff_output_bytes 12\n" in api.client.get("/metrics").text
 
 
 def test_a_chunk_sent_again_is_kept_once_and_a_gap_is_refused(api: Api) -> None:

@@ -61,6 +61,7 @@ def test_the_quick_commands_import_no_framework(server: ServerProcess, args: lis
         ["tags", "box", "--add", "x"],
         ["history", "1"],
         ["events", "--limit", "1"],
+        ["logs", "1"],
         ["new", "--help"],
     ],
 )
