@@ -58,7 +58,8 @@ def _fields(answer: Answer, now: datetime) -> list[tuple[str, Cell]]:
     if answer.get("asks"):
         rows.append(("asks for", _amounts(answer["asks"])))
     if answer.get("passes"):
-        rows.append(("passed over", f"{answer['passes']} times, for what was not free"))
+        times = "time" if answer["passes"] == 1 else "times"
+        rows.append(("passed over", f"{answer['passes']} {times}, for what was not free"))
     if answer.get("ahead") is not None:
         rows.append(("ahead", f"{answer['ahead']} pending tasks rank ahead of it"))
     missing = [*(answer.get("missing") or ())]

@@ -493,8 +493,8 @@ def _rule(
     if mine.resources and ahead_of is not None:  # it ranked first, and was passed over:
         asked = show(mine.resources)  # not free then, or kept for a blocked task
         if ahead_of == mine.task_id:
-            return Rule.RESOURCES, f"{asked} was not free then; the claim went ahead of it"
-        return Rule.RESOURCES, f"{asked} was not free then, or kept for {ahead_of}"
+            return Rule.RESOURCES, f"{asked} not free then; the claim went ahead of it"
+        return Rule.RESOURCES, f"{asked} not free then, or kept for {ahead_of}"
     group = state.groups.get(mine.group_id) if mine.group_id is not None else None
     if group is not None and group.max_running is not None:
         return Rule.CAP, f"its group {group.label} was at its cap of {group.max_running}"

@@ -282,12 +282,12 @@ def test_a_smaller_task_went_ahead_of_one_that_did_not_fit(api: Api) -> None:
     answer = why(api, big)
     (worker,) = answer["workers"]
     assert [(t["task_id"], t["rule"], t["detail"]) for t in worker["took"]] == [
-        (small, "resources", "gpu=2 was not free then; the claim went ahead of it")
+        (small, "resources", "gpu=2 not free then; the claim went ahead of it")
     ]
     assert (answer["passes"], worker["running"]) == (1, [first, small])
     assert answer["summary"] == (
         f"pending: no task ranks ahead; gpubox (w1) lacks gpu=2 (0 free); it took {small} "
-        "first (gpu=2 was not free then; the claim went ahead of it); passed over 1 time"
+        "first (gpu=2 not free then; the claim went ahead of it); passed over 1 time"
     )
 
 

@@ -23,15 +23,19 @@ SCRIPTS = {  # prepare.sh and train.sh hold their worker until the test lets the
     "report.sh": "echo report written",
     "train.sh": "until [ -e trained ]; do sleep 0.05; done; echo trained",
     "train-gpu.sh": "nvidia-smi",
+    "finetune.sh": "until [ -e trained ]; do sleep 0.05; done; echo tuned",
+    "train-big.sh": "echo trained big",
 }
 TRAINING = 'until kickoff info 3 --json | grep -q \'"state": "running"\'; do sleep 0.05; done'
+TUNING = 'until kickoff info 7 --json | grep -q \'"state": "running"\'; do sleep 0.05; done'
 HIDDEN = {  # before a command (by its start): what the README's user waited for
     "kickoff why 2": f"touch prepared; {TRAINING}",
+    "kickoff why 6": TUNING,
 }
 VARIABLE = [
     (r"\b\d+[smhd] ago\b|\bjust now\b", "<age>"),
     (r"\(seq \d+\)", "(seq <n>)"),
-    (r"(?m)^(box1 \(w1\)\s+3\s+)\d+", r"\1<seq>"),  # the took table's SEQ
+    (r"(?m)^(box1 \(w1\)\s+3\s+|gpubox \(w3\)\s+7\s+)\d+", r"\1<seq>"),  # took's SEQ
     (r"─+", "─"),
     (r"[ \t]+", " "),
 ]
@@ -59,9 +63,10 @@ def normalised(text: str) -> list[str]:
     return [line.rstrip() for line in text.strip("\n").splitlines()]
 
 
-def test_the_why_section_has_one_transcript() -> None:
-    (found,) = transcripts()
-    assert found.startswith("$ ")
+def test_the_why_section_has_two_transcripts() -> None:
+    found = transcripts()
+    assert len(found) == 2
+    assert all(block.startswith("$ ") for block in found)
 
 
 def test_the_why_section_word_for_word(
@@ -85,10 +90,14 @@ def test_the_why_section_word_for_word(
     wait_until(lambda: workers() == 2, what="old-gpu")
     env = {**server.env, "NO_COLOR": "1", "TERM": "dumb", "COLUMNS": str(COLUMNS)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    (transcript,) = transcripts()
+    first, second = transcripts()
     try:
-        shown = on_a_terminal(script_of(transcript), env, str(here))
+        shown = on_a_terminal(script_of(first), env, str(here))
+        assert normalised(shown) == normalised(first)
+        start_worker("--name", "gpubox", "--resources", "gpu=2", "--slots", "3")
+        wait_until(lambda: workers() == 3, what="gpubox")
+        shown = on_a_terminal(script_of(second), env, str(here))
     finally:
         (here / "prepared").touch()
         (here / "trained").touch()  # the workers stop at once
-    assert normalised(shown) == normalised(transcript)
+    assert normalised(shown) == normalised(second)
