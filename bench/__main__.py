@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cli, cluster, core, dashboard, http, why, workflows
+from bench import cli, cluster, core, dashboard, http, resources, why, workflows
 from bench.core import BEFORE, Figure
 
 
@@ -245,6 +245,8 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     # in-process, beside core's claims figure: claims with waiting tasks and a capped group
     "workflows": lambda quick, runs: workflows.measure(quick),
     "why": why.measure,  # in-process: explain beside 10k..1M pending tasks
+    # in-process, also part of core: claims with counted resources held and not fitting
+    "resources": lambda quick, runs: resources.measure(quick),
 }
 CLI_SCRIPT: Path | None = None  # --kickoff
 

@@ -414,6 +414,10 @@ def measure(quick: bool, events: int | None = None) -> list[Figure]:
             )
         )
 
+    from bench import resources  # beside the claims: the same with counted resources in use
+
+    figures += timed("claims with resources", lambda: resources.measure(quick))  # type: ignore[arg-type]
+
     with tempfile.TemporaryDirectory(prefix="kickoff-bench-") as tmp:
         bulk_tasks, singles = (20_000, 5_000) if quick else (200_000, 40_000)
         bulk, bulk4, single, per_submit = timed(  # type: ignore[misc]

@@ -245,7 +245,7 @@ class Matcher:
         """
         view = self._view(profile)
         heap, current, by_index = view.heap, view.current, self._by_index
-        passed: list[tuple[int, int]] | None = None  # shapes set aside: they go back after
+        passed: list[tuple[int, int]] = []  # shapes set aside: they go back after
         blocked: int | None = None
         reserved = _NO_NAMES  # the resources kept for the blocked task
         found: int | None = None
@@ -255,6 +255,16 @@ class Matcher:
                 heapq.heappop(heap)
                 continue
             shape = by_index[index]
+            request = shape.resources
+            if (
+                request
+                and blocked is not None
+                and (not fits(request, free) or not reserved.isdisjoint(shape.names))
+            ):
+                # not one to take, and the blocked task is known: set it aside as it is (a
+                # stale entry is repaired when it next reaches the top)
+                passed.append(heapq.heappop(heap))
+                continue
             top = None if shape.suspended else self._top(shape)
             if top is None:  # no pending task, or its group is at its cap: resume re-offers
                 heapq.heappop(heap)
@@ -265,22 +275,17 @@ class Matcher:
                 current[index] = real  # the shape's top got worse since: re-file it
                 heapq.heapreplace(heap, (real, index))
                 continue
-            request = shape.resources
-            if not request:
+            if not request or blocked is not None:  # (the latter checked above)
                 found = top & ID_MASK
                 break
-            room = fits(request, free)
-            if room and reserved.isdisjoint(shape.names):
+            if fits(request, free):
                 found = top & ID_MASK
                 break
-            if blocked is None and not room:
-                blocked = top & ID_MASK
-                if passes.get(blocked, 0) >= reserve_after:
-                    reserved = shape.names
-            if passed is None:
-                passed = []
+            blocked = top & ID_MASK  # the best-ranked task that does not fit
+            if passes.get(blocked, 0) >= reserve_after:
+                reserved = shape.names
             passed.append(heapq.heappop(heap))
-        if passed is None:
+        if not passed:
             return found, None
         for entry in passed:
             heapq.heappush(heap, entry)
