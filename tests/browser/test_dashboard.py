@@ -104,6 +104,9 @@ def test_a_running_tasks_output_appears_on_its_page(
     browser.login()
     browser.driver.get(f"{server.url}/#/task/{task_id}")
     wait_until(lambda: "running" in browser.text_of(".task-head"), 10, what="running, shown")
+    # live: what it printed shows while it still runs (it waits for the flag)
+    wait_until(lambda: "line2" in browser.text_of('[data-testid="output"]'), 15, what="live")
+    assert state_of(server, task_id) == "running"
     flag.touch()  # the task ends now, while its page is open
     wait_until(lambda: "line3" in browser.text_of('[data-testid="output"]'), 20, what="output")
     assert browser.text_of('[data-testid="output"]').split() == ["line1", "line2", "line3"]

@@ -1,7 +1,7 @@
 // A task's output on its page. With the server's output endpoint (issue 14:
-// GET /v1/tasks/{id}/output with byte offsets, and its live stream) the whole output,
-// followed while the task runs; on a server without it, the 4 KiB tail that the task's
-// completion carries. The one place that knows the endpoint's shape.
+// GET /v1/tasks/{id}/output with byte offsets, and its live stream with follow=1) the
+// whole output, streamed while the task runs; on a server without it, the 4 KiB tail
+// that the task's completion carries. The one place that knows the endpoint's shape.
 
 import {ApiError, headers, missingEndpoint} from "./api.js";
 
@@ -41,8 +41,35 @@ export function followOutput(id, box, note) {
     if (stick) box.scrollTop = box.scrollHeight;
   }
 
+  // While the attempt runs: its output as it arrives, from the server's live stream
+  // (`follow=1`, a chunked answer that ends with the attempt). One at a time, and never
+  // beside readMore: both move `offset`.
+  let streaming = false;
+  async function stream() {
+    if (streaming || reading || attempt === null) return;
+    streaming = true;
+    try {
+      const response = await fetch(
+        `/v1/tasks/${id}/output?attempt=${attempt}&offset=${offset}&follow=1`, {
+          headers: headers({"Accept": "application/octet-stream, application/json"}),
+          credentials: "same-origin", cache: "no-store", signal: abort.signal});
+      if (!response.ok || !response.body) return;
+      const reader = response.body.getReader();
+      for (;;) {
+        const {done, value} = await reader.read();
+        if (done) break;
+        offset += value.length;
+        show(decoder.decode(value, {stream: true}), false);
+      }
+    } catch (error) {
+      if (error.name !== "AbortError") note.textContent = error.message;
+    } finally {
+      streaming = false;
+    }
+  }
+
   async function readMore() {
-    if (reading) return;
+    if (reading || streaming) return;
     reading = true;
     try {
       for (;;) {
@@ -83,7 +110,9 @@ export function followOutput(id, box, note) {
     const capped = dropped > 0 ?
       ` (only the first ${kept.cap} bytes are kept on the server: ${dropped} more not shown)` : "";
     note.textContent = (task.finished_at ? "" : "(live)") + capped;
-    // While it runs, output arrives without events: read on at a modest pace.
+    if (!task.finished_at) stream(); // not awaited: it lasts as long as the attempt
+    // Output arrives without events, and a stream ends with its attempt (a retry starts
+    // another): look again at a modest pace while the task runs.
     clearTimeout(timer);
     if (!task.finished_at) timer = setTimeout(() => update(task), 1000);
   }
