@@ -87,7 +87,9 @@ def _workers(answer: Answer, now: datetime) -> None:
     if not workers:
         return
     out.line()
-    heading("live workers that could run it:")
+    total = answer.get("workers_total") or len(workers)
+    some = f" ({len(workers)} of {total:,}, the least busy)" if total > len(workers) else ""
+    heading(f"live workers that could run it{some}:")
     counted = bool(answer.get("asks"))  # the task asks for resources: show them
     heads = ["WORKER", "HOLD", "RUNNING", "SLOTS", "AHEAD", "TOOK"]
     heads += ["FREE", "TAGS"] if counted else ["TAGS"]

@@ -34,6 +34,8 @@ def to_text(at: datetime) -> str:
 
 TOOK_SHOWN = 10
 """The tasks a worker took that an explanation names (the latest; all are counted)."""
+WORKERS_SHOWN = 20
+"""The workers that could run a task an explanation names (the least busy; all are counted)."""
 AHEAD_COUNTED = 1_000
 """`ahead` counts up to this many (this many means at least that many)."""
 NEAREST_SHOWN = 3
@@ -145,7 +147,8 @@ class Explanation:
     queued_seq: int | None = None
     queued_at: str | None = None
     ahead: int | None = None  # the fewest tasks ranking ahead of it for one of the workers
-    workers: tuple[Candidate, ...] = ()
+    workers: tuple[Candidate, ...] = ()  # at most WORKERS_SHOWN of them
+    workers_total: int = 0  # the live workers that could run it
     missing: tuple[str, ...] = ()  # required tags no live worker has
     missing_resources: dict[str, int] = field(default_factory=dict)
     """amounts no live worker has in all: name -> the most one has"""
@@ -223,6 +226,17 @@ def _fits_totals(request: Resources, worker: Worker) -> bool:
     return not request or fits(request, dict(worker.resources))
 
 
+def shown(state: State, task_id: int) -> tuple[list[Worker], int]:
+    """The candidates an explanation names, by id (at most WORKERS_SHOWN: those with the
+    most of their slots free), and how many there are in all."""
+    task = state.tasks[task_id]
+    found = candidates(state, task.shape.require, task.shape.resources)
+    if len(found) <= WORKERS_SHOWN:
+        return found, len(found)
+    least_busy = sorted(found, key=lambda w: (len(w.running) / w.slots, _number(w.id)))
+    return sorted(least_busy[:WORKERS_SHOWN], key=lambda w: _number(w.id)), len(found)
+
+
 def needs(state: State, task_id: int, own: Sequence[Logged]) -> Needs:
     """What to fetch besides the task's own events (see Needs)."""
     task = state.tasks.get(task_id)
@@ -230,7 +244,7 @@ def needs(state: State, task_id: int, own: Sequence[Logged]) -> Needs:
     if task is None or task.state is not TaskState.PENDING:
         return Needs(after_seq=None, candidates=(), workers=tuple(dict.fromkeys(attempt_workers)))
     since = queued(own)
-    found = tuple(w.id for w in candidates(state, task.shape.require, task.shape.resources))
+    found = tuple(w.id for w in shown(state, task_id)[0])
     return Needs(
         after_seq=None if since is None else since[0],
         candidates=found,
@@ -305,7 +319,8 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
     cap = _cap(state, task_id)
     found = []
     counts: dict[Profile, int] = {}  # workers of one profile share a count
-    for worker in candidates(state, task.shape.require, request):
+    named, total = shown(state, task_id)
+    for worker in named:
         if worker.profile not in counts:
             counts[worker.profile] = ahead(state, task_id, worker.tags, worker.resources)
         claims = log.claims.get(worker.id, ())
@@ -349,9 +364,9 @@ def _pending(state: State, task_id: int, log: LogSlice) -> Explanation:
             base, missing=missing, missing_resources=most, nearest=nearest, summary=summary
         )
     fewest = min(c.ahead for c in found)
-    summary = _pending_summary(found, fewest, cap, request, base.passes)
+    summary = _pending_summary(found, total, fewest, cap, request, base.passes)
     summary += _last_attempt(base.attempts)
-    return replace(base, workers=tuple(found), ahead=fewest, summary=summary)
+    return replace(base, workers=tuple(found), workers_total=total, ahead=fewest, summary=summary)
 
 
 def _last_attempt(attempts: tuple[Attempt, ...]) -> str:
@@ -635,7 +650,12 @@ def _lacks(require: frozenset[str], asked: dict[str, int], near: Lacking) -> str
 
 
 def _pending_summary(
-    found: list[Candidate], fewest: int, cap: Cap | None, request: Resources, passes: int
+    found: list[Candidate],
+    total: int,
+    fewest: int,
+    cap: Cap | None,
+    request: Resources,
+    passes: int,
 ) -> str:
     if cap is not None:
         running = " ".join(map(str, cap.running))
@@ -669,7 +689,7 @@ def _pending_summary(
             doing += f"; it took {last.task_id} first ({last.detail})"
         if best.took_total > 1:
             doing += f"; {best.took_total} taken since it was queued"
-    more = "" if len(found) == 1 else f" ({len(found)} workers could run it)"
+    more = "" if total == 1 else f" ({total:,} workers could run it)"
     kept = ""
     if passes >= RESERVE_AFTER_PASSES:
         names = " ".join(n for n, _ in request)

@@ -314,3 +314,19 @@ def test_after_three_passes_the_workers_keep_the_resources(api: Api) -> None:
     )
     complete(api, first, box)
     assert [c["task_id"] for c in api.claim(box)] == [big]
+
+
+def test_many_workers_name_the_least_busy_and_count_all(api: Api) -> None:
+    busy = [api.register("cpu", name=f"busy{i}") for i in range(25)]
+    for worker in busy:
+        api.submit(command="long")
+        assert api.claim(worker)
+    idle = api.register("cpu", slots=2, name="idle")
+    mine = api.submit(command="mine")
+    answer = why(api, mine)
+    assert answer["workers_total"] == 26
+    named = [w["id"] for w in answer["workers"]]
+    assert len(named) == 20 and idle in named
+    assert answer["summary"] == (
+        "pending: no task ranks ahead; idle (w26) has a free slot (26 workers could run it)"
+    )

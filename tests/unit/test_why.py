@@ -85,11 +85,15 @@ def check(sim: Sim) -> int:
         log = log_slice(sim.records, state, task.id)
         answer = why.explain(state, task.id, log, sim.now)
         mine = sim.specs[task.id]
-        assert [c.id for c in answer.workers] == [
+        able = [
             w.id
             for w in sorted(state.workers.values(), key=lambda w: int(w.id[1:]))
             if mine.require <= w.tags and fits(mine.resources, dict(w.resources))
         ]
+        assert answer.workers_total == (len(able) if answer.workers else 0)
+        named = [c.id for c in answer.workers]
+        assert named == [w for w in able if w in named]
+        assert len(named) == min(len(able), why.WORKERS_SHOWN) or answer.cap is not None
         for candidate in answer.workers:
             worker = state.workers[candidate.id]
             assert candidate.ahead == brute_ahead(sim, task.id, worker.tags, candidate.resources)
