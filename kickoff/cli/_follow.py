@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from kickoff.cli._screen import err
-from kickoff.client import Client
+from kickoff.client import Client, Task
 
 TAIL_WINDOW = 64 * 1024  # bytes read back at first to find the last N lines (doubled as needed)
 
@@ -59,21 +59,35 @@ def show(
             err.line(f"kickoff: attempt {number} of task {task_id}")
         first[:] = [number]
 
+    printed = 0
     for chunk in api.logs(task_id, attempt=attempt, follow=follow, offset=offset, on_attempt=began):
         out.write(chunk)
+        printed += len(chunk)
         if follow:
             out.flush()
     out.flush()
-    _say_dropped(api, task_id, attempt if attempt is not None or not first else first[0])
-    if not follow:
+    shown = attempt if attempt is not None or not first else first[0]
+    info = api.output_info(task_id, shown)
+    _say_dropped(info)
+    task = api.get(task_id) if follow or not printed else None
+    if task is not None and not printed and info["total"] == 0 and task.finished:
+        _tail_instead(task, attempt)
+    if not follow or task is None:
         return 0
-    task = api.get(task_id)
     return task.exit_status if task.finished else 0
 
 
-def _say_dropped(api: Client, task_id: int, attempt: int | None) -> None:
+def _tail_instead(task: Task, attempt: int | None) -> None:
+    """A finished task of which the server keeps no output (its worker sent none: an older
+    kickoff, say): the last 4 KiB its report carried, said so on stderr."""
+    if task.get("output_tail") and attempt in (None, task["attempt"]):
+        err.line(f"kickoff: the server keeps no output of task {task['id']}; its last 4 KiB:")
+        sys.stdout.write(task["output_tail"])
+        sys.stdout.flush()
+
+
+def _say_dropped(info: dict[str, int | bool]) -> None:
     """On stderr: the bytes the server did not keep, past its cap."""
-    info = api.output_info(task_id, attempt)
     dropped = int(info["total"]) - int(info["size"])
     if dropped > 0:
         err.line(

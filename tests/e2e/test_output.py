@@ -227,3 +227,19 @@ def test_the_readme_output_section_word_for_word(
         last = run.returncode
         shown.append(f"$ {command}\n{run.stdout}")
     assert "".join(shown) == block
+
+
+def test_logs_of_a_task_whose_worker_sent_no_output_shows_its_tail(
+    server: ServerProcess, kickoff: Kickoff
+) -> None:
+    """A worker of an older kickoff sends no output, only its report's 4 KiB tail."""
+    task_id = submit(kickoff, "--", "echo old")
+    with server.client() as api:
+        worker = api.post("/v1/workers", {"name": "old", "tags": [], "slots": 1})["worker_id"]
+        api.post(f"/v1/workers/{worker}/claim", {"max_tasks": 1, "wait_s": 0})
+        report = {"worker_id": worker, "attempt": 1, "exit_code": 0, "output_tail": "old\n"}
+        api.post(f"/v1/tasks/{task_id}/complete", report)
+    for args in ([], ["--follow"]):
+        shown = kickoff("logs", str(task_id), *args)
+        assert (shown.returncode, shown.stdout) == (0, "old\n")
+        assert "keeps no output of task" in shown.stderr
