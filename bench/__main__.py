@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cli, cluster, core, dashboard, http, resources, why, workflows
+from bench import cli, cluster, core, dashboard, http, loggrowth, resources, why, workflows
 from bench.core import BEFORE, Figure
 
 
@@ -247,6 +247,7 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     "why": why.measure,  # in-process: explain beside 10k..1M pending tasks
     # in-process, also part of core: claims with counted resources held and not fitting
     "resources": lambda quick, runs: resources.measure(quick),
+    "loggrowth": loggrowth.measure,  # in-process, an hour on an injected clock
 }
 CLI_SCRIPT: Path | None = None  # --kickoff
 

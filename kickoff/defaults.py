@@ -13,6 +13,7 @@ HEARTBEAT_TIMEOUT_S = 30.0
 MIN_HEARTBEAT_TIMEOUT_S = 0.05
 HEARTBEAT_INTERVAL_S = 5.0  # the worker's; the server suggests timeout / 3 capped at this
 CLAIM_WAIT_S = 30.0  # longest a long-poll claim is held open
+IDLE_MARK_S = 60.0  # an idle worker's heartbeat is recorded at most this often (decide.py)
 CANCEL_GRACE_S = 5.0  # SIGTERM -> SIGKILL
 SHUTDOWN_GRACE_S = 5  # a stopping server waits this long for open requests
 TOKEN_RELOAD_S = 1.0  # a changed token file is read again within this

@@ -346,7 +346,9 @@ async def register(request: Request) -> Response:
 
 def _with_free(service: Service, workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add what each live worker has free now (from the state: declared minus what its
-    running tasks hold); None for a worker that is gone."""
+    running tasks hold); None for a worker that is gone. A live worker's last_seen is
+    when the server last heard from it (an idle one's heartbeats are not all events)."""
+    heard = service.upkeep.heard
     for worker in workers:
         live = service.state.workers.get(worker["id"])
         if live is None:
@@ -354,6 +356,9 @@ def _with_free(service: Service, workers: list[dict[str, Any]]) -> list[dict[str
         else:
             worker["resources_free"] = dict(sorted(live.free.items()))
             worker["gpu_ids_free"] = live.free_gpu_ids()
+            seen = heard.get(live.id)
+            if seen is not None and seen > live.last_seen:
+                worker["last_seen"] = to_text(seen)
     return workers
 
 

@@ -188,8 +188,11 @@ class Service:
         return self.state.groups[decide.find_group(self.state, group.name)].label
 
     async def heartbeat(self, worker_id: str, running: list[tuple[int, int]]) -> list[int]:
-        """Record that the worker lives; returns the task ids it must stop."""
-        events, stop = decide.heartbeat(self.state, worker_id, running)
+        """Record that the worker lives (an idle one's, mostly in memory: see
+        decide.heartbeat); returns the task ids it must stop."""
+        now = self.clock()
+        events, stop = decide.heartbeat(self.state, worker_id, running, now=now)
+        self.upkeep.heard[worker_id] = now
         await self.recording.commit(events)
         return stop
 

@@ -1,6 +1,7 @@
 """Upkeep: what the clock makes happen. Lease expiry (a worker that stops beating loses
 its tasks) and delayed retries coming due, each recorded as events by a timer loop, never
-on replay. The rules are state/decide.py's.
+on replay. The rules are state/decide.py's. Also here: when each worker was last heard
+from beyond what the log says (its idle heartbeats, which are not all events).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 
 from kickoff import defaults
 from kickoff.errors import Unavailable
@@ -33,6 +35,9 @@ class Upkeep:
         self.claims = claims
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.expire_every_s = expire_every_s
+        self.heard: dict[str, datetime] = {}
+        """When each worker was last heard from by a request that may not be in the log
+        (a heartbeat): expiry counts it. Memory only: a restart restarts every lease."""
         self._timers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -57,7 +62,13 @@ class Upkeep:
             await recording.commit(decide.server_started(self.heartbeat_timeout_s))
             return 1
         now = recording.clock()
-        events = decide.expire(recording.state, now, timeout_s=self.heartbeat_timeout_s)
+        workers = recording.state.workers
+        heard = self.heard
+        for gone in [w for w in heard if w not in workers]:
+            del heard[gone]
+        events = decide.expire(
+            recording.state, now, timeout_s=self.heartbeat_timeout_s, heard=heard
+        )
         await recording.commit(events)
         if events:  # requeued tasks were handed out; lost workers' parked claims must end
             self.claims.wake()

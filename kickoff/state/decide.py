@@ -10,12 +10,12 @@ KickoffError when the request is not allowed.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from kickoff import __version__
-from kickoff.defaults import MAX_ATTEMPTS, MAX_WORKER_TAGS
+from kickoff.defaults import IDLE_MARK_S, MAX_ATTEMPTS, MAX_WORKER_TAGS
 from kickoff.errors import Conflict, IllegalTransition, InvalidInput, NotFound, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.resources import GPU, NONE, Resources
@@ -377,12 +377,18 @@ def claim(state: State, worker_id: str) -> list[ev.Event]:
 
 
 def heartbeat(
-    state: State, worker_id: str, running: list[tuple[int, int]]
+    state: State, worker_id: str, running: list[tuple[int, int]], *, now: datetime
 ) -> tuple[list[ev.Event], list[int]]:
-    """The heartbeat event and the task ids the worker must stop running.
+    """The heartbeat event (if any) and the task ids the worker must stop running.
 
     A task is to be stopped when it is being cancelled, or when the worker's attempt is no
     longer the task's current attempt on this worker (its lease expired, it finished).
+
+    An idle worker's heartbeat (nothing running, by either side's account) changes no
+    task, so it is an event only when the log last saw the worker IDLE_MARK_S ago or more:
+    an idle cluster's log grows by about one event per worker a minute, not one per beat.
+    Between those marks the server keeps when it heard from the worker in memory
+    (service/upkeep.py), and `expire` decides with it; its decision is an event.
     """
     worker = find_worker(state, worker_id)
     stop: list[int] = []
@@ -399,7 +405,12 @@ def heartbeat(
         t for t in worker.running if state.tasks[t].state is TaskState.CANCELLING and t not in stop
     )
     pairs = tuple(sorted((t, a) for t, a in running if t not in stop))
+    if not pairs and not worker.running and now - worker.last_seen < _IDLE_MARK:
+        return [], sorted(set(stop))
     return [ev.WorkerHeartbeat(worker_id=worker_id, running=pairs)], sorted(set(stop))
+
+
+_IDLE_MARK = timedelta(seconds=IDLE_MARK_S)
 
 
 def _current_attempt(state: State, report: Completion) -> Task:
@@ -550,12 +561,23 @@ def _requeue_or_fail(state: State, task: Task, *, reason: str) -> list[ev.Event]
     return [ev.TaskRequeued(task_id=task.id, next_attempt=task.attempt + 1, reason=reason)]
 
 
-def expire(state: State, now: datetime, *, timeout_s: float) -> list[ev.Event]:
-    """Workers not heard from within the timeout are lost; their tasks go back or fail."""
+def expire(
+    state: State,
+    now: datetime,
+    *,
+    timeout_s: float,
+    heard: Mapping[str, datetime] | None = None,
+) -> list[ev.Event]:
+    """Workers not heard from within the timeout are lost; their tasks go back or fail.
+
+    A worker was heard from at its last event, or later at `heard` (when the server last
+    had a request from it that was not recorded: an idle heartbeat).
+    """
     deadline = now - timedelta(seconds=timeout_s)
+    heard = heard or {}
     events: list[ev.Event] = []
     for worker in sorted(state.workers.values(), key=lambda w: worker_number(w.id)):
-        if worker.last_seen >= deadline:
+        if max(worker.last_seen, heard.get(worker.id, worker.last_seen)) >= deadline:
             continue
         for task_id in sorted(worker.running):
             task = state.tasks[task_id]

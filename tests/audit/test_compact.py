@@ -54,7 +54,7 @@ def test_compaction_moves_only_redundant_heartbeats(scenario: Scenario, tmp_path
 
     after_rows = rows(db)
     heartbeats = [r for r in before_rows if r[2] == "WorkerHeartbeat"]
-    assert result.archived == len(before_rows) - len(after_rows) > 20
+    assert result.archived == len(before_rows) - len(after_rows) > 15  # (idle beats: no rows)
     assert result.kept == 3  # w1, w2, w3: each one's latest heartbeat stays
     # every other event is still there, byte for byte
     assert [r for r in before_rows if r[2] != "WorkerHeartbeat"] == [
@@ -193,14 +193,14 @@ def test_compaction_while_the_service_runs(tmp_path: Path) -> None:
         await service.start()
         worker = await service.register(name="x", tags=frozenset({"cpu"}), slots=1)
         (task,) = await service.submit([NewTask(command="true")])
-        for _ in range(50):
+        (claimed,) = await service.claim(worker, max_tasks=1, wait_s=0)
+        assert claimed.task_id == task
+        for _ in range(50):  # a busy worker's: each one an event
             now[0] += timedelta(seconds=1)
-            await service.heartbeat(worker, [])
+            await service.heartbeat(worker, [(task, 1)])
         result = await asyncio.to_thread(
             compact.compact, db, before=service.last_seq, archive=archive, now=NOW
         )
-        (claimed,) = await service.claim(worker, max_tasks=1, wait_s=0)
-        assert claimed.task_id == task
         for _ in range(5):
             await service.heartbeat(worker, [(task, 1)])
         await service.stop()

@@ -94,7 +94,7 @@ def random_run(rng: random.Random, db: Database, steps: int) -> State:
         elif roll < 0.86:
             worker = rng.choice(live)
             running_pairs = [(t, state.tasks[t].attempt) for t in state.workers[worker].running]
-            record(decide.heartbeat(state, worker, running_pairs)[0])
+            record(decide.heartbeat(state, worker, running_pairs, now=now)[0])
         elif roll < 0.9:
             record(decide.change_tags(state, rng.choice(live), replace=some_tags(rng)))
         elif roll < 0.94:

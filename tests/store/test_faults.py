@@ -399,12 +399,14 @@ def test_full_disk_gives_503_and_nothing_half_done(api: Api, tmp_path: Path) -> 
 
 
 def test_a_claim_that_cannot_be_written_leaves_the_task_pending(api: Api) -> None:
-    worker = api.register()
+    worker, busy = api.register(), api.register(name="busy")
+    held = api.submit(command="held")
+    api.claim(busy)  # a busy worker: each of its heartbeats is an event
     task_id = api.submit(command="x" * 60_000)
     fill_disk(api)
     # fill the last free bytes of the file with events until a write is refused
     for _ in range(1000):
-        response = api.client.post(f"/v1/workers/{worker}/heartbeat", json={"running": []})
+        response = api.client.post(f"/v1/workers/{busy}/heartbeat", json={"running": [[held, 1]]})
         if response.status_code == 503:
             break
         assert response.status_code == 200

@@ -194,3 +194,35 @@ def test_parked_claims_are_served_in_the_submits_commit(db_path: Path) -> None:
 
     _, state = with_service(db_path, run)
     check_database(db_path, state)
+
+
+def test_an_idle_worker_writes_about_one_heartbeat_a_minute_and_is_still_lost(
+    db_path: Path,
+) -> None:
+    """An hour of beats every 5 s: an idle worker's heartbeats are one event a minute (the
+    server keeps the rest in memory), a busy one's are all events; neither is lost while it
+    beats, and a worker that falls silent is lost after the timeout all the same."""
+
+    async def body(service: Service, clock: FakeClock) -> tuple[int, int, set[str]]:
+        idle = await service.register(name="idle", tags=frozenset({"idle"}), slots=1)
+        busy = await service.register(name="busy", tags=frozenset(), slots=1)
+        await service.submit([NewTask(command="sleep 3600")])
+        (task,) = await service.claim(busy, max_tasks=1, wait_s=0)
+        first = service.last_seq
+        for _ in range(720):
+            clock.advance(5)
+            await service.heartbeat(idle, [])
+            await service.heartbeat(busy, [(task.task_id, 1)])
+            assert await service.expire() == 0
+        beats = service.recorder.select(after_seq=first, types=["WorkerHeartbeat"], limit=10_000)
+        rows = await service.query(beats)
+        clock.advance(31)  # both fall silent
+        assert await service.expire() > 0
+        counts = [sum(r.worker_id == w for r in rows) for w in (idle, busy)]
+        return counts[0], counts[1], set(service.state.workers)
+
+    (idle_beats, busy_beats, alive), state = with_service(db_path, body)
+    assert idle_beats <= 60 < 120  # issue 19's goal: <= 120 per idle worker-hour
+    assert busy_beats == 720
+    assert alive == set()
+    check_database(db_path, state)

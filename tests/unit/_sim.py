@@ -457,7 +457,7 @@ class Sim:
         for worker_id in self.worker_ids():
             if index is not None and worker_id != target:
                 pairs = [(t, a) for t, a, w in running if w == worker_id]
-                events, _ = self.decide(decide.heartbeat, worker_id, pairs)
+                events, _ = self.decide(decide.heartbeat, worker_id, pairs, now=self.now)
                 self.commit(events)
         events = self.decide(decide.expire, self.now, timeout_s=TIMEOUT_S)
         lost = {e.worker_id for e in events if isinstance(e, ev.WorkerLost)}

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 
+from kickoff.defaults import IDLE_MARK_S
 from kickoff.errors import Conflict, IllegalTransition, NotFound, StaleAttempt
 from kickoff.events import model as ev
 from kickoff.state import decide
@@ -148,7 +149,7 @@ def test_heartbeats_and_server_start_keep_a_lease() -> None:
     run.submit()
     worker = run.register()
     claimed = run.claim(worker)
-    events, stop = decide.heartbeat(run.state, worker, [(claimed.task_id, 1)])
+    events, stop = decide.heartbeat(run.state, worker, [(claimed.task_id, 1)], now=later(20))
     assert stop == []
     run.commit(events, later(20))
     assert run.expire(later(45)) == []
@@ -159,6 +160,34 @@ def test_heartbeats_and_server_start_keep_a_lease() -> None:
         ev.TaskRequeued,
         ev.WorkerLost,
     ]
+
+
+def test_an_idle_worker_s_heartbeat_is_an_event_about_once_a_minute() -> None:
+    """Nothing running: a heartbeat within IDLE_MARK_S of the log's last sight of the
+    worker is no event; expiry counts it through `heard`, so the worker is not lost."""
+    run = Run()
+    worker = run.register()
+    events, stop = decide.heartbeat(run.state, worker, [], now=later(IDLE_MARK_S - 1))
+    assert (events, stop) == ([], [])
+    heard = {worker: later(IDLE_MARK_S - 1)}
+    assert decide.expire(run.state, later(IDLE_MARK_S), timeout_s=TIMEOUT, heard=heard) == []
+    assert run.expire(later(IDLE_MARK_S)) == [ev.WorkerLost(worker_id=worker)]  # unheard
+    worker = run.register(later(100))
+    events, _ = decide.heartbeat(run.state, worker, [], now=later(100 + IDLE_MARK_S))
+    assert events == [ev.WorkerHeartbeat(worker_id=worker, running=())]  # the minute's mark
+
+
+def test_a_busy_worker_s_heartbeats_are_all_events() -> None:
+    """A task running, by either side's account: every heartbeat is recorded."""
+    run = Run()
+    task_id = run.submit()
+    worker = run.register()
+    claimed = run.claim(worker)
+    events, _ = decide.heartbeat(run.state, worker, [(task_id, 1)], now=later(1))
+    assert events == [ev.WorkerHeartbeat(worker_id=worker, running=((task_id, 1),))]
+    events, _ = decide.heartbeat(run.state, worker, [], now=later(1))  # its claim's answer lost
+    assert events == [ev.WorkerHeartbeat(worker_id=worker, running=())]
+    assert claimed.task_id == task_id
 
 
 def test_failure_after_max_attempts() -> None:
@@ -202,7 +231,7 @@ def test_expiry_only_takes_the_silent_worker() -> None:
     quiet, chatty = run.register(), run.register()
     run.claim(quiet)
     run.claim(chatty)
-    run.commit(decide.heartbeat(run.state, chatty, [(second, 1)])[0], later(25))
+    run.commit(decide.heartbeat(run.state, chatty, [(second, 1)], now=later(25))[0], later(25))
     lost = [e for e in run.expire(later(40)) if isinstance(e, ev.WorkerLost)]
     assert lost == [ev.WorkerLost(worker_id=quiet)]
     assert run.state.tasks[first].state is TaskState.PENDING
@@ -246,7 +275,7 @@ def test_cancel_rules() -> None:
     run.commit(decide.cancel(run.state, running, requested_by="me"), T0)
     assert run.state.tasks[running].state is TaskState.CANCELLING
     assert decide.cancel(run.state, running) == []  # asked twice: nothing new
-    _, stop = decide.heartbeat(run.state, worker, [(running, 1)])
+    _, stop = decide.heartbeat(run.state, worker, [(running, 1)], now=T0)
     assert stop == [running]
     killed = run.report(claimed_running, exit_code=-15, cancelled=True)
     run.commit(decide.complete(run.state, killed), T0)
