@@ -422,11 +422,13 @@ class Client:
         retry_delay_s: float = 0.0,
         idempotency_key: str | None = None,
         group: str | None = None,
+        resources: Mapping[str, int | str] | None = None,
     ) -> int:
         """Queue one command (a shell string, or words quoted into one); its task id.
 
         It runs in `cwd` (default: this process's directory) with `env` set on top of
-        the worker's environment, as `kickoff new` does.
+        the worker's environment, as `kickoff new` does; only where the `resources` it
+        asks for are free (`{"gpu": 2, "mem": "16G"}`), holding them while it runs.
 
         Raises:
             InvalidInput, TooLarge: a field breaks a rule (the message names it).
@@ -446,6 +448,7 @@ class Client:
             retries=retries,
             retry_delay_s=retry_delay_s,
             idempotency_key=idempotency_key,
+            resources=resources,
         )
         return self.submit_many([task], group=group)[0]
 
@@ -716,6 +719,7 @@ def task_spec(
     retries: int = 0,
     retry_delay_s: float = 0.0,
     idempotency_key: str | None = None,
+    resources: Mapping[str, int | str] | None = None,
 ) -> dict[str, Any]:
     """A task object for `submit_many`, with the fields given (the others the server's
     defaults); `cwd` defaults to this process's directory, made absolute.
@@ -745,6 +749,7 @@ def task_spec(
         "retries": retries,
         "retry_delay_s": retry_delay_s,
         "idempotency_key": idempotency_key,
+        "resources": dict(resources or {}),
     }
     return {name: value for name, value in fields.items() if value or name == "priority"}
 

@@ -117,6 +117,15 @@ def up(
             help="Tasks the local worker runs at once (1, as for `kickoff worker`).",
         ),
     ] = defaults.SLOTS,
+    resources: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--resources",
+            metavar="NAME=AMOUNT",
+            help="Amounts the local worker has (gpu=4,mem=64G), as for `kickoff worker`.",
+            show_default=False,
+        ),
+    ] = None,
     host: HostOpt = defaults.HOST,
     port: PortOpt = defaults.PORT,
     db: DbOpt = None,
@@ -126,9 +135,12 @@ def up(
 ) -> None:
     """Run a server and a local worker in one command: kickoff on one machine.
 
-    Example: kickoff up --have cpu,gpu --slots 4
+    Example: kickoff up --have cpu,gpu --slots 4 --resources gpu=2
     """
+    from kickoff import resources as amounts
     from kickoff.server import serve
+
+    declared = amounts.parse(resources or [], field="--resources", task=False)  # exit 2 first
 
     _logging(False)
     worker: list[subprocess.Popen[bytes]] = []
@@ -152,6 +164,8 @@ def up(
         ]
         for tag in have or []:
             args += ["--have", tag]
+        if declared:
+            args += ["--resources", amounts.show(declared)]
         env = {**os.environ, "KICKOFF_TOKEN": token}
         # Its own session: a Ctrl-C in the terminal reaches `up` alone, which passes on
         # exactly one SIGINT per Ctrl-C (two would mean "kill the running tasks").

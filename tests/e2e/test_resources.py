@@ -248,3 +248,35 @@ def test_a_worker_refuses_more_gpus_than_cuda_visible_devices_lists(
     )
     assert done.returncode == 2
     assert "gpu=3, but CUDA_VISIBLE_DEVICES=0,1 lets this worker hand out 2" in done.stderr
+
+
+def test_a_restarted_server_knows_what_each_running_task_holds(
+    server: ServerProcess,
+    start_worker: Callable[..., WorkerProcess],
+    tmp_path: Path,
+    no_gpus: dict[str, str],
+) -> None:
+    """kill -9 of the server while two tasks hold all of a worker's GPUs: the state the
+    restart loads (checkpoint and the log's tail) holds the same, so the third still waits
+    and then gets the devices the first gives back."""
+    start_worker("--slots", "3", "--resources", "gpu=4", env={**server.env, **no_gpus})
+    command = hold(tmp_path)
+    first, second, third = (new(server, "--resources", "gpu=2", "--", command) for _ in "abc")
+    seen = {t: given(tmp_path, t) for t in (first, second)}
+    server.kill()
+    server.start()
+    [box] = workers(server)
+    assert (box["resources_free"], box["gpu_ids_free"]) == ({"gpu": 0}, [])
+    assert task(server, third)["state"] == "pending"
+    (tmp_path / f"go.{first}").touch()
+    state_of(server, first, "succeeded")
+    assert given(tmp_path, third)[0] == seen[first][0]
+    for t in (second, third):
+        (tmp_path / f"go.{t}").touch()
+        state_of(server, t, "succeeded")
+    with server.client() as api:
+        last = api.submit("true", resources={"gpu": 4})  # the Python API asks too
+    state_of(server, last, "succeeded")
+    server.stop()
+    verified = cli(server, "verify", "--db", str(server.db_path))
+    assert verified.returncode == 0, verified.stdout + verified.stderr  # fold, projections
