@@ -6,6 +6,10 @@ answered without typer (`_commands`, `_quick`: they must start in milliseconds),
 other command by typer with only its own module imported (`_app`). Commands live in
 submodules by area, each with a `register(app)`. A KickoffError becomes `error: ...` and
 its exit code.
+
+Output, from the bottom up: `_terminal` (escaping, cell widths, colour, stdout and stderr,
+JSON), `_tables` (tables and `key  value` fields), `_words` (values in words), and one view
+per subject (`_view_tasks`, `_view_workers`, `_view_log`, `_view_why`).
 """
 
 from __future__ import annotations
@@ -27,12 +31,12 @@ def _quiet_broken_pipe() -> None:
 def _no_such_command(name: str) -> int:
     from difflib import get_close_matches
 
-    from kickoff.cli import _commands, _screen
+    from kickoff.cli import _commands, _terminal
 
     known = [n for n, (_, summary) in _commands.COMMANDS.items() if summary]
     close = get_close_matches(name, known, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    _screen.error(f"No such command '{name}'{hint} (see `kickoff --help`)")
+    _terminal.error(f"No such command '{name}'{hint} (see `kickoff --help`)")
     return 2
 
 
@@ -74,14 +78,14 @@ def run(args: list[str]) -> int:
     except KickoffError as exc:
         if os.environ.get("KICKOFF_DEBUG"):
             raise
-        from kickoff.cli import _screen
+        from kickoff.cli import _terminal
 
-        _screen.error(exc.message)
+        _terminal.error(exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
-        from kickoff.cli import _screen
+        from kickoff.cli import _terminal
 
-        _screen.error("interrupted")
+        _terminal.error("interrupted")
         return 130
     except BrokenPipeError:
         _quiet_broken_pipe()

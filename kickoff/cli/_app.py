@@ -3,7 +3,7 @@ typer's usage errors as one `error:` line with exit code 2.
 
 `full_app()` has every command, for the docs and their tests.
 
-No command's code here (each lives in its `*_cmd(s).py`), and no output (`_screen`).
+No command's code here (each lives in its `*_cmd(s).py`), and no output (`_terminal`).
 """
 
 from __future__ import annotations
@@ -68,11 +68,11 @@ def run(words: list[str]) -> int:
     except typer.Abort:
         raise KeyboardInterrupt from None
     except typer.TyperException as exc:  # click's usage errors (typer vendors click): exit 2
-        from kickoff.cli import _screen
+        from kickoff.cli import _terminal
 
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group without its subcommand
-            _screen.err.write(exc.format_message() + "\n")
+            _terminal.err.write(exc.format_message() + "\n")
         else:
-            _screen.error(exc.format_message().rstrip(".") + _usage_hint(exc))
+            _terminal.error(exc.format_message().rstrip(".") + _usage_hint(exc))
         return exc.exit_code
     return code if isinstance(code, int) else 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from kickoff.cli._screen import err
+from kickoff.cli._terminal import err
 from kickoff.client import Client, Task
 
 TAIL_WINDOW = 64 * 1024  # bytes read back at first to find the last N lines (doubled as needed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from kickoff import defaults
 from kickoff.cli import _submit, _syntax, _where, _workflow
-from kickoff.cli._screen import print_json
+from kickoff.cli._terminal import print_json
 from kickoff.client import Client
 from kickoff.errors import InvalidInput
 from kickoff.state.task_state import LIVE_STATES
@@ -262,7 +262,7 @@ def new(
         ids, label = _submit.submit(api, tasks, group=request)
         if follow:  # the id on stderr, the output on stdout (SPEC §9)
             from kickoff.cli import _follow
-            from kickoff.cli._screen import err
+            from kickoff.cli._terminal import err
 
             err.line(f"task {ids[0]}")
             return _follow.show(api, ids[0], follow=True)
@@ -274,7 +274,7 @@ def new(
         from kickoff.cli import _wait
 
         final = _wait.wait_for(api, ids)
-    from kickoff.cli import _task_views as views
+    from kickoff.cli import _view_tasks as views
 
     views.unfinished([final[i] for i in ids], summary=False)
     if command:
@@ -306,7 +306,7 @@ def states(values: list[str] | None, everything: bool) -> list[str]:
     Raises:
         InvalidInput: an unknown state.
     """
-    from kickoff.cli._format import STATES
+    from kickoff.cli._words import STATES
 
     found = split_tags(values or ())
     unknown = sorted(set(found) - set(STATES) - {"all"})
@@ -331,7 +331,7 @@ def status(
     token: str | None = None,
 ) -> None:
     """Print a page of tasks (the live ones unless told) with the counts per state."""
-    from kickoff.cli import _task_views as views
+    from kickoff.cli import _view_tasks as views
 
     asked = states(state, all_)
     with Client(server, token=token) as api:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 
 from kickoff import defaults
-from kickoff.cli._screen import err, out, print_json, progress_bar
+from kickoff.cli._terminal import err, out, print_json, progress_bar
 from kickoff.client import Client
 from kickoff.errors import InvalidInput, KickoffError
 

@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from kickoff.cli._format import FINAL, STATES
-from kickoff.cli._screen import progress_bar
+from kickoff.cli._terminal import progress_bar
+from kickoff.cli._words import FINAL, STATES
 from kickoff.client import Client
 from kickoff.client import Task as TaskObject
 from kickoff.errors import KickoffError

@@ -1,7 +1,8 @@
 """The client commands: new, status (list), info, cancel, wait, stats, workers, tags.
 
 Each is a thin layer over one or two HTTP calls (docs/api.md); `--json` prints the server's
-answer as it is (docs/cli.md documents the fields); `_task_views` draws the human form.
+answer as it is (docs/cli.md documents the fields); `_view_tasks` and `_view_workers`
+draw the human form.
 `new` and `status` are run by `_quick` (without typer, for speed): their declarations here
 give typer their `--help`.
 
@@ -17,9 +18,10 @@ import typer
 
 from kickoff import defaults
 from kickoff.cli import _quick, _wait
-from kickoff.cli import _task_views as views
+from kickoff.cli import _view_tasks as views
+from kickoff.cli import _view_workers as worker_views
 from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
-from kickoff.cli._screen import print_json
+from kickoff.cli._terminal import print_json
 from kickoff.client import Client
 from kickoff.errors import ERRORS_BY_CODE, IllegalTransition, InvalidInput, KickoffError, NotFound
 
@@ -499,7 +501,7 @@ def workers(
     if as_json:
         print_json(found)
     else:
-        views.workers(found, everything=all_)
+        worker_views.workers(found, everything=all_)
 
 
 def tags(
@@ -549,7 +551,7 @@ def tags(
     if as_json:
         print_json(result)
     else:
-        views.tags(worker, result)
+        worker_views.tags(worker, result)
 
 
 def _change_tags(api: Client, worker: str, body: dict[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from kickoff.cli._options import ServerOpt, TokenOpt, client
-from kickoff.cli._screen import err, out
+from kickoff.cli._terminal import err, out
 from kickoff.client import base_url
 
 

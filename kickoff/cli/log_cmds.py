@@ -24,8 +24,8 @@ import typer
 from kickoff import defaults
 from kickoff.audit import history as hist
 from kickoff.audit import timespec
-from kickoff.cli import _format as fmt
-from kickoff.cli import _log_views as views
+from kickoff.cli import _view_log as views
+from kickoff.cli import _words as words
 from kickoff.cli._options import (
     JsonOpt,
     ServerOpt,
@@ -35,8 +35,8 @@ from kickoff.cli._options import (
     db_option,
     db_path,
 )
-from kickoff.cli._screen import err, fields, heading, print_json, print_json_line
-from kickoff.cli._text import assemble, styled
+from kickoff.cli._tables import fields
+from kickoff.cli._terminal import assemble, err, heading, print_json, print_json_line, styled
 from kickoff.client import Client
 from kickoff.dblocation import Location
 from kickoff.errors import DatabaseRefused, InvalidInput, NotFound, ServerUnreachable
@@ -659,7 +659,7 @@ def rebuild(
             release()
     took = time.perf_counter() - began
     heading(f"rebuilt tasks, workers, task_counts and groups from {count:,} events in {took:.2f}s")
-    fields([("tasks", fmt.counts_line(counts))])
+    fields([("tasks", words.counts_line(counts))])
 
 
 # ----------------------------------------------------------------------------- migrate

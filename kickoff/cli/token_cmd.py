@@ -15,7 +15,7 @@ import typer
 from kickoff import auth
 from kickoff.cli._options import db_option
 from kickoff.cli._options import db_path as location
-from kickoff.cli._screen import err
+from kickoff.cli._terminal import err
 from kickoff.client import resolve_token
 from kickoff.errors import NotFound
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import typer
 
 from kickoff import __version__
-from kickoff.cli._screen import out
+from kickoff.cli._terminal import out
 
 
 def line() -> str:

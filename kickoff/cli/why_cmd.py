@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from kickoff.cli import _why_view
+from kickoff.cli import _view_why
 from kickoff.cli._options import JsonOpt, ServerOpt, TokenOpt, client
-from kickoff.cli._screen import print_json
+from kickoff.cli._terminal import print_json
 
 
 def why(
@@ -39,7 +39,7 @@ def why(
     if as_json:
         print_json(answer)
     else:
-        _why_view.explanation(answer)
+        _view_why.explanation(answer)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from kickoff.api.app import create_app
 from kickoff.audit.history import story
-from kickoff.cli import _log_views
+from kickoff.cli import _view_log
 from kickoff.service import Service
 from tests.audit.conftest import Scenario
 
@@ -177,7 +177,7 @@ def test_history_of_a_lost_requeued_and_completed_task(
     assert told.steps[-1].text == "succeeded on w3: exit code 0 after 17.5s"
     assert told.steps[0].text.startswith("submitted by 127.0.0.1 · require cpu")
 
-    _log_views.print_story(told, task, now=datetime(2026, 1, 2, tzinfo=UTC))
+    _view_log.print_story(told, task, now=datetime(2026, 1, 2, tzinfo=UTC))
     text = capsys.readouterr().out
     lines = text.splitlines()
     assert lines[0] == "task 1 · succeeded · echo one"

@@ -68,9 +68,9 @@ def ko(cli: Cli, server: ServerProcess) -> Cli:
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make stdout and stderr look like a 120-column terminal (without colors)."""
-    from kickoff.cli import _screen
+    from kickoff.cli import _terminal
 
     monkeypatch.setenv("NO_COLOR", "1")
-    for stream in (_screen.out, _screen.err):
+    for stream in (_terminal.out, _terminal.err):
         monkeypatch.setattr(stream, "terminal", True)
         monkeypatch.setattr(stream, "columns", 120)

@@ -355,11 +355,11 @@ def test_stats_rate_is_over_the_time_the_log_covers(ko: Cli) -> None:
 def test_status_on_a_terminal_cuts_the_command_never_the_other_columns(
     ko: Cli, monkeypatch: pytest.MonkeyPatch, columns: int
 ) -> None:
-    from kickoff.cli import _screen
+    from kickoff.cli import _terminal
 
     monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setattr(_screen.out, "terminal", True)
-    monkeypatch.setattr(_screen.out, "columns", columns)
+    monkeypatch.setattr(_terminal.out, "terminal", True)
+    monkeypatch.setattr(_terminal.out, "columns", columns)
     new(ko, "-require", "cpu", "-want", "gpu", "--", "sh", "-c", "x" * 300)
     new(ko, "echo", "hi")
     lines = ko("status").out.splitlines()

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from kickoff.cli import _log_views, _text
-from kickoff.cli import _task_views as _views
+from kickoff.cli import _terminal, _view_log, _view_tasks, _view_workers
 from tests.cli.conftest import Cli
 from tests.conftest import ServerProcess
 
@@ -53,11 +52,11 @@ def drive(server: ServerProcess) -> tuple[int, str]:
 @pytest.fixture(params=["terminal", "piped"])
 def where(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "terminal":
-        from kickoff.cli import _screen
+        from kickoff.cli import _terminal
 
         monkeypatch.delenv("NO_COLOR", raising=False)
         monkeypatch.setenv("TERM", "xterm-256color")  # colors on
-        for stream in (_screen.out, _screen.err):
+        for stream in (_terminal.out, _terminal.err):
             monkeypatch.setattr(stream, "terminal", True)
             monkeypatch.setattr(stream, "columns", 250)  # wide enough that nothing is cut
     return str(request.param)
@@ -191,13 +190,13 @@ EVENT = {
 @pytest.mark.parametrize(
     "show",
     [
-        lambda: _views.workers([worker()], everything=True),
-        lambda: _views.info(task(), [EVENT]),
-        lambda: _views.status({"tasks": [task()], "counts": {"failed": 1}}, ["all"]),
-        lambda: _views.unfinished([task()], summary=True),
-        lambda: _views.tags(EVIL, {"tags": ["cpu", EVIL]}),
-        lambda: _views.cancelled([{"id": 7, "state": EVIL}], {}),
-        lambda: _log_views.print_event_line(EVENT),
+        lambda: _view_workers.workers([worker()], everything=True),
+        lambda: _view_tasks.info(task(), [EVENT]),
+        lambda: _view_tasks.status({"tasks": [task()], "counts": {"failed": 1}}, ["all"]),
+        lambda: _view_tasks.unfinished([task()], summary=True),
+        lambda: _view_workers.tags(EVIL, {"tags": ["cpu", EVIL]}),
+        lambda: _view_tasks.cancelled([{"id": 7, "state": EVIL}], {}),
+        lambda: _view_log.print_event_line(EVENT),
     ],
     ids=["workers", "info", "status", "wait", "tags", "cancel", "events"],
 )
@@ -212,6 +211,6 @@ def test_views_escape_names_and_ids_too(
 
 
 def test_one_line_and_block() -> None:
-    assert _text.one_line("a\tb\nc\x1b[1m\x9b\x7f") == "a\\tb\\nc\\x1b[1m\\x9b\\x7f"
-    assert _text.block("a\r\n\tb\x1b]0;t\x07\rc\n") == "a\n\tb\\x1b]0;t\\x07\\rc\n"
-    assert _text.block("é ü 日本 ok") == "é ü 日本 ok"  # printable text is untouched
+    assert _terminal.one_line("a\tb\nc\x1b[1m\x9b\x7f") == "a\\tb\\nc\\x1b[1m\\x9b\\x7f"
+    assert _terminal.block("a\r\n\tb\x1b]0;t\x07\rc\n") == "a\n\tb\\x1b]0;t\\x07\\rc\n"
+    assert _terminal.block("é ü 日本 ok") == "é ü 日本 ok"  # printable text is untouched

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from kickoff.cli import _format, _text, _wait
+from kickoff.cli import _terminal, _wait, _words
 from kickoff.cli._submit import command_string as _command_string
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -32,11 +32,11 @@ def iso(delta_s: float) -> str:
     ],
 )
 def test_ago(seconds: float, text: str) -> None:
-    assert _format.ago(iso(seconds), NOW) == text
+    assert _words.ago(iso(seconds), NOW) == text
 
 
 def test_ago_without_a_time() -> None:
-    assert _format.ago(None, NOW) == "-"
+    assert _words.ago(None, NOW) == "-"
 
 
 @pytest.mark.parametrize(
@@ -44,22 +44,22 @@ def test_ago_without_a_time() -> None:
     [(None, "-"), (0.123, "0.12s"), (12.34, "12.3s"), (245, "4m05s"), (7380, "2h03m")],
 )
 def test_duration(seconds: float | None, text: str) -> None:
-    assert _format.duration(seconds) == text
+    assert _words.duration(seconds) == text
 
 
 def test_one_line_escapes_control_characters() -> None:
-    assert _text.one_line("a\tb\nc") == "a\\tb\\nc"
-    assert _text.one_line("abcdef", 4) == "abc…"
+    assert _terminal.one_line("a\tb\nc") == "a\\tb\\nc"
+    assert _terminal.one_line("abcdef", 4) == "abc…"
 
 
 def test_summary_of_an_event_payload() -> None:
     data = {"task_id": 3, "attempt": 1, "exit_code": 0, "tags": ["a", "b"], "reason": None}
-    assert _format.summary(data, skip=("task_id",)) == "attempt=1 exit_code=0 tags=a b"
+    assert _words.summary(data, skip=("task_id",)) == "attempt=1 exit_code=0 tags=a b"
 
 
 def test_a_summary_leaves_out_what_says_nothing() -> None:
     data = {"priority": 0, "retries": 0, "retry_delay_s": 0.0, "timed_out": False, "after": []}
-    assert _format.summary({**data, "max_attempts": 3, "exit_code": 0}) == (
+    assert _words.summary({**data, "max_attempts": 3, "exit_code": 0}) == (
         "max_attempts=3 exit_code=0"
     )
 

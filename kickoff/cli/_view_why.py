@@ -5,9 +5,9 @@ The explaining is the server's (state/why.py); no HTTP here.
 
 from __future__ import annotations
 
-from kickoff.cli import _format as fmt
-from kickoff.cli._screen import fields, heading, out, table
-from kickoff.cli._text import Cell, Styled, one_line, styled
+from kickoff.cli import _words as words
+from kickoff.cli._tables import fields, table
+from kickoff.cli._terminal import Cell, Styled, heading, one_line, out, styled
 from kickoff.resources import show, show_amount
 
 TYPE_CHECKING = False
@@ -51,9 +51,9 @@ def explanation(answer: Answer) -> None:
 
 
 def _fields(answer: Answer, now: datetime) -> list[tuple[str, Cell]]:
-    rows: list[tuple[str, Cell]] = [("state", fmt.state(answer["state"]))]
+    rows: list[tuple[str, Cell]] = [("state", words.state(answer["state"]))]
     if answer.get("queued"):
-        when = fmt.when(answer["queued_at"], now, relative=out.is_terminal)
+        when = words.when(answer["queued_at"], now, relative=out.is_terminal)
         rows.append(("queued", f"{answer['queued']} {when} (seq {answer['queued_seq']})"))
     if answer.get("asks"):
         rows.append(("asks for", _amounts(answer["asks"])))
@@ -76,7 +76,7 @@ def _fields(answer: Answer, now: datetime) -> list[tuple[str, Cell]]:
             )
         )
     if answer.get("retry_at"):
-        rows.append(("retry due", fmt.when(answer["retry_at"], now, relative=False)))
+        rows.append(("retry due", words.when(answer["retry_at"], now, relative=False)))
     if answer.get("reason"):
         rows.append(("ended", answer["reason"]))
     return rows if len(rows) > 1 else []
@@ -104,7 +104,7 @@ def _workers(answer: Answer, now: datetime) -> None:
                 str(w["ahead"]),
                 str(w["took_total"]),
                 *([_amounts(w.get("resources_free") or {})] if counted else []),
-                fmt.tags(w["tags"]),
+                words.tags(w["tags"]),
             ]
             for w in workers
         ),
@@ -122,7 +122,7 @@ def _workers(answer: Answer, now: datetime) -> None:
                 _who(w["name"], w["id"]),
                 str(t["task_id"]),
                 str(t["seq"]),
-                fmt.when(t["at"], now, relative=out.is_terminal),
+                words.when(t["at"], now, relative=out.is_terminal),
                 t["rule"],
                 t["detail"],
             ]
@@ -159,7 +159,7 @@ def _dependencies(answer: Answer) -> None:
     heading("dependencies:")
     table(
         ["TASK", "KIND", "STATE"],
-        ([str(d["task_id"]), d["kind"], fmt.state(d["state"])] for d in deps),
+        ([str(d["task_id"]), d["kind"], words.state(d["state"])] for d in deps),
         right=("TASK",),
     )
 
@@ -176,8 +176,8 @@ def _attempts(answer: Answer, now: datetime) -> None:
             [
                 str(a["attempt"]),
                 _who(a["worker_name"], a["worker_id"]),
-                fmt.when(a["started_at"], now, relative=out.is_terminal),
-                fmt.when(a["ended_at"], now, relative=out.is_terminal),
+                words.when(a["started_at"], now, relative=out.is_terminal),
+                words.when(a["ended_at"], now, relative=out.is_terminal),
                 _outcome(a["outcome"]),
                 a["detail"] or "-",
             ]
@@ -192,4 +192,4 @@ _LIKE = {"timed_out": "failed", "lost": "failed", "stopped": "cancelled"}
 
 def _outcome(name: str) -> Styled:
     """An attempt's outcome, colored as the state it is most like."""
-    return styled(name, fmt.STATE_STYLES.get(_LIKE.get(name, name), ""))
+    return styled(name, words.STATE_STYLES.get(_LIKE.get(name, name), ""))

@@ -1,7 +1,8 @@
-"""The human form of each client command's answer (`--json` prints the answer itself).
+"""The human form of the task commands' answers: status, info, cancel, wait's failures,
+stats and groups (`--json` prints the answer itself). Workers are `_view_workers`'s.
 
-Built of `_format`'s words, shown by `_screen`: aligned and colored on a terminal, plain
-and tab-separated when piped.
+Built of `_words`'s words, laid out by `_tables`, shown by `_terminal`: aligned and colored
+on a terminal, plain and tab-separated when piped.
 
 No HTTP and no parsing here: a view gets the answer the command received.
 """
@@ -13,10 +14,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 
 from kickoff import defaults
-from kickoff.cli import _format as fmt
-from kickoff.cli._screen import err, error, fields, heading, lines, out, table
-from kickoff.cli._text import Cell, assemble, one_line, styled
-from kickoff.resources import show, show_amount
+from kickoff.cli import _words as words
+from kickoff.cli._tables import fields, table
+from kickoff.cli._terminal import Cell, assemble, err, error, heading, lines, one_line, out, styled
+from kickoff.resources import show
 
 TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _now() -> datetime:
 
 
 def _when(text: str | None, now: datetime) -> str:
-    return fmt.when(text, now, relative=out.is_terminal)
+    return words.when(text, now, relative=out.is_terminal)
 
 
 def why(task: Task) -> str:
@@ -64,7 +65,7 @@ def unfinished(tasks: list[Task], *, summary: bool) -> None:
         error(f"... and {len(bad) - SHOWN_FAILURES} more tasks did not succeed")
     if summary and len(tasks) > 1:
         counts = Counter(task["state"] for task in tasks)
-        err.line(assemble(f"{len(tasks)} tasks: ", fmt.counts_line(counts)))
+        err.line(assemble(f"{len(tasks)} tasks: ", words.counts_line(counts)))
 
 
 # ------------------------------------------------------------------------------- status
@@ -87,7 +88,7 @@ def _task_rows(
     for task in tasks:
         row: list[Cell] = [
             str(task["id"]),
-            fmt.state(task["state"]),
+            words.state(task["state"]),
             str(task["priority"]),
             _when(task["submitted_at"], now),
             waits_for(task) or str(task.get("worker_name") or task.get("worker") or "-"),
@@ -110,12 +111,12 @@ def status(page: dict[str, Any], states: list[str]) -> None:
     if not any(page["counts"].values()):
         notes.line(styled("no tasks", "dim"))
         return
-    notes.line(fmt.counts_line(page["counts"]))
+    notes.line(words.counts_line(page["counts"]))
     if not tasks:
         which = "tasks" if states == ["all"] else "/".join(states) + " tasks"
         notes.line(styled(f"no {which}", "dim"))
         return
-    with_exit = states == ["all"] or any(task["state"] in fmt.FINAL for task in tasks)
+    with_exit = states == ["all"] or any(task["state"] in words.FINAL for task in tasks)
     waiting = any(task["state"] == "waiting" for task in tasks)
     where = "WORKER / WAITS FOR" if waiting else "WORKER"
     headers = ["ID", "STATE", "PRI", "AGE" if out.is_terminal else "SUBMITTED", where]
@@ -137,7 +138,7 @@ def status(page: dict[str, Any], states: list[str]) -> None:
 def _at(text: str | None, now: datetime) -> str:
     if text is None:
         return "-"
-    return f"{text}  ({fmt.ago(text, now)})" if out.is_terminal else text
+    return f"{text}  ({words.ago(text, now)})" if out.is_terminal else text
 
 
 def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str, Cell]]:
@@ -147,10 +148,10 @@ def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str
     if name and name != worker:
         worker = f"{name} ({worker})"
     return [
-        ("state", fmt.state(task["state"])),
+        ("state", words.state(task["state"])),
         ("command", task["command"]),
-        ("require", fmt.tags(task["require"])),
-        ("want", fmt.tags(task["want"])),
+        ("require", words.tags(task["require"])),
+        ("want", words.tags(task["want"])),
         ("priority", str(task["priority"])),
         ("attempt", f"{task['attempt']} of {task['max_attempts'] + (task.get('retries') or 0)}"),
         ("worker", worker),
@@ -163,7 +164,7 @@ def task_fields(task: Task, when: Callable[[str | None], str]) -> list[tuple[str
 
 def _info_fields(task: Task, now: datetime) -> list[tuple[str, Cell]]:
     rows = task_fields(task, lambda text: _at(text, now))
-    rows.append(("duration", fmt.duration(task.get("duration_s"))))
+    rows.append(("duration", words.duration(task.get("duration_s"))))
     optional = (
         ("why", task.get("why")),
         ("waits for", waits_for(task)),
@@ -221,7 +222,7 @@ def info(task: Task, events: list[dict[str, Any]]) -> None:
             _when(e["ts"], now),
             e["type"],
             e.get("worker_id") or "-",
-            fmt.summary(e.get("data") or {}, skip=EVENT_NOISE),
+            words.summary(e.get("data") or {}, skip=EVENT_NOISE),
         ]
         for e in shown
     )
@@ -244,16 +245,16 @@ def cancelled(results: list[dict[str, Any]], finished: dict[int, str]) -> None:
             error(message)
             continue
         note = " (its worker is stopping it)" if result["state"] == "cancelling" else ""
-        out.line(assemble(str(result["id"]), " ", fmt.state(result["state"]), note))
+        out.line(assemble(str(result["id"]), " ", words.state(result["state"]), note))
 
 
 def stats(data: dict[str, Any]) -> None:
-    counts = {state: int(data.get(state, 0)) for state in fmt.STATES}
+    counts = {state: int(data.get(state, 0)) for state in words.STATES}
     workers = data.get("workers") or {}
     throughput = data.get("throughput") or {}
     total = sum(counts.values())
     rows: list[tuple[str, Cell]] = [
-        ("tasks", assemble(fmt.counts_line(counts), f"  ({total:,} in all)" if total else "")),
+        ("tasks", assemble(words.counts_line(counts), f"  ({total:,} in all)" if total else "")),
         (
             "workers",
             f"{workers.get('alive', 0)} alive, {workers.get('busy', 0)} busy, "
@@ -278,57 +279,9 @@ def group_summary(summary: dict[str, Any]) -> None:
     """`group shot12: 240 tasks: 238 succeeded · 2 failed` on stderr."""
     counts = {state: n for state, n in summary["counts"].items() if n}
     err.line(
-        assemble(f"group {summary['name']}: {summary['total']} tasks: ", fmt.counts_line(counts))
+        assemble(f"group {summary['name']}: {summary['total']} tasks: ", words.counts_line(counts))
     )
 
 
 def group_cancelled(answer: dict[str, Any]) -> None:
     out.line(f"group {answer['group']}: {answer['cancelled']} tasks cancelled or cancelling")
-
-
-def workers(found: list[dict[str, Any]], *, everything: bool) -> None:
-    if not found:
-        hint = "" if everything else " alive; start one with `kickoff worker`"
-        (out if out.is_terminal else err).line(styled("no workers" + hint, "dim"))
-        return
-    now = _now()
-    with_resources = any(w.get("resources") for w in found)
-    rows = (
-        [
-            w["name"],
-            fmt.state(w["state"]),
-            f"{w['running']}/{w['slots']}",
-            ",".join(w["tags"]) or "-",
-            *([free_of(w)] if with_resources else []),
-            _when(w["last_seen"], now),
-            w.get("host") or "-",
-            w["id"],
-        ]
-        for w in found
-    )
-    headers = ["NAME", "STATE", "RUNNING", "TAGS", *(["FREE/ALL"] if with_resources else [])]
-    table([*headers, "LAST SEEN", "HOST", "ID"], rows, right=("RUNNING",))
-
-
-def free_of(worker: dict[str, Any]) -> str:
-    """`gpu=2/4 mem=48G/64G (GPUs 0,1 free)`: what a worker has free of what it declared."""
-    declared: dict[str, int] = worker.get("resources") or {}
-    if not declared:
-        return "-"
-    free = worker.get("resources_free")
-    parts = []
-    for name, total in sorted(declared.items()):
-        left = "?" if free is None else show_amount(int(free.get(name, 0)))
-        parts.append(f"{name}={left}/{show_amount(total)}")
-    gpus = worker.get("gpu_ids_free")
-    if gpus and free is not None:
-        parts.append(f"(GPUs {','.join(map(str, gpus))} free)")
-    return " ".join(parts)
-
-
-def tags(worker: str, result: dict[str, Any]) -> None:
-    """`box1  cpu gpu` on a terminal; the tags alone, space-separated, when piped."""
-    if out.is_terminal:
-        out.line(assemble((worker, "bold"), "  ", fmt.tags(result["tags"])))
-    else:
-        out.line(" ".join(result["tags"]))

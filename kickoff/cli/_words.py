@@ -1,11 +1,12 @@
 """Values in words for people: times and ages, durations, states and their colors, counts,
-tags, event payloads. Pure: no I/O here (`_screen` decides how the words are shown)."""
+tags, event payloads, as the views (`_view_*`) use them. Pure: no I/O here (`_terminal`
+decides how the words are shown)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from kickoff.cli._text import Styled, assemble, join, one_line, styled
+from kickoff.cli._terminal import Styled, assemble, join, one_line, styled
 from kickoff.state.task_state import LIVE_STATES, TaskState
 
 TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`

@@ -1,7 +1,8 @@
 """How the log commands look: a task's story, event lines, a replayed state, verify's report.
 
-On a terminal (`_screen`): coloured, aligned, relative times. Piped: plain tab-separated
-lines and ISO times, so `cut`, `awk` and `grep` work. `--json` never comes through here.
+On a terminal (`_terminal`, `_tables`): coloured, aligned, relative times. Piped: plain
+tab-separated lines and ISO times, so `cut`, `awk` and `grep` work. `--json` never comes
+through here.
 """
 
 from __future__ import annotations
@@ -11,10 +12,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from kickoff.audit import history as hist
-from kickoff.cli import _format as fmt
-from kickoff.cli._screen import fields, heading, lines, out, table
-from kickoff.cli._task_views import task_fields
-from kickoff.cli._text import Cell, Styled, assemble, join, one_line, styled
+from kickoff.cli import _words as words
+from kickoff.cli._tables import fields, table
+from kickoff.cli._terminal import (
+    Cell,
+    Styled,
+    assemble,
+    heading,
+    join,
+    lines,
+    one_line,
+    out,
+    styled,
+)
+from kickoff.cli._view_tasks import task_fields
 
 if TYPE_CHECKING:  # the offline commands' (replay, verify): imported by them alone
     from kickoff.audit import replay as replaying
@@ -76,7 +87,7 @@ def _step_cell(step: hist.Step) -> Styled:
 
 
 def _story_header(story: hist.Story, task_id: int, now: datetime, *, replayed: bool) -> None:
-    parts: list[Cell] = [styled(f"task {task_id}", "bold"), fmt.state(story.state)]
+    parts: list[Cell] = [styled(f"task {task_id}", "bold"), words.state(story.state)]
     if story.command is not None:
         parts.append(one_line(story.command, 200))
     heading(join(" · ", parts))
@@ -84,7 +95,7 @@ def _story_header(story: hist.Story, task_id: int, now: datetime, *, replayed: b
     if story.submitted_at is not None:
         at = story.submitted_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         iso = story.submitted_at.isoformat()
-        when = before(iso, now) if replayed else fmt.ago(iso, now)
+        when = before(iso, now) if replayed else words.ago(iso, now)
         facts.append(f"submitted {at}" + (f" ({when})" if out.is_terminal else ""))
     if story.waited_s is not None:
         facts.append(f"waited {hist.duration(story.waited_s)}")
@@ -129,7 +140,7 @@ def _event_time(ts: str) -> str:
 
 def _details(event: EventJSON) -> str:
     data = event.get("data") or {}
-    return fmt.summary(data, skip=("task_id", "worker_id", "output_tail"), limit=120)
+    return words.summary(data, skip=("task_id", "worker_id", "output_tail"), limit=120)
 
 
 def print_event_line(event: EventJSON) -> None:
@@ -184,7 +195,7 @@ def before(text: str | None, point_at: datetime) -> str:
     return (
         "at that moment"
         if abs(seconds) < 1
-        else (f"{fmt.span(seconds)} before" if seconds > 0 else f"{fmt.span(-seconds)} after")
+        else (f"{words.span(seconds)} before" if seconds > 0 else f"{words.span(-seconds)} after")
     )
 
 
@@ -202,7 +213,7 @@ def print_view(view: replaying.View, *, limit: int, path: object) -> None:
     w = stats["workers"]
     fields(
         [
-            ("tasks", fmt.counts_line(stats)),
+            ("tasks", words.counts_line(stats)),
             (
                 "workers",
                 f"{w['alive']} alive · {w['busy']} busy · "
@@ -216,7 +227,7 @@ def print_view(view: replaying.View, *, limit: int, path: object) -> None:
         rows = (
             [
                 str(t["id"]),
-                fmt.state(t["state"]),
+                words.state(t["state"]),
                 str(t["priority"]),
                 f"{t['attempt']}/{t['max_attempts']}",
                 t.get("worker") or "-",
@@ -241,7 +252,7 @@ def print_view(view: replaying.View, *, limit: int, path: object) -> None:
                 [
                     wk["id"],
                     wk["name"],
-                    fmt.tags(wk["tags"]),
+                    words.tags(wk["tags"]),
                     str(wk["slots"]),
                     str(wk["running"]),
                     before(wk["last_seen"], at),

@@ -1,14 +1,22 @@
-"""Where output goes and how it looks there: stdout and stderr, a terminal or a pipe.
+"""Terminal primitives: what stands between a value and the bytes written to stdout or
+stderr. Tables and `key  value` fields are `_tables`'s; values in words `_words`'s; each
+command's view `_view_*`'s.
 
-On a terminal: aligned tables whose columns keep the width of their content, the last
-one (the command, the details) cut with an ellipsis at the screen's edge; colors, unless
-NO_COLOR is set or TERM is dumb. Piped or redirected: plain text and tab-separated tables
-with a header line, no escape sequence at all, so `cut`, `awk` and `grep` work. Either
-way every cell is escaped (`_text.flat`): data never acts on the operator's terminal.
-Data goes to stdout, messages and errors to stderr; `print_json` is `--json`'s way out
-(the standard library's json: orjson's import costs more than all of `kickoff new`).
-Progress bars (rich's, imported only when one is shown) need a terminal that can move its
-cursor: not TERM=dumb.
+Escaping. Commands, output tails, names and event payloads come from whoever submitted a
+task or runs a worker; shown raw, an escape sequence in them would retitle, clear or
+rewrite the operator's terminal, so every control character (C0 but newline and tab in a
+block, DEL, C1) is shown as a Python escape (`\\x1b`), on a terminal and piped alike
+(`one_line`, `block`, `flat`). Width: a character's terminal cells (`width`, `cut`, `fit`).
+
+Colour. A `Styled` is text in parts, each with a style name (`bold`, `red`, `bold red`,
+`dim`), never read as markup; a `Stream` (stdout or stderr) shows the styles on a colour
+terminal (unless NO_COLOR is set or TERM is dumb) and drops them elsewhere, so piped
+output holds no escape sequence at all.
+
+Output. Data goes to stdout (`out`), messages and errors to stderr (`err`, `error`);
+`print_json` is `--json`'s way out (the standard library's json: orjson's import costs more
+than all of `kickoff new`). Progress bars (rich's, imported only when one is shown) need a
+terminal that can move its cursor: not TERM=dumb.
 """
 
 from __future__ import annotations
@@ -16,18 +24,125 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-
-from kickoff.cli._text import Cell, Styled, assemble, block, cut, flat, styled, width
 
 TYPE_CHECKING = False  # typing is for the type checker: its import slows `kickoff new`
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
-GAP = "   "  # between table columns
-MIN_LAST = 12  # the last column keeps at least this many cells, even past the edge
-RULE = "─"
+_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
+_BLOCK_ESCAPES = {code: shown for code, shown in _ESCAPES.items() if chr(code) not in "\n\t"}
+ELLIPSIS = "…"
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """Every control character shown as an escape (`\\x1b`, `\\n`), so one value stays on
+    one line and never acts on a terminal; cut to `limit` characters with an ellipsis."""
+    flat = text.translate(_ESCAPES)
+    if limit is not None and len(flat) > limit:
+        return flat[: limit - 1] + ELLIPSIS
+    return flat
+
+
+def block(text: str) -> str:
+    """Several lines (an output tail): as `one_line`, but newlines and tabs stay (and CRLF
+    becomes a newline)."""
+    return text.replace("\r\n", "\n").translate(_BLOCK_ESCAPES)
+
+
+def _char_width(char: str) -> int:
+    import unicodedata  # a C extension to load: only for text that is not ASCII
+
+    if unicodedata.combining(char):
+        return 0
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
+def width(text: str) -> int:
+    """Terminal cells `text` takes (wide CJK characters take two, combining marks none)."""
+    return len(text) if text.isascii() else sum(map(_char_width, text))
+
+
+def cut(text: str, cells: int) -> str:
+    """`text` in at most `cells` terminal cells, ending with an ellipsis if it was longer."""
+    if width(text) <= cells:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += _char_width(char)
+        if used > cells - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + ELLIPSIS
+
+
+class Styled:
+    """Text in parts, each `(text, style)`; `plain` is the text alone. (Not a dataclass:
+    importing dataclasses costs `kickoff new` several milliseconds.)"""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: tuple[tuple[str, str], ...] = ()) -> None:
+        self.parts = parts
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Styled) and other.parts == self.parts
+
+    def __hash__(self) -> int:
+        return hash(self.parts)
+
+    def __repr__(self) -> str:
+        return f"Styled({self.parts!r})"
+
+    @property
+    def plain(self) -> str:
+        return "".join(text for text, _ in self.parts)
+
+    def __add__(self, other: Cell) -> Styled:
+        return assemble(self, other)
+
+
+Cell = str | Styled
+
+
+def styled(text: str, style: str = "") -> Styled:
+    return Styled(((text, style),))
+
+
+def assemble(*pieces: Cell | tuple[str, str]) -> Styled:
+    """One Styled from plain strings (no style), `(text, style)` pairs and Styled."""
+    parts: list[tuple[str, str]] = []
+    for piece in pieces:
+        if isinstance(piece, Styled):
+            parts.extend(piece.parts)
+        elif isinstance(piece, tuple):
+            parts.append(piece)
+        else:
+            parts.append((piece, ""))
+    return Styled(tuple(parts))
+
+
+def join(separator: Cell, items: Iterable[Cell]) -> Styled:
+    pieces: list[Cell] = []
+    for item in items:
+        if pieces:
+            pieces.append(separator)
+        pieces.append(item)
+    return assemble(*pieces)
+
+
+def plain(cell: Cell) -> str:
+    return cell.plain if isinstance(cell, Styled) else cell
+
+
+def flat(cell: Cell) -> Styled:
+    """The cell with every part made `one_line` (its styles kept)."""
+    if isinstance(cell, str):
+        return styled(one_line(cell))
+    return Styled(tuple((one_line(text), style) for text, style in cell.parts))
+
+
 SGR = {
     "bold": "1",
     "dim": "2",
@@ -96,7 +211,7 @@ class Stream:
     def line(self, cell: Cell = "", *, cut_at_edge: bool = False) -> None:
         """Write one line (cut with an ellipsis at the screen's edge if asked)."""
         if cut_at_edge and self.is_terminal:
-            cell = _cut(flat(cell), self.width)
+            cell = fit(flat(cell), self.width)
         self.write(self.render(cell) + "\n")
 
     def write(self, text: str) -> None:
@@ -117,7 +232,7 @@ def _sgr(text: str, style: str) -> str:
     return f"\x1b[{codes}m{text}\x1b[0m" if codes and text else text
 
 
-def _cut(cell: Styled, cells: int) -> Styled:
+def fit(cell: Styled, cells: int) -> Styled:
     """The cell in at most `cells` terminal cells, the last part ending with an ellipsis."""
     if width(cell.plain) <= cells:
         return cell
@@ -132,61 +247,9 @@ def _cut(cell: Styled, cells: int) -> Styled:
     return Styled(tuple(parts))
 
 
-def _pad(cell: Styled, cells: int, *, right: bool) -> Styled:
-    room = " " * max(cells - width(cell.plain), 0)
-    return assemble(room, cell) if right else assemble(cell, room)
-
-
 def error(message: str) -> None:
     """`error: message` on stderr, `error:` red on a terminal."""
     err.line(assemble(("error:", "red"), " ", message))
-
-
-def table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[Cell]],
-    *,
-    right: Sequence[str] = (),
-    stream: Stream = out,
-) -> None:
-    """A table: tab-separated with a header when piped; on a terminal, aligned under a
-    bold header and a rule, every column as wide as its content but the last, which is
-    cut with an ellipsis at the screen's edge."""
-    cells = [[flat(cell) for cell in row] for row in rows]
-    if not stream.is_terminal:
-        lines = ["\t".join(headers), *("\t".join(c.plain for c in row) for row in cells)]
-        stream.write("".join(line + "\n" for line in lines))
-        return
-    heads = [styled(header, "bold") for header in headers]
-    widths = [max(width(c.plain) for c in column) for column in zip(heads, *cells, strict=True)]
-    fixed = sum(widths[:-1]) + len(GAP) * (len(widths) - 1)
-    widths[-1] = min(widths[-1], max(stream.width - fixed, MIN_LAST))
-    flush = [header in right for header in headers]
-    shown: list[Cell] = [_row(heads, widths, flush), RULE * (fixed + widths[-1])]
-    shown.extend(_row(row, widths, flush) for row in cells)
-    stream.write("".join(stream.render(line) + "\n" for line in shown))
-
-
-def _row(row: Sequence[Styled], widths: Sequence[int], right: Sequence[bool]) -> Styled:
-    *first, last = row
-    shown = [_pad(c, w, right=r) for c, w, r in zip(first, widths, right, strict=False)]
-    end = _cut(last, widths[-1])
-    shown.append(_pad(end, widths[-1], right=True) if right[-1] else end)
-    pieces: list[Cell] = []
-    for cell in shown:
-        pieces.extend((GAP, cell) if pieces else (cell,))
-    return assemble(*pieces)
-
-
-def fields(rows: Sequence[tuple[str, Cell]], *, stream: Stream = out) -> None:
-    """`key  value` lines, the keys bold and aligned; plain `key: value` when piped."""
-    if not stream.is_terminal:
-        wide = max((len(key) for key, _ in rows), default=0) + 1
-        stream.write("".join(f"{key + ':':<{wide}} {flat(v).plain}\n" for key, v in rows))
-        return
-    wide = max((width(key) for key, _ in rows), default=0)
-    for key, value in rows:
-        stream.line(assemble((key + " " * (wide - width(key)), "bold"), "  ", value))
 
 
 def heading(line: Cell, *, stream: Stream = out) -> None:
