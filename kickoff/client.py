@@ -26,6 +26,7 @@ from kickoff.errors import (
     InvalidInput,
     KickoffError,
     NotFound,
+    NotLeader,
     ServerUnreachable,
 )
 
@@ -261,20 +262,27 @@ class Client:
         token: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.server = client_config.normalize_server(server)
-        self.host, self.port = _host_port(self.server)
+        self.servers = client_config.servers(server)  # several: one leads (SPEC §14)
         self.timeout_s = timeout_s
+        self._token = token
+        self._sock: socket.socket | None = None
+        self._reader: BinaryIO | None = None
+        self._used_at = 0.0
+        self._use(0)
+
+    def _use(self, index: int) -> None:
+        """Talk to the index-th address from now on."""
+        self._index = index % len(self.servers)
+        self.server = self.servers[self._index]
+        self.host, self.port = _host_port(self.server)
         netloc = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         head = f"host: {netloc}\r\nuser-agent: kickoff\r\n"
-        secret = resolve_token(self.server, token)
+        secret = resolve_token(self.server, self._token)
         if secret is not None:
             if not (secret.isascii() and secret.isprintable()):
                 raise InvalidInput("the token holds characters no token can have")
             head += f"authorization: Bearer {secret}\r\n"
         self._head = head.encode()
-        self._sock: socket.socket | None = None
-        self._reader: BinaryIO | None = None
-        self._used_at = 0.0
 
     def _request_bytes(self, method: str, target: str, body: bytes | None) -> bytes:
         start = f"{method} {target} HTTP/1.1\r\n".encode() + self._head
@@ -291,13 +299,21 @@ class Client:
             self._sock.settimeout(timeout_s)
             return self._sock, self._reader
         self.close()
-        # an ASCII name as bytes: getaddrinfo need not load the idna codec for it
-        host = self.host.encode() if self.host.isascii() else self.host
-        try:
-            address = (host, self.port)  # getaddrinfo takes bytes; typeshed says str only
-            sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)  # type: ignore[arg-type]
-        except OSError as exc:
-            raise _unreachable(self.server, exc) from exc
+        first, failure = self._index, None
+        for step in range(len(self.servers)):  # from the one that answered last
+            self._use(first + step)
+            # an ASCII name as bytes: getaddrinfo need not load the idna codec for it
+            host = self.host.encode() if self.host.isascii() else self.host
+            try:
+                address = (host, self.port)  # getaddrinfo takes bytes; typeshed says str only
+                sock = socket.create_connection(address, timeout=CONNECT_TIMEOUT_S)  # type: ignore[arg-type]
+                break
+            except OSError as exc:
+                failure = failure or _unreachable(self.server, exc)
+        else:
+            self._use(first)
+            assert failure is not None
+            raise failure
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout_s)
         self._sock, self._reader = sock, sock.makefile("rb")
@@ -318,6 +334,22 @@ class Client:
             KickoffError: the error the server answered (by its code), or ServerUnreachable.
         """
         body = None if json is None else jsonlib.dumps(json, separators=(",", ":")).encode()
+        for _ in range(len(self.servers) - 1):
+            try:
+                return self._request(method, path, body, params, timeout)
+            except NotLeader:  # a standby: nothing was done there; the next address
+                self.close()
+                self._use(self._index + 1)
+        return self._request(method, path, body, params, timeout)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        params: dict[str, Any] | None,
+        timeout: float | None,
+    ) -> Any:
         data = self._request_bytes(method, path + query(params or {}), body)
         sock, reader = self._connect(timeout or self.timeout_s)
         try:
@@ -375,7 +407,10 @@ class Client:
             sock.sendall(self._request_bytes("GET", path + query(params), None))
             status, headers = read_head(reader)
             if status >= 400:
-                raise error_from_body(status, b"".join(read_body(reader, headers)))
+                error = error_from_body(status, b"".join(read_body(reader, headers)))
+                if isinstance(error, NotLeader):  # a standby: the next address, next time
+                    self._use(self._index + 1)
+                raise error
             sock.settimeout(None)  # events may be minutes apart
             yield from read_body(reader, headers)
         except (OSError, Malformed) as exc:

@@ -36,6 +36,19 @@ def find_token(server: str) -> str | None:
     return read_config().get(server)
 
 
+def servers(address: str | None) -> list[str]:
+    """Every address of `--server a:3355,b:3355` (or $KICKOFF_SERVER), each normalized, in
+    order: the servers of one database, one leading (a client follows it, SPEC §14).
+
+    Raises:
+        InvalidInput: an https:// address.
+    """
+    text = address or os.environ.get("KICKOFF_SERVER") or defaults.SERVER
+    return [normalize_server(part) for part in text.split(",") if part.strip()] or [
+        normalize_server(None)
+    ]
+
+
 def normalize_server(address: str | None) -> str:
     """`host[:port]` or an http:// URL -> `host:port` (default 127.0.0.1:3355).
 
@@ -45,6 +58,7 @@ def normalize_server(address: str | None) -> str:
             believes is behind TLS.
     """
     text = (address or os.environ.get("KICKOFF_SERVER") or defaults.SERVER).strip()
+    text = text.split(",", 1)[0].strip() or defaults.SERVER  # of several: the first
     if text.lower().startswith("https://"):
         raise InvalidInput(
             f"{text}: kickoff's client speaks plain HTTP, not HTTPS; to cross an untrusted "

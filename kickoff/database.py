@@ -39,6 +39,7 @@ from kickoff.store.schema import LOG_MIGRATIONS
 from kickoff.store.sqlite import SqliteRecorder
 
 T = TypeVar("T")
+Fence = Callable[[Connection], None]
 
 
 SCHEMA_VERSION = 4
@@ -111,6 +112,22 @@ async def open_reader(location: Location) -> Reader:
     return reader
 
 
+def shared_token(where: ServerUrl, candidate: str, *, replace: bool = False) -> str:
+    """The access token of every server on a PostgreSQL database (store/pgconnection.py);
+    creates a missing schema first.
+
+    Raises:
+        DatabaseRefused: the database cannot be opened or is not kickoff's.
+    """
+    from kickoff.store import pgconnection
+
+    conn = pgconnection.connect(where, LAYOUT, create=True)
+    try:
+        return pgconnection.shared_token(conn, candidate, replace=replace)
+    finally:
+        conn.close()
+
+
 def recorder_of(conn: Connection) -> SqliteRecorder:
     """The recorder of the log a connection reaches (SQLite's or PostgreSQL's)."""
     if isinstance(conn, sqlite3.Connection):
@@ -123,8 +140,11 @@ def recorder_of(conn: Connection) -> SqliteRecorder:
 class Database:
     """The single writer of one database (a file, or a database on PostgreSQL)."""
 
-    def __init__(self, location: Location | str) -> None:
+    def __init__(self, location: Location | str, *, fence: Fence | None = None) -> None:
+        """`fence`: run in every write's transaction before it commits, to refuse it (a
+        server's lease on a shared PostgreSQL database: store/lease.py)."""
         self.where = dblocation.location(location)
+        self.fence = fence
         self.path = self.where  # in messages
         self.conn = open_connection(self.where)
         try:
@@ -159,6 +179,8 @@ class Database:
                     self._tail_stale = False
                 rows = self.recorder.insert(records, encoded)
                 project(self.conn, records)
+                if self.fence is not None:
+                    self.fence(self.conn)
                 self.conn.execute("COMMIT")
             except BaseException:
                 self._tail_stale = True

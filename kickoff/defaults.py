@@ -109,3 +109,6 @@ DEREGISTER_WAIT_S = 5.0
 BACKOFF_FIRST_S = 0.1  # a request the server cannot take is tried again after this,
 BACKOFF_MAX_S = 5.0  # doubling up to this (or the heartbeat interval, if shorter)
 WARN_EVERY_S = 30.0  # while a request keeps failing, the worker says so this often
+
+LEASE_TIMEOUT_S = 3.0  # a shared PostgreSQL database's leader lease: a standby takes over
+# once it lapses (renewed every third of it); --lease-timeout

@@ -101,6 +101,12 @@ class Unavailable(KickoffError):
     exit_code = 1
 
 
+class NotLeader(Unavailable):
+    """This server is a standby (or lost its lease): the leader takes writes."""
+
+    code = "not_leader"
+
+
 class ServerUnreachable(KickoffError):
     """Client side: could not connect to the server, or it did not answer in time."""
 
@@ -139,6 +145,7 @@ ERRORS_BY_CODE: dict[str, type[KickoffError]] = {
         IllegalTransition,
         TooLarge,
         Unavailable,
+        NotLeader,
         ServerUnreachable,
         CannotListen,
         DatabaseRefused,

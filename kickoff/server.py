@@ -19,14 +19,15 @@ from types import FrameType
 
 import uvicorn
 
-from kickoff import auth, defaults
+from kickoff import auth, defaults, leader
 from kickoff.api.app import create_app
 from kickoff.api.protocol import protocol_class
-from kickoff.dblocation import Location
-from kickoff.errors import CannotListen, KickoffError
+from kickoff.dblocation import Location, ServerUrl
+from kickoff.errors import CannotListen, DatabaseRefused, KickoffError
 from kickoff.service import Service, StartUp
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.connection import lock_exclusive
+from kickoff.store.lease import Lease
 
 logger = logging.getLogger(__name__)
 
@@ -150,12 +151,15 @@ def serve(
     drain: Drain | None = None,
     output_cap: int = defaults.OUTPUT_CAP_BYTES,
     output_budget: int = defaults.OUTPUT_BUDGET_BYTES,
+    lease_timeout_s: float = defaults.LEASE_TIMEOUT_S,
     announce: Callable[[str], None] = lambda line: print(line, flush=True),
 ) -> None:
     """Run a server until SIGINT/SIGTERM.
 
     In this order, so that a server that cannot start changes as little as possible: the
-    port, the database lock, the token file, the database, then the client config.
+    port, the database lock, the token file, the database, then the client config. On a
+    PostgreSQL database several servers may run: one leads, the others wait as standbys
+    (kickoff/leader.py).
 
     Raises:
         CannotListen: the port is in use (nothing was touched).
@@ -163,25 +167,31 @@ def serve(
     """
     sock = listen(host, port)
     port = sock.getsockname()[1]  # --port 0: the one the system chose
+    lease: Lease | None = None
     try:  # held until this process ends
         lock = _lock(db_path)
+        if isinstance(db_path, ServerUrl):  # shared by several servers: one leads
+            lease = _lease(db_path, host, port, lease_timeout_s)
     except BaseException:
         sock.close()
         raise
     try:
-        token = auth.load_or_create_token(db_path, rotate=rotate_token)
+        token = _token(db_path, rotate_token)
         service = Service(
             db_path,
             heartbeat_timeout_s=heartbeat_timeout_s,
             output_cap=output_cap,
             output_budget=output_budget,
+            fence=None if lease is None else lease.fence,
         )
         files, connections = connection_limit()
         app = create_app(
             service, token=token, token_file=auth.token_path(db_path), manage_service=False
         )
+        gate = leader.Gate(app)
+        gate.leading = lease is None
         config = uvicorn.Config(
-            app,
+            gate,
             log_level="warning",
             lifespan="off",
             loop="uvloop" if _has_uvloop() else "asyncio",
@@ -193,9 +203,24 @@ def serve(
             proxy_headers=False,  # X-Forwarded-For is not to be trusted by default; a layer
         )
         server = _Server(config, service, drain)
+        lost: list[bool] = []
+
+        def lose() -> None:
+            lost.append(True)
+            service.begin_shutdown()
+            server.should_exit = True
 
         async def main() -> None:
+            loop = asyncio.get_running_loop()
+            serving: asyncio.Task[None] | None = None
+            if lease is not None and not await asyncio.to_thread(lease.take):
+                # a standby until the lease is this server's
+                serving = loop.create_task(server.serve(sockets=[sock]))
+                if not await leader.wait_to_lead(lease, gate, announce, serving.done):
+                    await serving
+                    return
             await service.start()
+            renewing = None if lease is None else loop.create_task(leader.keep_leading(lease, lose))
             try:
                 _remember(token, host, port)
                 logger.info("at most %d connections (descriptor limit %d)", connections, files)
@@ -203,25 +228,62 @@ def serve(
                 # the socket listens already: connections wait for the loop, after the banner
                 for line in startup_lines(service, host, port, token):
                     announce(line)
-                serving = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+                gate.leading = True
+                if serving is None:
+                    serving = loop.create_task(server.serve(sockets=[sock]))
                 while not server.started and not serving.done():
                     await asyncio.sleep(0.005)
                 if server.started and on_ready is not None:
                     on_ready(service, token)
                 await serving
             finally:
+                if renewing is not None:
+                    renewing.cancel()
                 await service.stop()
+                if lease is not None and not lost:
+                    await asyncio.to_thread(lease.release)  # a standby need not wait it out
 
         with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
             runner.run(main())
+        if lost:
+            raise DatabaseRefused(
+                f"lost the lease of {db_path}: another server leads it now; this one stopped"
+            )
     finally:
         sock.close()
         lock()
+        if lease is not None:
+            lease.close()
+
+
+def _lease(where: ServerUrl, host: str, port: int, timeout_s: float) -> Lease:
+    """This server's lease on a shared database: held as `host:port`, the address clients
+    are told (the machine's name when it listens everywhere)."""
+    shown = socket.gethostname() if host in EVERYWHERE else host
+    return Lease(
+        where,
+        holder=f"{socket.gethostname()}:{port}",
+        address=f"{shown}:{port}",
+        timeout_s=timeout_s,
+    )
+
+
+def _token(db: Location, rotate: bool) -> str:
+    """The server's token: a file's beside it; for PostgreSQL the one every server on the
+    database shares (kept in the database, so a standby that takes over accepts the
+    clients' token), copied to this machine's token file for local clients."""
+    if isinstance(db, Path):
+        return auth.load_or_create_token(db, rotate=rotate)
+    from kickoff.database import shared_token
+
+    token = shared_token(db, auth.new_token(), replace=rotate)
+    auth.write_token_file(auth.token_path(db), token)
+    return token
 
 
 def _lock(db: Location) -> Callable[[], None]:
-    """Take the database's lock (a file's `<db>.lock`, PostgreSQL's advisory lock);
-    returns what releases it.
+    """Take a database file's lock (`<db>.lock`; PostgreSQL's is the lease); returns what
+    releases it.
 
     Raises:
         DatabaseRefused: another server holds it.
@@ -229,9 +291,7 @@ def _lock(db: Location) -> Callable[[], None]:
     if isinstance(db, Path):
         fd = lock_exclusive(db)
         return lambda: os.close(fd)
-    from kickoff.store import pgconnection
-
-    return pgconnection.lock_exclusive(db).close
+    return lambda: None
 
 
 def _remember(token: str, host: str, port: int) -> None:

@@ -733,9 +733,9 @@ def _lock(path: Location) -> Callable[[], None]:
 
         fd = lock_exclusive(path)
         return lambda: os.close(fd)
-    from kickoff.store import pgconnection
+    from kickoff.store.lease import hold_offline
 
-    return pgconnection.lock_exclusive(path).close
+    return hold_offline(path, "kickoff (offline)")
 
 
 def register(app: typer.Typer) -> None:

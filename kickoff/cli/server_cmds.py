@@ -83,8 +83,21 @@ def server(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request.")] = False,
     output_cap: OutputCapOpt = "64M",
     output_budget: OutputBudgetOpt = "10G",
+    lease_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lease-timeout",
+            metavar="SECONDS",
+            min=0.5,
+            help="On a shared PostgreSQL database: how soon a standby takes over a dead leader.",
+        ),
+    ] = defaults.LEASE_TIMEOUT_S,
 ) -> None:
     """Run the kickoff server (no configuration needed).
+
+    On a PostgreSQL database (--db postgresql://...) several servers may run: one leads,
+    the others are standbys that take over within --lease-timeout of its death
+    (docs/postgresql.md).
 
     Example: kickoff server --host 0.0.0.0 --port 3355
     """
@@ -99,6 +112,7 @@ def server(
         rotate_token=rotate_token,
         output_cap=byte_size(output_cap),
         output_budget=byte_size(output_budget),
+        lease_timeout_s=lease_timeout,
     )
 
 

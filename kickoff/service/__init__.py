@@ -14,6 +14,7 @@ import asyncio
 
 from kickoff import dblocation, defaults
 from kickoff.clock import Clock, utc_now
+from kickoff.database import Fence
 from kickoff.dblocation import Location
 from kickoff.events.model import (
     Event,
@@ -52,11 +53,13 @@ class Service:
         full_replay: bool = False,
         output_cap: int = defaults.OUTPUT_CAP_BYTES,
         output_budget: int = defaults.OUTPUT_BUDGET_BYTES,
+        fence: Fence | None = None,
     ) -> None:
         self.db_path = dblocation.location(db_path)
         self.clock = clock
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.full_replay = full_replay
+        self.fence = fence  # every commit's check (a lease: store/lease.py)
         self.start_up = StartUp(checkpoint_seq=0, folded=0, seconds=0.0)
         self.log_id = ""  # the database's identity (set by start)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -109,7 +112,7 @@ class Service:
         """
         self.loop = asyncio.get_running_loop()
         db, state, self.start_up = await asyncio.to_thread(
-            startup.load, self.db_path, full_replay=self.full_replay
+            startup.load, self.db_path, full_replay=self.full_replay, fence=self.fence
         )
         try:
             await self.output.start()

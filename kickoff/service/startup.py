@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kickoff.database import Database
+from kickoff.database import Database, Fence
 from kickoff.dblocation import Location
 from kickoff.state.fold import State
 
@@ -22,14 +22,16 @@ class StartUp:
     seconds: float
 
 
-def load(db_path: Location, *, full_replay: bool) -> tuple[Database, State, StartUp]:
+def load(
+    db_path: Location, *, full_replay: bool, fence: Fence | None = None
+) -> tuple[Database, State, StartUp]:
     """Open the database and build its state (blocking: run it in a thread).
 
     Raises:
         DatabaseRefused: the database cannot be used.
     """
     started = time.perf_counter()
-    db = Database(db_path)
+    db = Database(db_path, fence=fence)
     try:
         if full_replay:
             state = db.replay()

@@ -31,7 +31,8 @@ MAX_PARAMETERS = 65_535  # what one statement of PostgreSQL's protocol binds at 
 APPLICATION = "kickoff"
 
 SELECT_IDENTITY = (
-    "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()), "
+    "SELECT (SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() "
+    "AND tablename <> 'kickoff_lease'), "  # (the lease may come first: store/lease.py)
     "to_regclass('meta') IS NOT NULL"
 )
 SELECT_META = "SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')"
@@ -246,3 +247,25 @@ def lock_exclusive(where: ServerUrl) -> PgConnection:
         DatabaseRefused: another process holds the lock, or the database is unreachable.
     """
     return PgConnection(where, exclusive=True)
+
+
+SET_TOKEN = "INSERT INTO meta (key, value) VALUES ('token', ?) ON CONFLICT (key) DO NOTHING"
+REPLACE_TOKEN = (
+    "INSERT INTO meta (key, value) VALUES ('token', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+GET_TOKEN = "SELECT value FROM meta WHERE key = 'token'"
+
+
+def shared_token(conn: PgConnection, candidate: str, *, replace: bool = False) -> str:
+    """The access token every server on the database uses: `candidate` if there is none
+    yet (or `replace`), else the one there.
+
+    Raises:
+        DatabaseRefused: it cannot be read or written.
+    """
+    try:
+        conn.execute(REPLACE_TOKEN if replace else SET_TOKEN, (candidate,))
+        return str(conn.execute(GET_TOKEN).fetchone()[0])
+    except sqlite3.Error as exc:
+        raise DatabaseRefused(f"cannot read the token in {conn.where}: {exc}") from exc

@@ -25,9 +25,9 @@ import httptools
 import httpx
 import orjson
 
-from kickoff import auth, defaults
+from kickoff import client_config, defaults
 from kickoff.client import DEFAULT_TIMEOUT_S, base_url, error_from, map_exceptions, resolve_token
-from kickoff.errors import InvalidInput, KickoffError
+from kickoff.errors import InvalidInput, KickoffError, NotLeader, ServerUnreachable
 
 # reuse a kept-alive connection only this long: well before the server drops it
 IDLE_S = defaults.KEEP_ALIVE_S * 0.4
@@ -185,23 +185,41 @@ class LeanClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         max_answer_bytes: int = 16 << 20,
     ) -> None:
-        self.server = auth.normalize_server(server)
+        self.servers = client_config.servers(server)  # several: one leads (SPEC §14)
+        self.timeout_s = timeout_s
+        self.max_answer_bytes = max_answer_bytes
+        self._token = token
+        self._idle: list[_Connection] = []
+        self._use(0)
+
+    def _use(self, index: int) -> None:
+        """Talk to the index-th address from now on (its connections: new ones)."""
+        self._index = index % len(self.servers)
+        self.server = self.servers[self._index]
         try:
             url = httpx.URL(base_url(self.server))
         except (httpx.InvalidURL, ValueError):
             raise InvalidInput(f"server {self.server[:200]!r}: expected HOST[:PORT]") from None
         self.host = url.host
         self.port = url.port or 80
-        self.timeout_s = timeout_s
-        self.max_answer_bytes = max_answer_bytes
         headers = f"host: {url.netloc.decode()}\r\nuser-agent: kickoff-worker\r\n".encode()
-        secret = resolve_token(self.server, token)
+        secret = resolve_token(self.server, self._token)
         if secret is not None:
             if not (secret.isascii() and secret.isprintable()):
                 raise InvalidInput("the token holds characters no token can have")
             headers += f"authorization: Bearer {secret}\r\n".encode()
         self._headers = headers
-        self._idle: list[_Connection] = []
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+
+    def _next(self, tried_from: int) -> bool:
+        """Move on to the next address; False once every one was tried since `tried_from`."""
+        if len(self.servers) == 1 or (self._index + 1) % len(self.servers) == tried_from:
+            self._use(self._index + 1)
+            return False
+        self._use(self._index + 1)
+        return True
 
     async def request(
         self,
@@ -218,6 +236,23 @@ class LeanClient:
         Raises:
             KickoffError: the error the server answered (by its code), or ServerUnreachable.
         """
+        first = self._index
+        while True:  # a standby or a dead server: the next address (nothing was done there)
+            try:
+                return await self._request(method, path, json, params, timeout, content)
+            except (NotLeader, ServerUnreachable):
+                if not self._next(first):
+                    raise
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        json: Any,
+        params: dict[str, Any] | None,
+        timeout: float | None,
+        content: bytes | None,
+    ) -> Any:
         target = f"{path}?{urlencode(params)}" if params else path
         head = f"{method} {target} HTTP/1.1\r\n".encode() + self._headers
         if content is not None:

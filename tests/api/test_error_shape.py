@@ -122,7 +122,8 @@ REAL_TRIGGERS: dict[type[KickoffError], tuple[Callable[[Api], Any], int]] = {
     errors.Unavailable: (unavailable, 503),
 }
 # Raised elsewhere than in a request: by the client (ServerUnreachable), at start-up
-# (DatabaseRefused, CannotListen), or only as a base class (KickoffError, Conflict). They
+# (DatabaseRefused, CannotListen), by a standby's gate before the app (NotLeader:
+# tests/e2e/test_failover.py), or only as a base class (KickoffError, Conflict). They
 # still get the same shape if they ever reach the handler: see the test below.
 NOT_FROM_A_REQUEST = {
     errors.KickoffError,
@@ -130,6 +131,7 @@ NOT_FROM_A_REQUEST = {
     errors.ServerUnreachable,
     errors.DatabaseRefused,
     errors.CannotListen,
+    errors.NotLeader,
 }
 
 

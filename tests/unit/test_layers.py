@@ -41,6 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("kickoff.database",),
     ("kickoff.service", "kickoff.audit"),
     ("kickoff.api", "kickoff.dashboard"),
+    ("kickoff.leader",),
     ("kickoff.server",),
 )
 """From the bottom up: a module may import its own part, or a part of a lower layer."""
