@@ -149,6 +149,8 @@ class Sim:
     held: dict[int, tuple[str, Amounts, tuple[int, ...]]] = field(default_factory=dict)
     """running task -> (worker, amounts, gpu ids), from the claims seen"""
     passes: dict[int, int] = field(default_factory=dict)  # pending task -> claims ahead of it
+    overtaken: dict[int, int] = field(default_factory=dict)
+    """pending task -> claims that went ahead of it taking some of what it asks for"""
     fitted: int = 0  # claims of tasks with resources (for non-vacuity)
     reserved: int = 0  # claims made while a task was kept resources for
     # -- plumbing --------------------------------------------------------------
@@ -168,14 +170,17 @@ class Sim:
             case ev.TaskClaimed():
                 self.held[event.task_id] = (event.worker_id, event.resources, event.gpu_ids)
                 self.passes.pop(event.task_id, None)
+                self.overtaken.pop(event.task_id, None)
                 if event.ahead_of is not None:
                     self.passes[event.ahead_of] = self.passes.get(event.ahead_of, 0) + 1
+                    self.check_bound(event.ahead_of, event.resources)
             case ev.TaskLeaseExpired():
                 self.held.pop(event.task_id, None)
             case ev.TaskRequeued() | ev.TaskCompleted() | ev.TaskFailed() | ev.TaskCancelled():
                 self.held.pop(event.task_id, None)
                 if not isinstance(event, ev.TaskRequeued):
                     self.passes.pop(event.task_id, None)
+                    self.overtaken.pop(event.task_id, None)
             case ev.WorkerLost() | ev.WorkerStopped():
                 self.held = {t: h for t, h in self.held.items() if h[0] != event.worker_id}
         match event:
@@ -283,6 +288,14 @@ class Sim:
         self.commit(events)
         self.totals[events[0].worker_id] = resources
         return str(events[0].worker_id)
+
+    def check_bound(self, blocked: int, took: Amounts) -> None:
+        """The starvation bound: at most RESERVE_AFTER_PASSES claims go ahead of a blocked
+        task taking any resource it asks for (then the workers it fits keep them)."""
+        wanted = {name for name, _ in self.specs[blocked].resources}
+        if wanted & {name for name, _ in took}:
+            self.overtaken[blocked] = seen = self.overtaken.get(blocked, 0) + 1
+            assert seen <= RESERVE_AFTER_PASSES, f"task {blocked} was overtaken {seen} times"
 
     def free(self, worker_id: str) -> dict[str, int]:
         """The worker's declared amounts minus what the claims seen hold there."""
