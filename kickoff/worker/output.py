@@ -3,12 +3,13 @@ files: every OUTPUT_FLUSH_S, what each running task wrote since the last look go
 `POST /v1/tasks/{id}/output` (the bytes themselves, at most OUTPUT_CHUNK_BYTES each). A
 task that wrote nothing costs nothing but an fstat.
 
-Back-pressure: one request at a time for the whole worker, the next only once the server
-answered; a task writing faster than that is not slowed down (it writes to its file), its
-output waits in the file and goes out at the server's pace, up to the server's cap (then
-nothing more is sent; the file keeps all). What is left when a task ends, if small and
-UTF-8 (the common case: a short task's whole output), rides in its report (`finish`);
-more is sent first, so a reader that sees the attempt ended has seen all it kept.
+Back-pressure: one request at a time for the whole worker's running tasks, the next only
+once the server answered; a task writing faster than that is not slowed down (it writes to
+its file), its output waits in the file and goes out at the server's pace, up to the
+server's cap (then nothing more is sent; the file keeps all). What is left when a task
+ends, if small and UTF-8 (the common case: a short task's whole output), rides in its
+report (`finish`); more is sent first, so a reader that sees the attempt ended has seen
+all it kept.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from kickoff import defaults
 from kickoff.errors import Conflict, KickoffError, NotFound
 from kickoff.worker.core import Core
+from kickoff.worker.ledger import Key
 from kickoff.worker.process import Job
 
 logger = logging.getLogger(__name__)
@@ -34,7 +36,10 @@ class OutputSender:
 
     def __init__(self, core: Core) -> None:
         self.core = core
-        self._lock = asyncio.Lock()  # one request at a time, and `finish` after it
+        self._lock = asyncio.Lock()  # one request at a time while tasks run
+        # each job's own: `finish` waits for a send of that job only, never another's
+        # (a quiet task's report is not held up by a loud one's chunk)
+        self._job_locks: dict[Key, asyncio.Lock] = {}
 
     async def loop(self) -> None:
         while True:
@@ -52,12 +57,18 @@ class OutputSender:
                 continue
             if os.fstat(process.log_fd).st_size <= job.output_sent:
                 continue
-            async with self._lock:
+            async with self._lock, self._job_lock(job):
                 # it may have ended meanwhile: its file is then output_fd (or closed, by
                 # `finish`, and its number maybe another's already)
                 fd = process.log_fd if process.log_fd >= 0 else job.output_fd
                 if fd >= 0 and not (job.output_capped or job.output_refused):
                     await self._send(job, fd)
+
+    def _job_lock(self, job: Job) -> asyncio.Lock:
+        lock = self._job_locks.get(job.key)
+        if lock is None:
+            lock = self._job_locks[job.key] = asyncio.Lock()
+        return lock
 
     async def _send(self, job: Job, fd: int) -> bool:
         """Send up to a chunk from where the server is; False when nothing more can be
@@ -100,10 +111,11 @@ class OutputSender:
         try:
             if job.output_fd < 0 or job.output_refused or job.abandoned:
                 return None
-            async with self._lock:
+            async with self._job_lock(job):
                 return await self._rest(job, job.output_fd)
         finally:
             job.close_output()
+            self._job_locks.pop(job.key, None)
 
     async def _rest(self, job: Job, fd: int) -> dict[str, Any] | None:
         while True:
