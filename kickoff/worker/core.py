@@ -5,7 +5,7 @@ signal for "something changed", and the one way it sends a request (`call`).
 No behaviour beyond slot accounting and waiting lives here: the registration and lease
 are `session.py`'s, claiming `claims.py`'s, running and reporting `jobs.py`'s, heartbeats
 `heartbeat.py`'s, reconciliation `reconcile.py`'s, the tags file `tags.py`'s, and starting
-and stopping the whole `loop.py`'s.
+and stopping the whole `worker.py`'s and `stopping.py`'s.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Entry points: `serve` runs a worker in the current event loop with Ctrl-C/SIGTERM
 handlers; `run` gives it a fresh loop (uvloop when installed).
 
-The options are parsed by cli/worker_cmd.py; the worker itself is loop.py's.
+The options are parsed by cli/worker_cmd.py; the worker itself is worker.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import signal
 
 from kickoff import defaults
 from kickoff.worker._http import LeanClient
-from kickoff.worker.loop import Worker, WorkerConfig
+from kickoff.worker.worker import Worker, WorkerConfig
 
 
 def max_answer_bytes(slots: int) -> int:

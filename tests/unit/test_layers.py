@@ -187,7 +187,7 @@ def test_the_import_graph_has_no_cycle() -> None:
         ("kickoff.database", "kickoff.service"),
         ("kickoff.audit.verify", "kickoff.service"),  # beside: the offline tools stand alone
         ("kickoff.service.subscriptions", "kickoff.api.routes"),
-        ("kickoff.worker.loop", "kickoff.state.fold"),  # across the HTTP line
+        ("kickoff.worker.worker", "kickoff.state.fold"),  # across the HTTP line
         ("kickoff.client", "kickoff.cli"),
         ("kickoff.cli.client_cmds", "kickoff.service"),
     ],
@@ -201,7 +201,7 @@ def test_the_checker_allows_imports_down_and_within() -> None:
         "kickoff.service.claims": ["kickoff.service.recording", "kickoff.database"],
         "kickoff.projections.tasks": ["kickoff.store.sqlite", "kickoff.events.model"],
         "kickoff.events.codec": ["kickoff.errors", "kickoff"],
-        "kickoff.worker.loop": ["kickoff.client", "kickoff.tags"],
+        "kickoff.worker.worker": ["kickoff.client", "kickoff.tags"],
         "kickoff.cli.log_cmds": ["kickoff.audit.verify", "kickoff.client"],
     }
     assert violations(graph) == []

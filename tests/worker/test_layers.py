@@ -28,7 +28,9 @@ ORDER = [
     "reconcile",
     "heartbeat",
     "tags",
-    "loop",
+    "stopping",
+    "pruning",
+    "worker",
     "main",
 ]
 

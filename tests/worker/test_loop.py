@@ -20,7 +20,7 @@ import pytest
 
 from kickoff.client import AsyncClient
 from kickoff.errors import KickoffError
-from kickoff.worker.loop import Worker, WorkerConfig
+from kickoff.worker.worker import Worker, WorkerConfig
 
 
 def error(status: int, code: str) -> httpx.Response:
