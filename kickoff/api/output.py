@@ -39,8 +39,8 @@ async def post_output(request: Request) -> Response:
     worker_id = parse.string(
         params.get("worker"), field="worker", max_chars=defaults.MAX_NAME_CHARS
     )
-    if offset < 0:
-        raise InvalidInput("offset: required")
+    if attempt == 0 or offset < 0:
+        raise InvalidInput("attempt, offset: required")
     service = svc(request)
     check_running(service.state, task_id, attempt, worker_id)
     data = await request.body()

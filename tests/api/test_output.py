@@ -68,8 +68,10 @@ def test_output_of_an_attempt_that_is_not_running_is_refused(api: Api) -> None:
     assert _send(api, 999, worker, 0, b"x").status_code == 404
     assert api.client.get("/v1/tasks/999/output").status_code == 404
     assert api.client.get(f"/v1/tasks/{task_id}/output", params={"attempt": 2}).status_code == 404
-    bad = api.client.post(f"/v1/tasks/{task_id}/output", params={"attempt": 1}, content=b"x")
-    assert bad.status_code in (400, 422)
+    for params in ({"attempt": 1, "worker": worker}, {"offset": 0, "worker": worker}, {}):
+        bad = api.client.post(f"/v1/tasks/{task_id}/output", params=params, content=b"x")
+        assert bad.status_code in (400, 422), params
+    assert api.client.get(f"/v1/tasks/{task_id}/output").content == b""  # nothing written
 
 
 def test_the_last_output_rides_in_the_report(api: Api) -> None:
