@@ -83,9 +83,22 @@ def test_the_quick_start_is_the_one_line_up_with_cpu() -> None:
     assert ".venv/bin/kickoff up --have cpu" in README.read_text()
 
 
-def test_the_readme_has_one_console_block() -> None:
-    """The test below runs it; a second console block would need a test of its own."""
-    assert len(console_blocks()) == 1
+# Each console block of the README, by the section it is in, and the test that runs it
+# word for word; a block in another section would need a test of its own.
+CONSOLE_BLOCKS_RUN_BY = {
+    "The first minute": "test_the_first_minute_word_for_word (below)",
+    "Output from anywhere": "test_output.py::test_the_readme_output_section_word_for_word",
+}
+
+
+def test_every_console_block_of_the_readme_is_run_by_a_test() -> None:
+    sections = re.split(r"(?m)^## ", README.read_text())[1:]
+    holding = [
+        section.split("\n", 1)[0]
+        for section in sections
+        for _ in re.findall(r"```console\n", section)
+    ]
+    assert holding == list(CONSOLE_BLOCKS_RUN_BY)
 
 
 def test_the_first_minute_word_for_word(tmp_path: Path, isolated_env: dict[str, str]) -> None:

@@ -54,10 +54,27 @@ def pure_modules() -> list[Path]:
     ]
 
 
-def imported(tree: ast.AST, package: str) -> list[tuple[str, tuple[str, ...]]]:
-    """(module, names) for every import statement anywhere in the tree."""
+def run_at_import(tree: ast.Module) -> list[ast.AST]:
+    """Every node of the tree except what importing the module never runs: the body of
+    a module-level `__getattr__` (PEP 562: run on first use of a lazy attribute) and of
+    `if TYPE_CHECKING:` (read by type checkers only)."""
+    top = [
+        node
+        for node in tree.body
+        if not (isinstance(node, ast.FunctionDef) and node.name == "__getattr__")
+        and not (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Name)
+            and node.test.id == "TYPE_CHECKING"
+        )
+    ]
+    return [inner for node in top for inner in ast.walk(node)]
+
+
+def imported(tree: ast.Module, package: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(module, names) for every import statement that importing the module runs."""
     found: list[tuple[str, tuple[str, ...]]] = []
-    for node in ast.walk(tree):
+    for node in run_at_import(tree):
         if isinstance(node, ast.Import):
             found.extend((alias.name, ()) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
