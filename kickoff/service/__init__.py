@@ -64,7 +64,12 @@ class Service:
         self.log_id = ""  # the database's identity (set by start)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.subscribers = Subscribers()
-        self.output = Output(self.db_path, cap=output_cap, budget=output_budget)
+        self.output = Output(
+            self.db_path,
+            cap=output_cap,
+            budget=output_budget,
+            live=lambda task_id: task_id in self.state.tasks,  # (read on the output thread)
+        )
         self.recording = Recording(clock=clock, subscribers=self.subscribers)
         self.reads = Reads(self.recording)
         self.claims = Claims(self.recording, self.reads)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from kickoff import defaults
@@ -61,10 +62,12 @@ class Output:
         *,
         cap: int = defaults.OUTPUT_CAP_BYTES,
         budget: int = defaults.OUTPUT_BUDGET_BYTES,
+        live: Callable[[int], bool] = lambda task_id: False,
     ) -> None:
         self.path = output_path(db_path)
         self.cap = cap
         self.budget = budget
+        self.live = live  # a live task's output is never pruned (it may still be writing)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kickoff-output")
         self._file: OutputFile | None = None
         self._last: dict[Key, asyncio.Future[Stored]] = {}  # each key's last append queued
@@ -129,7 +132,7 @@ class Output:
 
         def prune() -> int:
             try:
-                return file.prune(self.budget)
+                return file.prune(self.budget, keep=self.live)
             finally:
                 self._pruning = False
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,7 @@ SELECT_CHUNKS = """SELECT start, data FROM output_chunks
     ORDER BY start"""
 SELECT_KEPT = "SELECT coalesce(sum(size), 0) FROM output_attempts"
 SELECT_OLDEST = """SELECT task_id, sum(size) FROM output_attempts
-    GROUP BY task_id ORDER BY task_id LIMIT ?"""
+    GROUP BY task_id ORDER BY task_id LIMIT ? OFFSET ?"""
 DELETE_CHUNKS = "DELETE FROM output_chunks WHERE task_id = ?"
 DELETE_ATTEMPTS = "DELETE FROM output_attempts WHERE task_id = ?"
 
@@ -166,14 +167,18 @@ class OutputFile:
             parts.append(data[max(0, offset - start) : max(0, end - start)])
         return b"".join(parts)
 
-    def prune(self, budget: int) -> int:
-        """Delete the output of the oldest tasks (lowest ids) until all output fits in
-        `budget` bytes; returns how many tasks lost theirs."""
+    def prune(self, budget: int, *, keep: Callable[[int], bool] = lambda task_id: False) -> int:
+        """Delete the output of the oldest tasks (lowest ids) but those `keep` names (the
+        running ones) until all output fits in `budget` bytes; returns how many tasks
+        lost theirs."""
         deleted = 0
+        skipped = 0
         while self.kept > budget:
-            oldest = self.conn.execute(SELECT_OLDEST, (64,)).fetchall()
-            if not oldest:
+            rows = self.conn.execute(SELECT_OLDEST, (64, skipped)).fetchall()
+            if not rows:
                 break
+            oldest = [(task_id, size) for task_id, size in rows if not keep(task_id)]
+            skipped += len(rows) - len(oldest)
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 for task_id, size in oldest:

@@ -3,6 +3,7 @@ cap, the last output riding in the report, followers, and what a restart keeps."
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from starlette.testclient import TestClient
@@ -125,3 +126,30 @@ def test_output_is_kept_beside_the_database_across_a_restart(api: Api, tmp_path:
         create_app(again, token=TOKEN), headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:
         assert client.get(f"/v1/tasks/{task_id}/output").content == b"kept\n"
+
+
+def test_past_the_budget_finished_tasks_output_goes_and_a_running_task_s_stays(
+    tmp_path: Path,
+) -> None:
+    service = Service(tmp_path / "budget.db", output_budget=10)
+    with TestClient(
+        create_app(service, token=TOKEN), headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
+        api = Api(client, service, None, tmp_path / "budget.db")  # type: ignore[arg-type]
+        first, worker = _running(api)
+        report = {"worker_id": worker, "attempt": 1, "exit_code": 0}
+        report["output"] = {"offset": 0, "text": "0123456789"}
+        assert client.post(f"/v1/tasks/{first}/complete", json=report).status_code == 200
+        second = api.submit(command="run")
+        assert api.claim(worker)[0]["task_id"] == second
+        assert _send(api, second, worker, 0, b"abcdefghij").status_code == 200
+        _send(api, second, worker, 10, b"k")  # over the budget: the finished one goes
+
+        def kept(task_id: int) -> bytes:
+            return client.get(f"/v1/tasks/{task_id}/output").content
+
+        deadline = time.monotonic() + 10
+        while kept(first) and time.monotonic() < deadline:
+            time.sleep(0.01)  # pruning runs on the output thread, after the append
+        assert kept(first) == b""
+        assert kept(second) == b"abcdefghijk"  # running: never pruned

@@ -69,3 +69,14 @@ def test_the_file_is_the_owner_s_alone(tmp_path: Path) -> None:
     path = tmp_path / "x.output"
     OutputFile(path).close()
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_the_output_of_tasks_it_is_told_to_keep_is_never_pruned(tmp_path: Path) -> None:
+    out = OutputFile(tmp_path / "x.output")
+    for task_id in range(1, 101):
+        out.append(task_id, 1, 0, b"x" * 10, cap=CAP)
+    running = {1, 2, 70}
+    assert out.prune(100, keep=running.__contains__) == 90
+    left = [t for t in range(1, 101) if out.stored(t, 1).size]
+    assert left == [1, 2, 70, *range(94, 101)]
+    assert out.kept == 100
