@@ -6,7 +6,8 @@ Where things live:
   `stopping.py`: Ctrl-C and SIGTERM (drain, then kill, then stop waiting).
 - `core.py`: `WorkerConfig` and what every part shares (mode, jobs, outbox, ledger, slots,
   the one way to send a request).
-- `session.py`: registration, the lease and the warden link, losing a registration.
+- `session.py`: registration and its lease, losing a registration; `lease_guard.py`: the
+  lease timer and the warden link that make the lease hold.
 - `claims.py`: the long-poll claim loop.
 - `jobs.py`: starting what an answer names, watching jobs, delivering their reports
   (claiming the next tasks with each).

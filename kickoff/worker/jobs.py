@@ -20,7 +20,7 @@ from kickoff.worker.core import LOST, Core, Mode
 from kickoff.worker.ledger import Key
 from kickoff.worker.outbox import Report
 from kickoff.worker.output import OutputSender
-from kickoff.worker.process import Assignment, Job, Outcome
+from kickoff.worker.process import Assignment, Job, Outcome, TaskEnv
 from kickoff.worker.replies import Refused, Registration
 from kickoff.worker.session import Session
 
@@ -38,10 +38,11 @@ def _retry_report(exc: KickoffError) -> bool:
 class Jobs:
     """Starts, watches and reports the attempts of one worker."""
 
-    def __init__(self, core: Core, session: Session, output: OutputSender) -> None:
+    def __init__(self, core: Core, session: Session, output: OutputSender, env: TaskEnv) -> None:
         self.core = core
         self.session = session
         self.output = output
+        self.env = env  # what every task's environment starts from
 
     # -- starting ---------------------------------------------------------------
 
@@ -72,7 +73,7 @@ class Jobs:
             assignment,
             worker_id=reg.worker_id,
             log_dir=core.log_dir,
-            env=self.session.env,
+            env=self.env,
             grace_s=core.config.grace_s,
             log_files=core.log_files,
             loop=core.loop,

@@ -1,5 +1,6 @@
-"""The worker's standing with its server: registration, the lease (renewed by heartbeats,
-honoured by a timer and by the warden), losing a registration, saying goodbye.
+"""The worker's standing with its server: registering (again after a loss), the
+registration's lease (renewed by heartbeats, made to hold by `lease_guard.py`'s timer and
+warden), losing the registration, saying goodbye.
 
 A registration is lost when the server says it no longer knows it, or when its lease ran
 out (`lease.py` says when): then its tasks are killed, nobody takes their reports, and the
@@ -9,9 +10,7 @@ worker registers again as soon as it claims. Heartbeats themselves are `heartbea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import secrets
 
 from kickoff import defaults
 from kickoff.errors import Conflict, NotFound
@@ -19,31 +18,25 @@ from kickoff.resources import show
 from kickoff.worker import replies
 from kickoff.worker.core import Core, Mode
 from kickoff.worker.lease import Lease, boottime
+from kickoff.worker.lease_guard import LeaseGuard
 from kickoff.worker.ledger import Key
-from kickoff.worker.process import TaskEnv
 from kickoff.worker.replies import BadReply, Registration
-from kickoff.worker.warden import Warden
 
 logger = logging.getLogger(__name__)
 
 
 class Session:
-    """Registration, lease and warden of one worker."""
+    """Keeps one worker registered with its server, and knows when it is not: registers,
+    tracks the registration's lease, loses the registration (killing its tasks), says
+    goodbye. `run_id` is what the worker's tasks carry, by which the warden finds them."""
 
-    def __init__(self, core: Core, env: dict[str, str]) -> None:
+    def __init__(self, core: Core, run_id: str) -> None:
         self.core = core
-        run_id = secrets.token_hex(16)
-        config = core.config
-        # its tasks carry run_id: the warden finds them
-        self.env = TaskEnv(env, run=run_id, gpus=bool(config.gpu_ids))
-        self.warden = Warden(run_id, grace_s=config.grace_s) if config.warden else None
+        self.guard = LeaseGuard(core, run_id, on_due=self.check_lease)
         self.lease: Lease | None = None  # the current registration's
         self.sent_tags: frozenset[str] = frozenset()
         self.new_registration = asyncio.Event()
-        self._lease_timer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
-
-    # -- registration -----------------------------------------------------------
 
     async def register(self) -> Registration:
         """Register with the server, retrying while it cannot be reached.
@@ -108,8 +101,7 @@ class Session:
             return
         core.registration = None
         core.lost_ids.add(reg.worker_id)
-        if self._lease_timer is not None:
-            self._lease_timer.cancel()
+        self.guard.cancel()
         doomed = [job for job in core.jobs.values() if job.worker_id == reg.worker_id]
         logger.warning(
             "%s: the server lost worker=%s (%s); killing its %d task(s)%s",
@@ -164,8 +156,6 @@ class Session:
             )
         core.registration = None
 
-    # -- the lease --------------------------------------------------------------
-
     def renew(self, reg: Registration, sent_at: float) -> None:
         """The server heard from `reg` no earlier than `sent_at` (boottime)."""
         if reg is self.core.registration and self.lease is not None:
@@ -173,18 +163,11 @@ class Session:
             self._leased(reg)
 
     def _leased(self, reg: Registration) -> None:
-        """The lease of `reg` was renewed (or made): pass it on to the warden and set the
-        timer that stops the tasks if it runs out first."""
+        """The lease of `reg` was renewed (or made): guard it (`LeaseGuard.guard`)."""
         lease = self.lease
         if lease is None or reg is not self.core.registration:
             return
-        if self.warden is not None:
-            self.warden.lease(lease.deadline, self._keys(reg))
-        if self._lease_timer is not None:
-            self._lease_timer.cancel()
-        loop = self.core.loop or asyncio.get_running_loop()
-        delay = max(0.0, lease.stop_at - boottime())
-        self._lease_timer = loop.call_later(delay, self.check_lease)
+        self.guard.guard(lease, self._keys(reg))
 
     def _keys(self, reg: Registration) -> list[Key]:
         return [job.key for job in self.core.jobs.values() if job.worker_id == reg.worker_id]
@@ -198,31 +181,11 @@ class Session:
             return False
         left = lease.stop_at - boottime()
         if left > 0:
-            loop = self.core.loop or asyncio.get_running_loop()
-            self._lease_timer = loop.call_later(left, self.check_lease)
+            self.guard.again(left)
             return False
         silent = boottime() - lease.renewed_at
         why = f"lease ran out: no word from the server for {silent:.1f}s"
-        if self.warden is not None:  # by its deadline it finishes off what left their groups
-            self.warden.lease(lease.deadline, self._keys(reg))
+        # by its deadline the warden finishes off what left their process groups
+        self.guard.tell_warden(lease, self._keys(reg))
         self.lost(reg, "lease", why, grace_s=lease.stop_grace_s)
         return True
-
-    # -- the warden -------------------------------------------------------------
-
-    def start_warden(self) -> None:
-        if self.warden is None:
-            return
-        try:
-            self.warden.start()
-        except OSError as exc:
-            logger.error("cannot start the warden (tasks may outlive this worker): %s", exc)
-
-    def close(self, stopped: set[Key]) -> None:
-        """The worker ends; `stopped` are the attempts it killed as it went (the warden
-        finishes off whatever of them left their process groups)."""
-        if self._lease_timer is not None:
-            self._lease_timer.cancel()
-        if self.warden is not None:
-            with contextlib.suppress(OSError):
-                self.warden.close(sweep=stopped or None)

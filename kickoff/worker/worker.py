@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import signal
 
 from kickoff.errors import InvalidInput
@@ -23,7 +24,7 @@ from kickoff.worker.heartbeat import Heartbeat
 from kickoff.worker.jobs import Jobs
 from kickoff.worker.outbox import Outbox
 from kickoff.worker.output import OutputSender
-from kickoff.worker.process import Job, seal_inherited_fds
+from kickoff.worker.process import Job, TaskEnv, seal_inherited_fds
 from kickoff.worker.pruning import Pruner
 from kickoff.worker.reconcile import Reconciler
 from kickoff.worker.replies import Registration
@@ -45,9 +46,11 @@ class Worker:
 
     def __init__(self, client: Requester, config: WorkerConfig) -> None:
         self.core = core = Core(client, config)
-        self.session = Session(core, dict(os.environ))
+        run_id = secrets.token_hex(16)  # its tasks carry it: the warden finds them
+        self.session = Session(core, run_id)
+        env = TaskEnv(dict(os.environ), run=run_id, gpus=bool(config.gpu_ids))
         self.output = OutputSender(core)
-        self.jobs_part = Jobs(core, self.session, self.output)
+        self.jobs_part = Jobs(core, self.session, self.output, env)
         self.claims = Claims(core, self.session, self.jobs_part)
         self.heartbeat = Heartbeat(core, self.session, Reconciler(core, self.jobs_part))
         self._tags_file = TagsFile(config.tags_file) if config.tags_file else None
@@ -142,7 +145,7 @@ class Worker:
         """
         core = self.core
         self._prepare()
-        self.session.start_warden()
+        self.session.guard.start()
         try:
             registering = self.session.registered()
             if not await core.race(registering, lambda: core.mode is not Mode.RUNNING):
@@ -155,5 +158,5 @@ class Worker:
             finally:
                 await self._shutdown(loops)
         finally:
-            self.session.close(self.stopping.killed)
+            self.session.guard.close(self.stopping.killed)
         return INTERRUPTED_EXIT if core.mode is Mode.ABORTING else 0

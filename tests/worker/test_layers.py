@@ -21,6 +21,7 @@ ORDER = [
     "replies",
     "outbox",
     "core",
+    "lease_guard",
     "session",
     "output",
     "jobs",
