@@ -71,15 +71,26 @@ def unfinished(tasks: list[Task], *, summary: bool) -> None:
 # ------------------------------------------------------------------------------- status
 
 
-def waits_for(task: Task) -> str | None:
-    """What a waiting task waits for, in a few words: `after 12 13`, `retry at 10:01:02`."""
+def waits_for(task: Task, now: datetime | None = None) -> str | None:
+    """What a waiting task waits for, in a few words: `after 12 13`, `retry at 10:01:02`
+    (UTC; with the day, `retry at 01-02 10:01:02`, when it is not today's). Without `now`
+    (for `info`), the retry's full time."""
     if task["state"] != "waiting":
         return None
     if task.get("waiting_for"):
         return "after " + " ".join(str(i) for i in task["waiting_for"])
     if task.get("retry_at"):
-        return f"retry at {task['retry_at']}"
+        return f"retry at {task['retry_at'] if now is None else _clock(task['retry_at'], now)}"
     return "its dependencies"
+
+
+def _clock(text: str, now: datetime) -> str:
+    from datetime import UTC  # 1 ms: only where a time is shown
+
+    at = words.parse_time(text)
+    assert at is not None
+    at = at.astimezone(UTC)
+    return at.strftime("%H:%M:%S" if at.date() == now.astimezone(UTC).date() else "%m-%d %H:%M:%S")
 
 
 def _task_rows(
@@ -91,7 +102,7 @@ def _task_rows(
             words.state(task["state"]),
             str(task["priority"]),
             _when(task["submitted_at"], now),
-            waits_for(task) or str(task.get("worker_name") or task.get("worker") or "-"),
+            waits_for(task, now) or str(task.get("worker_name") or task.get("worker") or "-"),
             ",".join(task["require"]) or "-",
             ",".join(task["want"]) or "-",
         ]

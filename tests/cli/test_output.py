@@ -94,3 +94,47 @@ def test_exit_code_of_a_waited_task(task: dict[str, object], code: int) -> None:
 )
 def test_command_string(words: list[str], command: str) -> None:
     assert _command_string(words) == command
+
+
+def _waiting_on_a_retry(retry_at: str) -> dict[str, object]:
+    return {
+        "id": 7,
+        "state": "waiting",
+        "command": "make",
+        "require": [],
+        "want": [],
+        "priority": 0,
+        "attempt": 1,
+        "max_attempts": 1,
+        "retries": 2,
+        "retries_left": 1,
+        "worker": None,
+        "exit_code": 3,
+        "submitted_at": "2026-01-01T11:59:00.000000Z",
+        "started_at": None,
+        "finished_at": None,
+        "retry_at": retry_at,
+    }
+
+
+@pytest.mark.parametrize(
+    ("retry_at", "shown"),
+    [
+        ("2026-01-01T12:00:10.250000Z", "retry at 12:00:10"),
+        ("2026-01-02T00:00:05.000000Z", "retry at 01-02 00:00:05"),  # not today: with the day
+    ],
+)
+def test_status_shows_a_retry_as_a_clock_time_and_info_the_full_time(
+    retry_at: str, shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from freezegun import freeze_time
+
+    from kickoff.cli import _view_tasks
+
+    task = _waiting_on_a_retry(retry_at)
+    with freeze_time(NOW):
+        _view_tasks.status({"tasks": [task], "counts": {"waiting": 1}}, ["waiting"])
+        _, row = capsys.readouterr().out.splitlines()
+        assert row.split("\t")[4] == shown
+        _view_tasks.info(task, [])
+    assert f"waits for: retry at {retry_at}\n" in capsys.readouterr().out
