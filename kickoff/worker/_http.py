@@ -37,8 +37,12 @@ Answer = tuple[int, bytes, bool]  # status, body, whether the connection may be 
 
 
 class _Connection(asyncio.Protocol):
-    """One kept-alive connection: at most one request in flight, its answer parsed by
-    httptools as the bytes arrive."""
+    """One kept-alive connection: at most one request in flight (`send`), its answer fed
+    to httptools as the bytes arrive (`data_received`; the parser calls the `on_*`
+    methods) and handed to the request's future whole (`_done`) or as an error (`_fail`).
+
+    A parser callback that raises stops the parser: feed_data raises
+    HttpParserCallbackError, with the callback's exception as its __context__."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_answer_bytes: int) -> None:
         self.loop = loop
@@ -60,8 +64,6 @@ class _Connection(asyncio.Protocol):
         self._size = 0
         self._answer: Answer | None = None
 
-    # -- the request side -------------------------------------------------------
-
     def usable(self) -> bool:
         return not self.broken and time.monotonic() - self.used_at < IDLE_S
 
@@ -79,8 +81,6 @@ class _Connection(asyncio.Protocol):
 
     def time_out(self) -> None:
         self._fail(httpx.ReadTimeout("no answer in time"))
-
-    # -- asyncio.Protocol -------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -114,10 +114,6 @@ class _Connection(asyncio.Protocol):
         self.broken = True
         self._fail(httpx.ReadError(f"connection lost: {exc!r}"))
 
-    # -- httptools' callbacks ---------------------------------------------------
-    # A callback that raises stops the parser: feed_data raises HttpParserCallbackError,
-    # with the callback's exception as its __context__.
-
     def on_message_begin(self) -> None:
         if self._answer is not None:
             raise ValueError("more than one answer")
@@ -148,8 +144,6 @@ class _Connection(asyncio.Protocol):
             b"".join(self._chunks),
             parser.should_keep_alive(),
         )
-
-    # -- the answer -------------------------------------------------------------
 
     def _fail(self, exc: Exception) -> None:
         waiter = self._waiter

@@ -61,7 +61,9 @@ class WorkerConfig:
 
 
 class Core:
-    """The state one worker's parts share (see the module docstring)."""
+    """The state one worker's parts share, and the little every part does with it: count
+    free slots, signal and await a change (every wait goes through one signal, so a mode
+    change or a freed slot wakes whoever waits), and send a request (`call`)."""
 
     def __init__(self, client: Requester, config: WorkerConfig) -> None:
         self.client = client
@@ -82,8 +84,6 @@ class Core:
         self._change = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
 
-    # -- slots ------------------------------------------------------------------
-
     def free_slots(self) -> int:
         return self.config.slots - len(self.jobs) - len(self.outbox)
 
@@ -103,8 +103,6 @@ class Core:
         """
         extra = self.file_tags if file_tags is None else file_tags
         return check_tags(self.config.tags | extra, field="tags", limit=defaults.MAX_WORKER_TAGS)
-
-    # -- waiting ----------------------------------------------------------------
 
     def changed(self) -> None:
         """Wake everything waiting for a slot, a report, or a mode change."""
@@ -162,8 +160,6 @@ class Core:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
-
-    # -- requests ---------------------------------------------------------------
 
     async def call(
         self,

@@ -36,15 +36,15 @@ def _retry_report(exc: KickoffError) -> bool:
 
 
 class Jobs:
-    """Starts, watches and reports the attempts of one worker."""
+    """The attempts on one worker, from start to acknowledged report: starts (or refuses,
+    or gives back) what a claim answer names, waits for each job's end, and delivers its
+    report, claiming the next tasks with it (whose start closes the loop)."""
 
     def __init__(self, core: Core, session: Session, output: OutputSender, env: TaskEnv) -> None:
         self.core = core
         self.session = session
         self.output = output
         self.env = env  # what every task's environment starts from
-
-    # -- starting ---------------------------------------------------------------
 
     def take(self, answer: Any, reg: Registration, *, limit: int, mark: int) -> int:
         """Start (or refuse) the tasks of a claim answer to the question `mark` (see
@@ -121,8 +121,6 @@ class Jobs:
             )
         )
 
-    # -- running ----------------------------------------------------------------
-
     async def run(self, job: Job) -> None:
         """Wait for the job's end, then deliver its report (unless it was abandoned)."""
         core = self.core
@@ -175,8 +173,6 @@ class Jobs:
                 output=rest,
             )
         )
-
-    # -- reporting --------------------------------------------------------------
 
     def put(self, report: Report) -> None:
         """Deliver a report in the background."""
