@@ -667,7 +667,7 @@ class Client:
         if not follow:
             yield from self._read_output(task_id, attempt, offset)
             return
-        yield from _follow_output(self, task_id, attempt, offset, on_attempt)
+        yield from _Follower(self, task_id, attempt, offset, on_attempt).chunks()
 
     def _read_output(self, task_id: int, attempt: int | None, offset: int) -> Iterator[bytes]:
         path = f"/v1/tasks/{task_id}/output"
@@ -789,63 +789,82 @@ def task_spec(
     return {name: value for name, value in fields.items() if value or name == "priority"}
 
 
-def _follow_output(
-    client: Client,
-    task_id: int,
-    attempt: int | None,
-    offset: int,
-    on_attempt: Callable[[int], None] | None,
-) -> Iterator[bytes]:
+class _Follower:
     """Client.logs(follow=True): stream an attempt's output until it ended; then, unless
-    one was named, each next attempt's in turn, until the task is finished."""
-    fixed = attempt is not None
-    current: int | None = attempt  # the attempt being streamed
-    ended: int | None = None  # the last attempt streamed to its end
-    delay = WAIT_FIRST_S
-    unreachable_since: float | None = None
-    path = f"/v1/tasks/{task_id}/output"
-    while True:
-        try:
-            task = client.get(task_id)
-            latest: int = task["attempt"]
-            if not fixed:
-                wanted = latest if ended is None else ended + 1
-                if wanted == 0 or wanted > latest:  # not started (again) yet
+    one was named, each next attempt's in turn, until the task is finished; through
+    server restarts (from the byte it got to)."""
+
+    def __init__(
+        self,
+        client: Client,
+        task_id: int,
+        attempt: int | None,
+        offset: int,
+        on_attempt: Callable[[int], None] | None,
+    ) -> None:
+        self.client, self.task_id, self.on_attempt = client, task_id, on_attempt
+        self.fixed = attempt is not None
+        self.current = attempt  # the attempt being streamed
+        self.offset = offset  # the next byte of it
+        self.ended: int | None = None  # the last attempt streamed to its end
+        self.path = f"/v1/tasks/{task_id}/output"
+
+    def chunks(self) -> Iterator[bytes]:
+        delay = WAIT_FIRST_S
+        away_since: float | None = None
+        while True:
+            try:
+                task = self.client.get(self.task_id)
+                if not self._choose(task):  # not started (again) yet
                     if task.finished:
                         return
                     time.sleep(delay)
                     delay = min(delay * 1.5, WAIT_MAX_S)
                     continue
-                if wanted != current:
-                    if current is not None:  # the next attempt: from its start
-                        offset = 0
-                    current = wanted
-                    if on_attempt is not None:
-                        on_attempt(wanted)
-            assert current is not None
-            if offset < 0:  # so many bytes before the end: where that is now
-                _, headers = client.get_bytes(path, attempt=current, offset=offset, limit=1)
-                offset = int(headers["x-kickoff-offset"])
-            for chunk in client.stream_bytes(path, attempt=current, offset=offset, follow=1):
-                offset += len(chunk)
-                yield chunk
-            task = client.get(task_id)
-            unreachable_since = None
-        except ServerUnreachable:
-            now = time.monotonic()
-            unreachable_since = unreachable_since or now
-            if now - unreachable_since > FOLLOW_RECONNECT_S:
-                raise
-            time.sleep(WAIT_MAX_S)  # the server restarts, say: keep on where it left off
-            continue
-        if _runs(task, current):
-            # the stream ended with the attempt still running (the server stopped), or
-            # before what GET answers shows its end: look again shortly
-            time.sleep(WAIT_FIRST_S)
-            continue
-        ended, delay = current, WAIT_FIRST_S
-        if fixed or (task.finished and task["attempt"] == current):
-            return
+                yield from self._stream()
+                task = self.client.get(self.task_id)
+                away_since = None
+            except ServerUnreachable:
+                now = time.monotonic()
+                away_since = away_since or now
+                if now - away_since > FOLLOW_RECONNECT_S:
+                    raise
+                time.sleep(WAIT_MAX_S)  # the server restarts, say: go on where it was
+                continue
+            assert self.current is not None
+            if _runs(task, self.current):
+                # the stream ended with the attempt still running (the server stopped),
+                # or before what GET answers shows its end: look again shortly
+                time.sleep(WAIT_FIRST_S)
+                continue
+            self.ended, delay = self.current, WAIT_FIRST_S
+            if self.fixed or (task.finished and task["attempt"] == self.current):
+                return
+
+    def _choose(self, task: Task) -> bool:
+        """Move on to the attempt to stream now; False if it has not started yet."""
+        if self.fixed:
+            return True
+        latest: int = task["attempt"]
+        wanted = latest if self.ended is None else self.ended + 1
+        if wanted == 0 or wanted > latest:
+            return False
+        if wanted != self.current:
+            if self.current is not None:  # the next attempt: from its start
+                self.offset = 0
+            self.current = wanted
+            if self.on_attempt is not None:
+                self.on_attempt(wanted)
+        return True
+
+    def _stream(self) -> Iterator[bytes]:
+        client, attempt = self.client, self.current
+        if self.offset < 0:  # so many bytes before the end: where that is now
+            _, headers = client.get_bytes(self.path, attempt=attempt, offset=self.offset, limit=1)
+            self.offset = int(headers["x-kickoff-offset"])
+        for chunk in client.stream_bytes(self.path, attempt=attempt, offset=self.offset, follow=1):
+            self.offset += len(chunk)
+            yield chunk
 
 
 def _runs(task: Task, attempt: int) -> bool:
