@@ -5,9 +5,10 @@ differs from run to run (times, ages, durations, seqs, event counts) is normalis
 
 Between two commands the README's user waits as a person does (until the chain has ended,
 until two frames run, until the download is done); those waits are the HIDDEN steps: run,
-but neither shown nor compared. The frames of shot 12 render only once a hidden step after
-`kickoff stats` lets them (AFTER), so that stats shows them pending and running however
-slowly the machine runs the commands."""
+but neither shown nor compared. The first step of the chain (prepare.sh) and the frames of
+shot 12 go on only once a hidden step after the command that shows them running lets them
+(AFTER), so that `status` and `stats` show them running however slowly the machine runs
+the commands."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.conftest import ServerProcess, WorkerProcess, wait_until
 from tests.e2e.test_readme_quickstart import COLUMNS, README, on_a_terminal
 
 SCRIPTS = {
+    "prepare.sh": "until [ -e prep.go ]; do sleep 0.05; done; echo prepared",
     "train.sh": "echo training; exit 3",
     "evaluate.sh": "echo evaluated",
     "report.sh": "echo report written",
@@ -34,7 +36,11 @@ HIDDEN = {  # before a command (by its start): what the README's user waited for
     "kickoff stats --group shot12": f'until [ "$({RUNNING})" = 2 ]; do sleep 0.05; done',
     "kickoff history $id": "kickoff wait $id",
 }
-AFTER = {"kickoff stats --group shot12": "touch frames.go"}  # after a command: the frames go on
+AFTER = {  # after a command (by its start; ending in a newline: that whole command): what
+    # lets the tasks it showed running go on
+    "kickoff status\n": "touch prep.go",
+    "kickoff stats --group shot12": "touch frames.go",
+}
 FIRST_STATUS = f'until [ "$({RUNNING})" = 1 ]; do sleep 0.05; done'  # prep has started
 VARIABLE = [
     (r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "<time>"),
@@ -69,7 +75,7 @@ def script_of(transcript: str) -> str:
         if hidden:
             lines.append(f"{hidden} >/dev/null 2>&1")
         lines += [f"printf '%s\\n' {shlex.quote('$ ' + command)}", command]
-        lines += [after for start, after in AFTER.items() if command.startswith(start)]
+        lines += [after for start, after in AFTER.items() if f"{command}\n".startswith(start)]
     return "\n".join(lines) + "\n"
 
 
