@@ -67,8 +67,20 @@ class Jobs:
 
     def start(self, assignment: Assignment, reg: Registration) -> None:
         """Spawn the task's process right away (before anything else of the answer that
-        named it is handled), then watch it in its own asyncio task."""
+        named it is handled), then watch it in its own asyncio task; or refuse it when it
+        asks for more than is free here, or for devices that are not (`replies.misfit`)."""
         core = self.core
+        running = (
+            job.assignment
+            for job in core.jobs.values()
+            if job.worker_id == reg.worker_id and not job.abandoned
+        )
+        misfit = replies.misfit(
+            assignment, declared=core.config.resources, devices=core.config.gpu_ids, running=running
+        )
+        if misfit is not None:
+            self.refuse(misfit, reg)
+            return
         job = Job(
             assignment,
             worker_id=reg.worker_id,

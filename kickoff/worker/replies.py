@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kickoff import defaults, resources
 from kickoff.errors import ERRORS_BY_CODE, InvalidInput, KickoffError
-from kickoff.resources import GPU
+from kickoff.resources import GPU, Resources, show_amount
 from kickoff.worker.lease import heartbeat_interval_s
 from kickoff.worker.process import Assignment
 
@@ -162,6 +163,53 @@ def assignment(raw: Any, *, id_key: str = "task_id") -> Assignment | Refused:
         resources=held,
         gpu_ids=devices,
     )
+
+
+def misfit(
+    claimed: Assignment,
+    *,
+    declared: tuple[tuple[str, int], ...],
+    devices: tuple[int, ...],
+    running: Iterable[Assignment],
+) -> Refused | None:
+    """Why a claimed task cannot run beside this worker's `running` ones (None if it can):
+    a device id that is not one of its `devices`, an amount over what the worker declared
+    or has free, a device a running task holds. A server that keeps to the rules never
+    hands out such a claim: it would share a device, or hold what is not there."""
+    held: dict[str, int] = {}
+    holder: dict[int, int] = {}
+    for other in running:
+        for name, value in other.resources:
+            held[name] = held.get(name, 0) + value
+        holder.update(dict.fromkeys(other.gpu_ids, other.task_id))
+    problem = _foreign(claimed.gpu_ids, devices) or _over(claimed.resources, dict(declared), held)
+    taken = [d for d in claimed.gpu_ids if d in holder]
+    if problem is None and taken:
+        problem = f"gpu_ids names device {taken[0]}, which task {holder[taken[0]]} holds"
+    if problem is None:
+        return None
+    return Refused(task_id=claimed.task_id, attempt=claimed.attempt, reason=problem)
+
+
+def _foreign(asked: tuple[int, ...], devices: tuple[int, ...]) -> str | None:
+    """Why device ids `asked` are not all among a worker's `devices`."""
+    foreign = [d for d in asked if d not in devices]
+    if not foreign:
+        return None
+    shown = ",".join(map(str, devices)) or "none"
+    return f"gpu_ids names device {foreign[0]}, not one of this worker's ({shown})"
+
+
+def _over(asked: Resources, own: dict[str, int], held: dict[str, int]) -> str | None:
+    """Why amounts `asked` are more than a worker of `own` amounts, `held` taken, has free."""
+    for name, value in asked:
+        total, free = own.get(name, 0), own.get(name, 0) - held.get(name, 0)
+        wants = f"it asks for {name}={show_amount(value)}"
+        if value > total:
+            return f"{wants}, over this worker's {name}={show_amount(total)}"
+        if value > free:
+            return f"{wants}, and only {show_amount(free)} of this worker's {name} is free"
+    return None
 
 
 def _held(value: Any) -> tuple[tuple[str, int], ...] | None:

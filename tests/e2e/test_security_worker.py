@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -250,18 +251,27 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json({"ok": True})
 
 
-@pytest.fixture
-def fake_server(tmp_path: Path) -> Iterator[tuple[FakeServer, int]]:
-    work = tmp_path / "work"
-    work.mkdir()
-    fake = FakeServer(claims(work))
+@contextmanager
+def serving(answers: list[Answer]) -> Iterator[tuple[FakeServer, int]]:
+    """A fake server answering claims with `answers`, and its port."""
+    fake = FakeServer(answers)
     httpd = QuietServer(("127.0.0.1", 0), Handler)
     httpd.fake = fake  # type: ignore[attr-defined]
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield fake, int(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield fake, int(httpd.server_address[1])
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def fake_server(tmp_path: Path) -> Iterator[tuple[FakeServer, int]]:
+    work = tmp_path / "work"
+    work.mkdir()
+    with serving(claims(work)) as served:
+        yield served
 
 
 def pwned(root: Path) -> list[str]:
@@ -374,3 +384,91 @@ def test_a_hostile_registration_answer_stops_the_worker_cleanly(
     assert "Traceback" not in result.stderr, result.stderr
     assert "error: " in result.stderr and "worker id" in result.stderr, result.stderr
     assert pwned(tmp_path) == []
+
+
+HOLD = "while [ ! -e release ]; do sleep 0.05; done; echo $CUDA_VISIBLE_DEVICES > ok-{}"
+M = 1 << 20
+
+
+def gpu_claims() -> list[Answer]:
+    """Claims for a worker of gpu=2,mem=1G (devices 0 and 1): tasks 30 and 36 hold a device
+    each until the test lets them end; every other claim is of what is not free there."""
+
+    def asks(task_id: int, command: str, gpu_ids: list[Any], **amounts: int) -> dict[str, Any]:
+        return task(task_id, command, resources=amounts, gpu_ids=gpu_ids)
+
+    return [
+        {
+            "tasks": [
+                asks(30, HOLD.format(30), [0], gpu=1, mem=512 * M),
+                asks(31, "touch PWNED-held", [0], gpu=1),  # 30 holds device 0
+            ]
+        },
+        {
+            "tasks": [
+                asks(36, HOLD.format(36), [1], gpu=1),
+                asks(37, "touch PWNED-twice", [1], gpu=1),  # 36, of the same answer, holds 1
+            ]
+        },
+        {"tasks": [asks(32, "touch PWNED-device", [5], gpu=1)]},  # no device 5 here
+        {"tasks": [asks(33, "touch PWNED-gpus", [0, 1, 2], gpu=3)]},  # more than there are
+        {"tasks": [asks(34, "touch PWNED-mem", [], mem=1024 * M)]},  # 512M of mem free
+        {"tasks": [asks(35, "touch PWNED-disk", [], disk=1)]},  # no disk declared
+    ]
+
+
+def test_a_hostile_server_cannot_hand_out_devices_or_amounts_the_worker_has_not_free(
+    tmp_path: Path, isolated_env: dict[str, str]
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in isolated_env.items() if k != "CUDA_VISIBLE_DEVICES"}
+    log_path = tmp_path / "worker.log"
+    refused = {31, 32, 33, 34, 35, 37}
+    with serving(gpu_claims()) as (fake, port), log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                *kickoff_cmd(),
+                "worker",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--token",
+                "t" * 43,
+                "--slots",
+                "4",
+                "--resources",
+                "gpu=2,mem=1G",
+                "--log-dir",
+                str(tmp_path / "logs"),
+            ],
+            cwd=work,
+            env=env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+        try:
+            wait_until(
+                lambda: fake.claims_served == 6 and set(fake.reports) >= refused,
+                timeout=60,
+                what=f"the refusals of {sorted(refused)}",
+            )
+            assert not {30, 36} & set(fake.reports), log_path.read_text()  # still running
+            (work / "release").touch()
+            wait_until(lambda: {30, 36} <= set(fake.reports), timeout=30, what="30 and 36")
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            code = proc.wait(timeout=30)
+    output = log_path.read_text()
+    assert code == 0, output
+    assert pwned(tmp_path) == [], output
+    assert (work / "ok-30").read_text() == "0\n" and (work / "ok-36").read_text() == "1\n"
+    assert fake.reports[30]["exit_code"] == fake.reports[36]["exit_code"] == 0
+    reasons = {t: fake.reports[t]["output_tail"] for t in refused}
+    assert all("refused to run this task" in text for text in reasons.values()), reasons
+    assert "device 0, which task 30 holds" in reasons[31]
+    assert "gpu=1, and only 0 of this worker's gpu is free" in reasons[37]
+    assert "device 5, not one of this worker's (0,1)" in reasons[32]
+    assert "device 2, not one of this worker's (0,1)" in reasons[33]
+    assert "mem=1G, and only 512M of this worker's mem is free" in reasons[34]
+    assert "disk=1, over this worker's disk=0" in reasons[35]

@@ -178,3 +178,51 @@ def test_a_server_id_names_a_directory_so_only_hex_digits_pass(server_id: Any) -
 )
 def test_cancel_ids(answer: Any, ids: list[int]) -> None:
     assert replies.cancel_ids(answer) == ids
+
+
+G = 1 << 30
+
+
+def claimed(task_id: int, *, gpu_ids: tuple[int, ...] = (), **amounts: int) -> Assignment:
+    return Assignment(
+        task_id=task_id,
+        attempt=1,
+        command="true",
+        resources=tuple(sorted(amounts.items())),
+        gpu_ids=gpu_ids,
+    )
+
+
+RUNNING = [claimed(1, gpu=1, mem=G, gpu_ids=(2,))]  # on a worker of gpu=4,mem=4G: devices 0-3
+
+
+@pytest.mark.parametrize(
+    ("task", "reason"),
+    [
+        (claimed(5, gpu=1, gpu_ids=(7,)), "gpu_ids names device 7, not one of this worker's"),
+        (claimed(5, gpu=1, gpu_ids=(2,)), "gpu_ids names device 2, which task 1 holds"),
+        (
+            claimed(5, gpu=5, gpu_ids=(0, 1, 3, 4, 5)),
+            "device 4, not one of this worker's (0,1,2,3)",
+        ),
+        (claimed(5, gpu=4, gpu_ids=(0, 1, 2, 3)), "gpu=4, and only 3 of this worker's gpu"),
+        (claimed(5, mem=8 * G), "mem=8G, over this worker's mem=4G"),
+        (claimed(5, mem=4 * G), "mem=4G, and only 3G of this worker's mem is free"),
+        (claimed(5, disk=1), "disk=1, over this worker's disk=0"),
+    ],
+)
+def test_a_claim_of_what_this_worker_has_not_free_is_refused(task: Assignment, reason: str) -> None:
+    refused = replies.misfit(
+        task, declared=(("gpu", 4), ("mem", 4 * G)), devices=(0, 1, 2, 3), running=RUNNING
+    )
+    assert isinstance(refused, Refused) and (refused.task_id, refused.attempt) == (5, 1)
+    assert reason in refused.reason
+
+
+def test_a_claim_of_what_is_free_fits() -> None:
+    task = claimed(5, gpu=3, mem=3 * G, gpu_ids=(3, 0, 1))
+    fits = replies.misfit(
+        task, declared=(("gpu", 4), ("mem", 4 * G)), devices=(0, 1, 2, 3), running=RUNNING
+    )
+    assert fits is None
+    assert replies.misfit(claimed(6), declared=(), devices=(), running=RUNNING) is None
