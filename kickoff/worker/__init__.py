@@ -12,6 +12,8 @@ Where things live:
 - `jobs.py`: starting what an answer names, watching jobs, delivering their reports
   (claiming the next tasks with each).
 - `heartbeat.py`: heartbeats (renew the lease, stop what the server names).
+- `output.py`: sending what running tasks write to the server; `gpus.py`: the GPUs a
+  worker declares.
 - `reconcile.py` and `ledger.py`: finding claims whose answers were lost, never starting
   an attempt twice.
 - `tags.py` and `tagsfile.py`: following a `--tags-file`.
