@@ -653,12 +653,14 @@ class Client:
         follow: bool = False,
         offset: int = 0,
         on_attempt: Callable[[int], None] | None = None,
+        from_first: bool = False,
     ) -> Iterator[bytes]:
         """The output of the task's latest attempt (or of `attempt`), from byte `offset`
         (negative: that many bytes before the end), as the server keeps it.
 
         With `follow`, new output as it arrives, until the task ended: through its
-        retries when no attempt is named (`on_attempt(N)` is told when attempt N begins),
+        retries when no attempt is named (`on_attempt(N)` is told when attempt N begins;
+        with `from_first`, from its first attempt on, however far it got already),
         reconnecting while the server restarts. Then `get(task_id)` says how it ended.
 
         Raises:
@@ -667,7 +669,10 @@ class Client:
         if not follow:
             yield from self._read_output(task_id, attempt, offset)
             return
-        yield from _Follower(self, task_id, attempt, offset, on_attempt).chunks()
+        follower = _Follower(self, task_id, attempt, offset, on_attempt)
+        if from_first and attempt is None:
+            follower.ended = 0  # as if attempt 0 had been shown: attempt 1 is next
+        yield from follower.chunks()
 
     def _read_output(self, task_id: int, attempt: int | None, offset: int) -> Iterator[bytes]:
         path = f"/v1/tasks/{task_id}/output"

@@ -43,8 +43,10 @@ def show(
     attempt: int | None = None,
     follow: bool = False,
     tail: int | None = None,
+    from_first: bool = False,
 ) -> int:
-    """Print the output; the exit code: 0, or with `follow` the task's own once it ended.
+    """Print the output; the exit code: 0, or with `follow` the task's own once it ended
+    (`from_first`: every attempt's, from the first: `new --follow` of a fast task).
 
     Raises:
         NotFound: no such task or attempt.
@@ -60,7 +62,15 @@ def show(
         first[:] = [number]
 
     printed = 0
-    for chunk in api.logs(task_id, attempt=attempt, follow=follow, offset=offset, on_attempt=began):
+    chunks = api.logs(
+        task_id,
+        attempt=attempt,
+        follow=follow,
+        offset=offset,
+        on_attempt=began,
+        from_first=from_first,
+    )
+    for chunk in chunks:
         out.write(chunk)
         printed += len(chunk)
         if follow:

@@ -265,7 +265,7 @@ def new(
             from kickoff.cli._terminal import err
 
             err.line(f"task {ids[0]}")
-            return _follow.show(api, ids[0], follow=True)
+            return _follow.show(api, ids[0], follow=True, from_first=True)
         _submit.print_ids(ids, as_json=as_json)
         if label is not None and group is None:
             _submit.tell_group(label, len(ids))

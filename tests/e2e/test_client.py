@@ -60,3 +60,19 @@ def test_submit_many_splits_batches_and_keeps_one_group(server: ServerProcess) -
         assert ids == list(range(ids[0], ids[0] + 5))
         assert client.get("/v1/groups/five")["total"] == 5
         assert [t.id for t in client.list(group="five")] == ids
+
+
+def test_following_from_the_first_attempt_shows_each_even_when_all_are_over(
+    server: ServerProcess, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """(`new --follow` of a task whose retries ran before it first looked.)"""
+    start_worker()
+    with kickoff.Client(server.address, token=server.token) as client:
+        task_id = client.submit('echo "try $KICKOFF_ATTEMPT"; exit 1', retries=2)
+        assert client.wait(task_id).attempt == 3
+        began: list[int] = []
+        shown = b"".join(
+            client.logs(task_id, follow=True, from_first=True, on_attempt=began.append)
+        )
+        assert (shown, began) == (b"try 1\ntry 2\ntry 3\n", [1, 2, 3])
+        assert b"".join(client.logs(task_id, follow=True)) == b"try 3\n"  # the latest
