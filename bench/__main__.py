@@ -95,7 +95,7 @@ def _drain(quick: bool, runs: int) -> list[Figure]:
             "yes" if rate >= 1000 else "no",
             "CPU ms per task: "
             + ", ".join(f"{part} {ms:.2f}" for part, ms in cpu.items())
-            + "; "
+            + f"; server commits per task {statistics.median(d.commits for d in drains):.2f}; "
             + _spread([d.rate for d in drains]),
             "" if quick else BEFORE["drain"],
         ),

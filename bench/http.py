@@ -213,12 +213,22 @@ def _read_answer(sock: socket.socket) -> bytes:
 @dataclass(frozen=True)
 class Drained:
     """A drain's rate, and the CPU each part spent per task (ms): the server, the two
-    workers together, and their tasks' shells together."""
+    workers together, and their tasks' shells together; and the server's commits per task
+    (1 when no two workers' reports share a commit: each pays its own fsync)."""
 
     rate: float
     server_ms: float
     workers_ms: float
     shells_ms: float
+    commits: float = 0.0
+
+
+def commits_total(http: httpx.Client) -> int:
+    """The server's group commits so far (its /metrics)."""
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith("kickoff_commits_total "):
+            return int(line.split()[1])
+    raise RuntimeError("no kickoff_commits_total in /metrics")
 
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
@@ -256,11 +266,13 @@ def drain(tasks: int = 2000, *, watch: Watch | None = None, command: str = "true
                 body = orjson.loads(_batch(tasks, command))
                 pids = [server.proc.pid, *(w.pid for w in workers)]
                 before = [cpu_seconds(pid) for pid in pids]
+                commits = commits_total(http)
                 started = datetime.now(UTC)
                 http.post("/v1/tasks", json=body)
                 while http.get("/v1/stats").json()["succeeded"] < tasks:
                     time.sleep(0.05)  # polling faster would itself cost the server CPU
                 after = [cpu_seconds(pid) for pid in pids]
+                commits = commits_total(http) - commits
                 finished = last_completion(http)
                 spent = [(a[0] - b[0], a[1] - b[1]) for a, b in zip(after, before, strict=True)]
                 per_task = 1e3 / tasks
@@ -269,6 +281,7 @@ def drain(tasks: int = 2000, *, watch: Watch | None = None, command: str = "true
                     spent[0][0] * per_task,
                     sum(own for own, _ in spent[1:]) * per_task,
                     sum(children for _, children in spent[1:]) * per_task,
+                    commits / tasks,
                 )
         finally:
             for worker in workers:
