@@ -17,7 +17,18 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from bench import cli, cluster, core, dashboard, http, loggrowth, resources, why, workflows
+from bench import (
+    cli,
+    cluster,
+    core,
+    dashboard,
+    http,
+    loggrowth,
+    postgres,
+    resources,
+    why,
+    workflows,
+)
 from bench.core import BEFORE, Figure
 
 
@@ -248,6 +259,8 @@ HTTP_FIGURES: dict[str, Callable[[bool, int], list[Figure]]] = {
     # in-process, also part of core: claims with counted resources held and not fitting
     "resources": lambda quick, runs: resources.measure(quick),
     "loggrowth": loggrowth.measure,  # in-process, an hour on an injected clock
+    # bulk, single, drain, latency on a local PostgreSQL beside SQLite; failover time
+    "postgres": postgres.measure,
 }
 CLI_SCRIPT: Path | None = None  # --kickoff
 

@@ -40,7 +40,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     token: str
-    db: Path
+    db: Path | str  # a file, or a postgresql:// URL
     env: dict[str, str]
 
     @property
@@ -58,14 +58,28 @@ def _env(tmp: Path) -> dict[str, str]:
         **os.environ,
         "XDG_CONFIG_HOME": str(tmp / "config"),
         "XDG_STATE_HOME": str(tmp / "state"),
+        "XDG_DATA_HOME": str(tmp / "data"),  # a PostgreSQL database's token file goes here
         "KICKOFF_DEBUG": "",
     }
 
 
-def start_server(tmp: Path, db: Path | None = None, *args: str) -> tuple[Server, float]:
+def _token_file(db: Path | str, env: dict[str, str]) -> Path:
+    if isinstance(db, Path):
+        return Path(f"{db}.token")
+    from kickoff.dblocation import ServerUrl
+
+    return Path(env["XDG_DATA_HOME"]) / "kickoff" / f"{ServerUrl(db).slug}.token"
+
+
+# Where the figures' servers keep their log: None, a file in their temporary directory;
+# bench/postgres.py sets a function that makes a new PostgreSQL database per server.
+DATABASES: Callable[[], str] | None = None
+
+
+def start_server(tmp: Path, db: Path | str | None = None, *args: str) -> tuple[Server, float]:
     """A server process; returns it and the seconds until /healthz answered."""
     port = free_port()
-    db = db or tmp / "kickoff.db"
+    db = db or (DATABASES() if DATABASES is not None else tmp / "kickoff.db")
     env = _env(tmp)
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -83,7 +97,7 @@ def start_server(tmp: Path, db: Path | None = None, *args: str) -> tuple[Server,
         except httpx.TransportError:
             time.sleep(0.005)
     ready = time.perf_counter() - started
-    token = Path(f"{db}.token").read_text().strip()
+    token = _token_file(db, env).read_text().strip()
     return Server(proc, port, token, db, {**env, "KICKOFF_TOKEN": token}), ready
 
 

@@ -153,6 +153,7 @@ class Database:
             self.conn.close()
             raise DatabaseRefused(f"cannot read the log in {self.where}: {explain(exc)}") from exc
         self._tail_stale = False
+        self.local = isinstance(self.conn, sqlite3.Connection)  # commits in-process (writer.py)
         self._wal = (
             WalWatch(self.conn, self.where)
             if isinstance(self.where, Path)

@@ -38,7 +38,10 @@ class ServerUrl:
     def slug(self) -> str:
         """A file name for what this machine keeps about the database (its token)."""
         parts = urlsplit(self.url)
-        where = f"{parts.hostname or 'local'}-{parts.port or 5432}-{parts.path.strip('/')}"
+        try:
+            where = f"{parts.hostname or 'local'}-{parts.port or 5432}-{parts.path.strip('/')}"
+        except ValueError:  # several hosts (libpq's "h1:5432,h2:5432"): the text as it is
+            where = f"{parts.netloc.rpartition('@')[2]}-{parts.path.strip('/')}"
         return "pg-" + re.sub(r"[^A-Za-z0-9._-]", "_", where)
 
 

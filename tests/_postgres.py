@@ -49,6 +49,7 @@ class Cluster:
 
     bindir: Path
     root: Path
+    durable: bool = False  # fsync on (bench/postgres.py); the tests' cluster skips it
     port: int = field(default_factory=_free_port)
     _names: Iterator[int] = field(default_factory=lambda: count(1))
 
@@ -76,9 +77,10 @@ class Cluster:
         initdb, pg_ctl = str(self.bindir / "initdb"), str(self.bindir / "pg_ctl")
         self._run(initdb, "-D", str(self.data), "-U", SUPERUSER, "-A", "trust", "-E", "UTF8")
         options = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c full_page_writes=off -c max_connections=200"
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=200"
         )
+        if not self.durable:  # nothing here survives the session: skip the disk's flushes
+            options += " -c fsync=off -c full_page_writes=off"
         self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", "log", "-w", "start")
 
     def stop(self) -> None:
@@ -109,7 +111,7 @@ def missing(reason: str) -> None:
 
 
 @contextlib.contextmanager
-def cluster() -> Iterator[Cluster]:
+def cluster(*, durable: bool = False) -> Iterator[Cluster]:
     bindir = binaries()
     if bindir is None:
         missing("no PostgreSQL binaries (initdb, pg_ctl) on PATH or in /usr/lib/postgresql")
@@ -119,7 +121,7 @@ def cluster() -> Iterator[Cluster]:
         missing("psycopg is not installed (pip install -e '.[postgresql]')")
     assert bindir is not None
     with tempfile.TemporaryDirectory(prefix="kickoff-pg-") as root:
-        running = Cluster(bindir, Path(root))
+        running = Cluster(bindir, Path(root), durable=durable)
         running.start()
         try:
             yield running

@@ -14,9 +14,10 @@ from datetime import datetime
 from pathlib import Path
 
 from kickoff.clock import to_text
-from kickoff.database import open_connection
+from kickoff.database import open_connection, recorder_of
+from kickoff.dblocation import Location
 from kickoff.errors import DatabaseRefused
-from kickoff.store.archive import Archiver
+from kickoff.store.archive import Archiver, CopyArchiver
 from kickoff.store.chain import Row
 from kickoff.store.query import Connection, Query, run
 from kickoff.store.recorder import Recorder
@@ -71,7 +72,7 @@ def _choose(
     return chosen[:CHUNK]
 
 
-def compact(path: Path, *, before: int | datetime, archive: Path, now: datetime) -> Result:
+def compact(path: Location, *, before: int | datetime, archive: Path, now: datetime) -> Result:
     """Archive the redundant heartbeats with seq < `before` (a seq or a time).
 
     Each worker's latest heartbeat before the cut stays, and so does the log's last row
@@ -87,20 +88,27 @@ def compact(path: Path, *, before: int | datetime, archive: Path, now: datetime)
     archive = archive.resolve()
     conn = open_connection(path)
     try:
-        assert isinstance(conn, sqlite3.Connection)  # a file (the CLI refuses PostgreSQL)
-        recorder = SqliteRecorder(conn)
+        recorder = recorder_of(conn)
         cut = cut_seq(recorder, before)
         first = _one(conn, recorder.select(limit=1))
         kept = recorder.last_of_each_worker(HEARTBEAT, before_seq=cut)
         result = Result(before_seq=cut, archived=0, kept=len(kept), chunks=0, archive=archive)
         if first is None or cut <= 1:
             return result
-        archiver = Archiver(conn, archive, first.hash)
+        archiver: Archiver | CopyArchiver
+        if isinstance(conn, sqlite3.Connection):
+            archiver = Archiver(conn, archive, first.hash)
+        else:  # PostgreSQL: the archive is an SQLite file all the same
+            archiver = CopyArchiver(conn, archive, first.hash)
         after, archived, chunks, low, high = 0, 0, 0, None, None
-        while chosen := _choose(recorder, conn, after, cut, kept):
-            archiver.move(chosen, before_seq=cut, now=now)
-            archived, chunks, after = archived + len(chosen), chunks + 1, chosen[-1]
-            low, high = chosen[0] if low is None else low, chosen[-1]
+        try:
+            while chosen := _choose(recorder, conn, after, cut, kept):
+                archiver.move(chosen, before_seq=cut, now=now)
+                archived, chunks, after = archived + len(chosen), chunks + 1, chosen[-1]
+                low, high = chosen[0] if low is None else low, chosen[-1]
+        finally:
+            if isinstance(archiver, CopyArchiver):
+                archiver.close()
         return Result(
             before_seq=cut,
             archived=archived,
@@ -118,7 +126,7 @@ def compact(path: Path, *, before: int | datetime, archive: Path, now: datetime)
         conn.close()
 
 
-def vacuum(path: Path) -> None:
+def vacuum(path: Location) -> None:
     """Give the freed pages back to the file system (rewrites the file; best offline).
 
     Raises:

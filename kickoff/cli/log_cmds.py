@@ -543,7 +543,8 @@ def compact(
         typer.Option(
             "--archive",
             metavar="FILE",
-            help="Archive file (default: beside the database, NAME.archive.db).",
+            help="Archive file (default: beside the database, NAME.archive.db; for PostgreSQL "
+            "in the data dir).",
             show_default=False,
         ),
     ] = None,
@@ -568,17 +569,16 @@ def compact(
       kickoff compact --before 1000000 --archive /backup/kickoff-2026-01.db
     """
     path = _db(db)
-    if not isinstance(path, Path):
-        raise DatabaseRefused(
-            f"{path}: compaction archives heartbeats out of an SQLite log only, for now "
-            "(on PostgreSQL, issue 18); a PostgreSQL log keeps them"
-        )
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         raise DatabaseRefused(f"no database at {path}")
     from kickoff.audit import compact as compaction
+    from kickoff.dblocation import beside
 
     point = timespec.parse_point(before, now=_now())
-    target = archive or path.with_name(f"{path.stem}.archive{path.suffix or '.db'}")
+    if isinstance(path, Path):
+        target = archive or path.with_name(f"{path.stem}.archive{path.suffix or '.db'}")
+    else:  # PostgreSQL's: an SQLite file in this machine's data directory
+        target = archive or beside(path, ".archive.db")
     result = compaction.compact(path, before=point, archive=target, now=_now())
     if vacuum:
         compaction.vacuum(path)

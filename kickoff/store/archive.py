@@ -4,7 +4,8 @@
 there; then, in one transaction on the log, check the archive holds exactly those rows,
 record the compaction and its runs, and delete them (the log's DELETE trigger lets through
 only heartbeats a recorded run covers). Which rows to move is audit/compact.py's choice.
-`open_archive` and `archived_rows` read an archive back for verify.
+`CopyArchiver` does the same for a log on PostgreSQL, through a connection of its own to
+the archive. `open_archive` and `archived_rows` read an archive back for verify.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from kickoff.clock import to_text
 from kickoff.errors import DatabaseRefused, InvalidInput
 from kickoff.store.chain import Row
 from kickoff.store.connection import SQLITE_MAGIC
+from kickoff.store.query import Connection
 from kickoff.store.schema import EVENTS_COLUMNS
 from kickoff.store.sqlite import COLUMNS, row_of
 
@@ -52,6 +54,11 @@ DELETE_CHOSEN = (
 INSERT_COMPACTION = (
     "INSERT INTO compactions (at, before_seq, first_seq, last_seq, count, digest, archive) "
     "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"
+)
+INSERT_NEXT_COMPACTION = (  # the id spelled out: PostgreSQL's INTEGER key numbers nothing
+    "INSERT INTO compactions (id, at, before_seq, first_seq, last_seq, count, digest, archive) "
+    "VALUES ((SELECT coalesce(max(id), 0) + 1 FROM compactions), ?, ?, ?, ?, ?, ?, ?) "
+    "RETURNING id"
 )
 INSERT_RUN = (
     "INSERT INTO compacted_runs (first_seq, last_seq, last_hash, compaction_id) VALUES (?, ?, ?, ?)"
@@ -157,6 +164,106 @@ class Archiver:
         deleted = self.conn.execute(DELETE_CHOSEN).rowcount
         if deleted != len(chosen):
             raise DatabaseRefused(f"removed {deleted} rows instead of {len(chosen)}; rolled back")
+
+
+class CopyArchiver:
+    """As Archiver, for a log the archive cannot be attached to (PostgreSQL): the chosen
+    rows are read from the log and written into the archive through a connection of its
+    own, and committed there; then, in one transaction on the log, the archive's copies
+    are compared with the log's rows, the compaction recorded and the rows deleted."""
+
+    def __init__(self, conn: Connection, archive: Path, log_id: bytes) -> None:
+        """Raises: InvalidInput: another program's file, or another database's archive."""
+        self.conn, self.archive = conn, archive
+        _check_archive_file(archive)
+        self.arch = sqlite3.connect(archive, isolation_level=None)
+        try:
+            _prepare(self.arch, archive, log_id)
+        except BaseException:
+            self.arch.close()
+            raise
+
+    def move(self, chosen: list[int], *, before_seq: int, now: datetime) -> None:
+        """Raises: DatabaseRefused: the archive does not hold exactly those rows."""
+        rows = self._rows(chosen)
+        self.arch.execute("BEGIN")
+        self.arch.executemany(
+            f"INSERT OR IGNORE INTO events ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
+        )
+        self.arch.execute("COMMIT")
+        self.conn.execute("BEGIN")
+        try:
+            rows = self._rows(chosen)  # as they are now, inside the transaction
+            kept = archived_rows_at(self.arch, chosen)
+            if (
+                len(rows) != len(chosen)
+                or rows != kept
+                or any(r.type != "WorkerHeartbeat" for r in rows)
+            ):
+                raise DatabaseRefused(
+                    f"{self.archive} does not hold exactly the rows to remove; nothing was removed"
+                )
+            hashes = {r.seq: r.hash for r in rows}
+            record = (to_text(now), before_seq, chosen[0], chosen[-1], len(chosen))
+            ordered = [hashes[s] for s in chosen]
+            (compaction_id,) = self.conn.execute(
+                INSERT_NEXT_COMPACTION, (*record, digest(ordered), str(self.archive))
+            ).fetchone()
+            self.conn.executemany(
+                INSERT_RUN, [(a, b, hashes[b], compaction_id) for a, b in runs(chosen)]
+            )
+            marks = ", ".join("?" * len(chosen))
+            deleted = self.conn.execute(
+                f"DELETE FROM events WHERE type = 'WorkerHeartbeat' AND seq IN ({marks})", chosen
+            ).rowcount
+            if deleted != len(chosen):
+                raise DatabaseRefused(f"removed {deleted} rows instead of {len(chosen)}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def _rows(self, seqs: list[int]) -> list[Row]:
+        marks = ", ".join("?" * len(seqs))
+        found = self.conn.execute(
+            f"SELECT {COLUMNS} FROM events WHERE seq IN ({marks}) ORDER BY seq", seqs
+        )
+        return [row_of(r) for r in found.fetchall()]
+
+    def close(self) -> None:
+        self.arch.close()
+
+
+def _prepare(conn: sqlite3.Connection, archive: Path, log_id: bytes) -> None:
+    """An archive file opened on its own: Archiver's schema and checks, unattached."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if tables and app_id != ARCHIVE_APPLICATION_ID:
+        raise InvalidInput(f"{archive} is not a kickoff archive; choose another --archive file")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("BEGIN")
+    for statement in ARCHIVE_SCHEMA:
+        conn.execute(statement.replace("arch.", ""))
+    meta = "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)"
+    conn.execute(meta, ("log_id", log_id.hex()))
+    conn.execute(meta, ("kind", "kickoff archive"))
+    conn.execute(f"PRAGMA application_id = {ARCHIVE_APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {ARCHIVE_VERSION}")
+    conn.execute("COMMIT")
+    stored = conn.execute("SELECT value FROM meta WHERE key = 'log_id'").fetchone()[0]
+    if stored != log_id.hex():
+        raise InvalidInput(f"{archive} is the archive of another kickoff database")
+
+
+def archived_rows_at(conn: sqlite3.Connection, seqs: list[int]) -> list[Row]:
+    """An archive's rows of these seqs, in order (those it holds)."""
+    found: list[Row] = []
+    for start in range(0, len(seqs), 500):
+        part = seqs[start : start + 500]
+        sql = f"SELECT {COLUMNS} FROM events WHERE seq IN ({', '.join('?' * len(part))})"
+        found.extend(row_of(r) for r in conn.execute(sql + " ORDER BY seq", part))
+    return found
 
 
 def _check_archive_file(path: Path) -> None:

@@ -59,6 +59,8 @@ class GroupWriter:
     ) -> None:
         self.db = db
         self._on_commit = on_commit
+        # a database server's commit is round trips away: never on the loop (its thread)
+        self._inline_max = INLINE_MAX_RECORDS if getattr(db, "local", True) else -1
         self._on_failure = on_failure
         self._queue: deque[Queued] = deque()
         self._ready = threading.Condition()  # guards all the fields below it
@@ -92,7 +94,7 @@ class GroupWriter:
                 return future
             self._queue.append((records, encoded, future))
             self._queued_records += len(records)
-            if self._writing or self._queued_records > INLINE_MAX_RECORDS:
+            if self._writing or self._queued_records > self._inline_max:
                 self._ready.notify()
             elif not self._flush_scheduled:
                 self._flush_scheduled = True

@@ -72,3 +72,29 @@ def test_a_destination_that_holds_a_log_is_refused(tmp_path: Path, pg_url: str) 
     conn = open_connection(pg_url, readonly=True)
     assert run(conn, recorder_of(conn).tail()) == 15
     conn.close()
+
+
+def test_a_log_on_postgresql_compacts_and_still_verifies(tmp_path: Path, pg_url: str) -> None:
+    """compact on PostgreSQL: the archive is an SQLite file all the same (CopyArchiver)."""
+    source = tmp_path / "plain.db"
+    db = Database(source)
+    db.write(story())
+    db.close()
+    there = ServerUrl(pg_url)
+    migrate.migrate(source, there)
+    now = datetime(2026, 5, 6, 8, tzinfo=UTC)
+    archive = tmp_path / "pg.archive.db"
+    done = compact.compact(there, before=12, archive=archive, now=now)
+    assert (done.archived, done.first_seq, done.last_seq) == (1, 7, 7)
+    rows, records = _rows(there)
+    assert [r.seq for r in rows] == [s for s in range(1, 16) if s != 7]
+    assert len(records) == 2  # the compaction and its run
+    report = verify.verify(there)
+    assert report.ok, report.problems
+    assert compact.compact(there, before=10**9, archive=archive, now=now).archived == 0
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn = open_connection(there)
+        try:
+            conn.execute("DELETE FROM events WHERE seq = 9")  # a heartbeat no run covers
+        finally:
+            conn.close()
