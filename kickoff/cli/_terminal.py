@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 _ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(0x20), *range(0x7F, 0xA0))}
 _BLOCK_ESCAPES = {code: shown for code, shown in _ESCAPES.items() if chr(code) not in "\n\t"}
+_LIVE_ESCAPES = {code: shown for code, shown in _BLOCK_ESCAPES.items() if chr(code) != "\r"}
 ELLIPSIS = "…"
 
 
@@ -49,6 +50,12 @@ def block(text: str) -> str:
     """Several lines (an output tail): as `one_line`, but newlines and tabs stay (and CRLF
     becomes a newline)."""
     return text.replace("\r\n", "\n").translate(_BLOCK_ESCAPES)
+
+
+def live_output(text: str) -> str:
+    """A task's output on a terminal (`kickoff logs`): as `block`, but a carriage return
+    stays one (a progress bar redraws its line; it cannot act on the terminal)."""
+    return text.translate(_LIVE_ESCAPES)
 
 
 def _char_width(char: str) -> int:

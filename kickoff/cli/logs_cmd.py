@@ -41,6 +41,12 @@ def logs(
             show_default=False,
         ),
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw", help="On a terminal too, the bytes as written (escape sequences act)."
+        ),
+    ] = False,
     server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
@@ -50,7 +56,9 @@ def logs(
     the task runs; the server keeps the first 64 MiB of each
     attempt (kickoff server --output-cap). --follow prints new output within a second,
     through retries, and exits when the task ends, with its exit code; otherwise the exit
-    code is 0 (4: no such task).
+    code is 0 (4: no such task). Piped or redirected, the bytes are written as they are;
+    on a terminal, control characters show as escapes (\x1b), as everywhere in kickoff,
+    but newlines, tabs and carriage returns: --raw writes them as they are.
 
     \b
       kickoff logs 42
@@ -58,7 +66,7 @@ def logs(
       kickoff logs 42 --attempt 1 --tail 20
     """
     with client(server, token) as api:
-        code = _follow.show(api, task_id, attempt=attempt, follow=follow, tail=tail)
+        code = _follow.show(api, task_id, attempt=attempt, follow=follow, tail=tail, raw=raw)
     if code:
         raise typer.Exit(code)
 
