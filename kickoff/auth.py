@@ -219,8 +219,9 @@ def replace_remembered(old: str | None, new: str) -> int:
     return replaced
 
 
-def rotate(db_path: Location) -> str:
-    """Replace the server's token with a new one, and the client config's entries for it.
+def rotate(db_path: Location, token: str | None = None) -> str:
+    """Replace the server's token with a new one (or `token`: a PostgreSQL database's, as
+    the database now holds it), and the client config's entries for it.
 
     A running server picks the new token up within a second (see TokenFile).
 
@@ -232,7 +233,7 @@ def rotate(db_path: Location) -> str:
         old = read_token_file(path)
     except DatabaseRefused:
         old = None  # a broken token file is exactly what a rotation replaces
-    token = new_token()
+    token = token or new_token()
     write_token_file(path, token)
     replace_remembered(old, token)
     return token

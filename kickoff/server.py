@@ -219,6 +219,9 @@ def serve(
                 if not await leader.wait_to_lead(lease, gate, announce, serving.done):
                     await serving
                     return
+                # the token as the database holds it now (rotated meanwhile?): the app's
+                # token file watch takes it up
+                await asyncio.to_thread(_token, db_path, False)
             await service.start()
             renewing = None if lease is None else loop.create_task(leader.keep_leading(lease, lose))
             try:

@@ -17,6 +17,7 @@ from kickoff.cli._options import db_option
 from kickoff.cli._options import db_path as location
 from kickoff.cli._terminal import err
 from kickoff.client import resolve_token
+from kickoff.dblocation import ServerUrl
 from kickoff.errors import NotFound
 
 
@@ -68,7 +69,12 @@ def token(
         return
     db_path = location(db)
     if rotate:
-        sys.stdout.write(auth.rotate(db_path) + "\n")
+        shared = None
+        if isinstance(db_path, ServerUrl):  # every server on it shares the database's
+            from kickoff.database import shared_token
+
+            shared = shared_token(db_path, auth.new_token(), replace=True)
+        sys.stdout.write(auth.rotate(db_path, shared) + "\n")
         err.line("new token written; workers and clients elsewhere need it (KICKOFF_TOKEN=...)")
         return
     found = auth.read_token_file(auth.token_path(db_path))

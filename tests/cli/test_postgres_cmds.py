@@ -1,4 +1,5 @@
-"""`kickoff migrate SRC DST` as a command: what it says, its exit codes."""
+"""Commands on a PostgreSQL database: `kickoff migrate SRC DST` (what it says, its exit
+codes) and `kickoff token --rotate` (the token every server on the database shares)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,18 @@ def test_migrate_copies_then_refuses_a_destination_with_a_log(
     assert cli("verify", "--db", str(tmp_path / "b.db")).code == 0
     bad = cli("migrate", str(source), "mysql://x/y")
     assert bad.code == 2 and "does not support mysql://" in bad.err
+
+
+def test_token_rotate_on_postgresql_replaces_the_token_every_server_shares(
+    cli: Cli, pg_url: str
+) -> None:
+    from kickoff.database import shared_token
+    from kickoff.dblocation import ServerUrl
+
+    first = shared_token(ServerUrl(pg_url), "first-token-0123456789")
+    rotated = cli("token", "--rotate", "--db", pg_url)
+    assert rotated.code == 0, rotated.err
+    new = rotated.out.strip()
+    assert new != first
+    assert shared_token(ServerUrl(pg_url), "ignored-0123456789") == new  # the next server's
+    assert cli("token", "--db", pg_url).out.strip() == new  # this machine's token file
