@@ -44,6 +44,7 @@ else:
 
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 MAX_BATCH = 10_000  # tasks per submit request (the server's limit)
+BATCH_BYTES = 32 * 1024 * 1024  # half the server's body limit: headroom for JSON escaping
 MAX_PAGE = 10_000
 WAIT_FIRST_S = 0.02  # wait() looks again after this, then 1.5 times as long, up to
 WAIT_MAX_S = 1.0
@@ -508,21 +509,38 @@ class Client:
         wanted: dict[str, Any] | None = None
         if group is not None or max_running is not None:
             wanted = {k: v for k, v in (("name", group), ("max_running", max_running)) if v}
-        ids: list[int] = []
-        for start in range(0, len(specs), MAX_BATCH):
-            batch = specs[start : start + MAX_BATCH]
+        return self.submit_batches(specs, group=wanted)[0]
+
+    def submit_batches(
+        self,
+        specs: builtins.list[dict[str, Any]],
+        *,
+        group: dict[str, Any] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> tuple[builtins.list[int], str | None]:
+        """Task objects in batches (`batches`); their ids in order, and the name of the
+        group they joined. `group` is the first batch's (`{}`: a new one the server
+        names); the later ones join the group it was given. `on_batch(n)` after each.
+
+        Raises:
+            KickoffError: a batch was refused; `submitted` on it holds the ids before it.
+        """
+        ids: builtins.list[int] = []
+        label: str | None = None
+        for batch in batches(specs):
             body: dict[str, Any] = batch[0] if len(specs) == 1 else {"tasks": batch}
-            if wanted is not None:
-                body = {**body, "group": wanted}
+            if group is not None:
+                body = {**body, "group": group if label is None else {"name": label}}
             try:
                 answer = self.post("/v1/tasks", body)
             except KickoffError as exc:
                 exc.submitted = ids  # type: ignore[attr-defined]
                 raise
             ids.extend(answer["ids"])
-            if wanted is not None and answer.get("group"):
-                wanted = {"name": answer["group"]}
-        return ids
+            label = answer.get("group", label)
+            if on_batch is not None:
+                on_batch(len(batch))
+        return ids, label
 
     def list(
         self,
@@ -737,6 +755,21 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def batches(tasks: Sequence[dict[str, Any]]) -> Iterator[builtins.list[dict[str, Any]]]:
+    """At most MAX_BATCH tasks, and well under the server's body limit, per request."""
+    batch: builtins.list[dict[str, Any]] = []
+    size = 0
+    for task in tasks:
+        cost = len(task["command"]) * 2 + 200  # (JSON escaping, the other fields)
+        if batch and (len(batch) >= MAX_BATCH or size + cost > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(task)
+        size += cost
+    if batch:
+        yield batch
 
 
 def _rank(state: str) -> int:

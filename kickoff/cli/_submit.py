@@ -12,7 +12,6 @@ import shlex
 import sys
 from collections.abc import Iterator
 
-from kickoff import defaults
 from kickoff.cli._terminal import err, out, print_json, progress_bar
 from kickoff.client import Client
 from kickoff.errors import InvalidInput, KickoffError
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
 
     Task = dict[str, Any]
 
-BATCH_BYTES = defaults.MAX_BODY_BYTES // 2  # headroom for JSON escaping
 PROGRESS_AT = 2_000  # tasks: below this a submission is too quick for a progress bar
 
 
@@ -70,51 +68,25 @@ def from_lines(source: str, base: Task, idempotency_key: str | None) -> list[Tas
     return tasks
 
 
-def batches(tasks: list[Task]) -> Iterator[list[Task]]:
-    """At most MAX_BATCH tasks, and well under the body limit, per request."""
-    batch: list[Task] = []
-    size = 0
-    for task in tasks:
-        cost = len(task["command"]) * 2 + 200
-        if batch and (len(batch) >= defaults.MAX_BATCH or size + cost > BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(task)
-        size += cost
-    if batch:
-        yield batch
-
-
 def submit(
     api: Client, tasks: list[Task], *, group: dict[str, Any] | None = None
 ) -> tuple[list[int], str | None]:
-    """Submit in batches; the ids in order, and the name of the group they joined.
-
-    `group`: the submit's group ({} for a new one the server names); the batches after
-    the first join the group the first one was given.
+    """Submit in batches (`Client.submit_batches`), a progress bar for many; the ids in
+    order, and the name of the group they joined.
 
     Raises:
         KickoffError: a batch was refused; the ids of the batches before it are printed
             first, and the message says so.
     """
-    ids: list[int] = []
-    label: str | None = None
     with progress_bar("submitting", len(tasks), show=len(tasks) >= PROGRESS_AT) as update:
-        for batch in batches(tasks):
-            body = batch[0] if len(tasks) == 1 else {"tasks": batch}
-            if group is not None:
-                body = {**body, "group": group if label is None else {"name": label}}
-            try:
-                answer = api.post("/v1/tasks", body)
-                ids.extend(answer["ids"])
-                label = answer.get("group", label)
-            except KickoffError as exc:
-                if ids:
-                    print_ids(ids, as_json=False)
-                    exc.message += f" ({len(ids)} tasks submitted before this; their ids are above)"
-                raise
-            update(advance=len(batch))
-    return ids, label
+        try:
+            return api.submit_batches(tasks, group=group, on_batch=lambda n: update(advance=n))
+        except KickoffError as exc:
+            ids: list[int] = getattr(exc, "submitted", [])
+            if ids:
+                print_ids(ids, as_json=False)
+                exc.message += f" ({len(ids)} tasks submitted before this; their ids are above)"
+            raise
 
 
 def tell_group(label: str, count: int) -> None:

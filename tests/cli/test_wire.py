@@ -81,3 +81,12 @@ def test_query() -> None:
         "?state=pending&state=failed&limit=5"
     )
     assert query({"worker": "box 1/ä&x=y"}) == "?worker=box%201%2F%C3%A4%26x%3Dy"
+
+
+def test_submit_batches_stay_under_the_body_limit_and_the_batch_size() -> None:
+    from kickoff import client
+
+    big = [{"command": "x" * (1 << 20)} for _ in range(40)]  # 40 MiB of commands
+    assert [len(b) for b in client.batches(big)] == [15, 15, 10]
+    small = [{"command": "true"} for _ in range(25_001)]
+    assert [len(b) for b in client.batches(small)] == [10_000, 10_000, 5_001]
