@@ -375,3 +375,17 @@ def test_status_on_a_terminal_cuts_the_command_never_the_other_columns(
         assert max(len(line) for line in lines) == 160  # the command fills the rest
     else:  # narrower than the fixed columns: the command keeps a few cells
         assert rows[0].split()[-2:] == ["-c", "xxxxx…"]
+
+
+def test_a_refused_batch_prints_the_ids_of_those_before_it(
+    ko: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`new --from` goes through Client.submit_batches; what it queued before is said."""
+    from kickoff import client
+
+    monkeypatch.setattr(client, "MAX_BATCH", 2)
+    lines = "true\ntrue\n" + "x" * (65 * 1024) + "\n"  # the second batch's command is too long
+    shown = ko("new", "--from", "-", stdin=lines)
+    assert shown.code == 2
+    assert len(shown.out.split()) == 2
+    assert "2 tasks submitted before this; their ids are above" in shown.err
