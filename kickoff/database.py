@@ -24,6 +24,7 @@ from kickoff import dblocation
 from kickoff.dblocation import Location, ServerUrl
 from kickoff.errors import DatabaseRefused, Unavailable
 from kickoff.projections import checkpoint
+from kickoff.projections.findings import Finding
 from kickoff.projections.project import project
 from kickoff.projections.schema import (
     PROJECTION_STATEMENTS,
@@ -266,7 +267,7 @@ class Database:
                 f"{self.path} is damaged (SQLite quick_check: {damage}); run `kickoff verify "
                 f"--db {self.path}` and restore it from a backup"
             )
-        if isinstance(finding, checkpoint.Finding):
+        if isinstance(finding, Finding):
             raise DatabaseRefused(self._disagreement(finding))
         if failure is not None:
             raise DatabaseRefused(f"{self.path}: {failure.message}") from failure
@@ -291,7 +292,7 @@ class Database:
         except sqlite3.DatabaseError as exc:
             return explain(exc)
 
-    def _disagreement(self, finding: checkpoint.Finding) -> str:
+    def _disagreement(self, finding: Finding) -> str:
         path = self.path
         if finding.log_damaged:
             fix = f"run `kickoff verify --db {path}` and restore it from a backup"

@@ -6,15 +6,15 @@ State as folding the whole log (tests/store/test_checkpoint.py holds it to that)
 `disagreement` checks, before a server trusts them, every value `load` takes against the
 events it came from: in SQL first (the recorder's `disagreeing`, one pass per Agreement
 below), then each flagged row again in Python with the real decoder, which blames the log
-(its rows do not verify) or the projection.
+(its rows do not verify) or the projection; what no task's or worker's own events say
+(groups, workers' ends, passes) is sparse.py's.
 """
 
 from __future__ import annotations
 
 import gc
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +23,8 @@ import orjson
 from kickoff.clock import from_text, to_text
 from kickoff.errors import DatabaseRefused
 from kickoff.events import model as ev
+from kickoff.projections.findings import Finding, blame, decoded
+from kickoff.projections.sparse import sparse_disagreement
 from kickoff.state.fold import Checkpoint, State, apply, request_hash, restore, workflow_fields
 from kickoff.state.task_state import LIVE_STATES
 from kickoff.store.chain import Row
@@ -241,6 +243,7 @@ TASK_AGREEMENTS = (
             ("1", "?retry_in_s"),
             ("p.attempt", "attempt"),
             ("p.worker_id IS NULL AND p.retry_at IS NOT NULL", "@true"),
+            ("p.retry_at", "@at+retry_in_s"),  # when it is due (`_task` then to the microsecond)
         ),
     ),
     _task_agreement(
@@ -294,14 +297,6 @@ WORKER_AGREEMENTS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A disagreement between the checkpoint and the log, and who is to blame."""
-
-    message: str
-    log_damaged: bool  # the log's own rows do not verify (else: the projection is wrong)
-
-
 def disagreement(conn: Connection, recorder: Recorder, checkpoint_seq: int) -> Finding | None:
     """The first disagreement between what `load` takes and the log (None: they agree).
 
@@ -321,7 +316,9 @@ def disagreement(conn: Connection, recorder: Recorder, checkpoint_seq: int) -> F
                 found = confirm(conn, recorder, key, checkpoint_seq)
                 if found is not None:
                     return found
-    return _counters(conn, recorder, checkpoint_seq)
+    return _counters(conn, recorder, checkpoint_seq) or sparse_disagreement(
+        conn, recorder, checkpoint_seq
+    )
 
 
 def _anchor(recorder: Recorder, seq: int) -> Finding | None:
@@ -338,26 +335,6 @@ def _anchor(recorder: Recorder, seq: int) -> Finding | None:
             log_damaged=True,
         )
     return None
-
-
-def _blame(recorder: Recorder, rows: list[Row], what: str) -> Finding:
-    """The log is at fault if one of the rows this row derives from does not verify."""
-    bad = next((r for r in rows if not recorder.row_verifies(r)), None)
-    if bad is not None:
-        return Finding(
-            f"{what}; the log's seq {bad.seq} ({bad.type}) does not verify: its hash does "
-            "not match its contents",
-            log_damaged=True,
-        )
-    return Finding(what, log_damaged=False)
-
-
-def _decoded(rows: list[Row]) -> Iterator[tuple[Row, ev.Event | None]]:
-    for row in rows:
-        try:
-            yield row, row.decode().event
-        except DatabaseRefused:
-            yield row, None
 
 
 TASK_FIELDS = (
@@ -412,20 +389,20 @@ def _task(conn: Connection, recorder: Recorder, task_id: int, seq: int) -> Findi
     row = conn.execute(TASK_ROW, (task_id,)).fetchone()
     rows: list[Row] = run(conn, recorder.select(task_id=task_id, until_seq=seq))
     expected: dict[str, object] = {}
-    for log_row, event in _decoded(rows):
+    for log_row, event in decoded(rows):
         if event is None:
-            return _blame(
+            return blame(
                 recorder, rows, f"task {task_id}: the log's seq {log_row.seq} is unreadable"
             )
         _expect(expected, log_row, event)
     if not expected:
-        return _blame(recorder, rows, f"task {task_id} is in `tasks` but was never submitted")
+        return blame(recorder, rows, f"task {task_id} is in `tasks` but was never submitted")
     finished = expected["state"] == "finished"
     for name, have in zip(TASK_FIELDS, row, strict=True):
         if finished and name not in KEYED_FIELDS:
             continue  # only its key and what is hashed with it matter to start-up
         if have != expected.get(name):
-            return _blame(
+            return blame(
                 recorder,
                 rows,
                 f"task {task_id}: {name} is {have!r} in the `tasks` projection but "
@@ -506,9 +483,9 @@ def _worker(conn: Connection, recorder: Recorder, worker_id: str, seq: int) -> F
     query = recorder.select(worker_id=worker_id, types=WORKER_CHANGES, until_seq=seq)
     rows: list[Row] = run(conn, query)
     expected: dict[str, object] = {}
-    for log_row, event in _decoded(rows):
+    for log_row, event in decoded(rows):
         if event is None:
-            return _blame(
+            return blame(
                 recorder, rows, f"worker {worker_id}: the log's seq {log_row.seq} is unreadable"
             )
         if isinstance(event, ev.WorkerRegistered):
@@ -522,13 +499,13 @@ def _worker(conn: Connection, recorder: Recorder, worker_id: str, seq: int) -> F
         if isinstance(event, ev.WorkerRegistered | ev.WorkerTagsChanged):
             expected["tags"] = _tags(event.tags)
     if "name" not in expected:
-        return _blame(
+        return blame(
             recorder, rows, f"worker {worker_id} is alive in `workers` but never registered"
         )
     columns = ("name", "host", "tags", "slots", "resources", "gpu_ids")
     for name, have in zip(columns, row, strict=True):
         if have != expected[name]:
-            return _blame(
+            return blame(
                 recorder,
                 rows,
                 f"worker {worker_id}: {name} is {have!r} in the `workers` projection but "

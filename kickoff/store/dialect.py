@@ -97,6 +97,18 @@ class Dialect:
             return f"coalesce({value}, {default})"
         return f"coalesce({value}, to_jsonb({default}))"
 
+    def seconds_after(self, later: str, earlier: str, seconds: str) -> str:
+        """The stored time `later` is `seconds` after `earlier`, to a microsecond (times
+        are stored to the microsecond; the float `seconds` is rounded as timedelta does)."""
+        if self.name == "sqlite":  # whole seconds as strftime reads them, then the digits
+            whole = "(strftime('%s', substr({0}, 1, 19)) * 1000000 + substr({0}, 21, 6))"
+            apart = f"({whole.format(later)} - {whole.format(earlier)})"
+        else:
+            apart = f"extract(epoch from (({later})::timestamptz - ({earlier})::timestamptz))"
+            apart = f"({apart} * 1000000)"
+            seconds = f"({seconds})::text::float8"  # a jsonb number
+        return f"abs({apart} - ({seconds}) * 1000000.0) <= 1"
+
     def same(self, expected: str, expr: str, *, kind: str) -> str:
         """`expected` (of `kind`: "field", "envelope", "flag", "count") equals `expr`, a
         row's SQL expression; NULL equals NULL.
@@ -147,6 +159,8 @@ def _same(a: Agreement, d: Dialect, expr: str, field: str) -> str:
     """A row's expression against what it must equal (see Agreement.fields)."""
     if field in ("@type", "@at"):
         return d.same(f"e.{field[1:]}", expr, kind="envelope")
+    if field.startswith("@at+"):
+        return d.seconds_after(expr, "e.at", d.payload("e", field[4:]))
     if field == "@true":
         return d.same(d.true, expr, kind="flag")
     if field.startswith("?"):

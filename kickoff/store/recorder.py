@@ -32,7 +32,8 @@ class Agreement:
     given). Each of `fields` pairs an SQL expression over the row's columns with what it
     must equal: a payload field of that event (`name`, or `name|default` when the payload
     leaves a default out), `?name` (1 if the payload has it, else 0), `@type`, `@at`,
-    `@true` (1: for a condition on the row alone), or `#Type.name` (how many of the key's
+    `@true` (1: for a condition on the row alone), `@at+name` (the event's time plus the
+    payload's `name` seconds, to a few milliseconds), or `#Type.name` (how many of the key's
     events of that type carry `name`). A row without its event disagrees.
     """
 
@@ -194,6 +195,12 @@ class Recorder(ABC):
     @abstractmethod
     def disagreeing(self, agreement: Agreement, *, checkpoint_seq: int) -> Iterator[Any]:
         """The keys of the rows that do not agree with the log (see Agreement)."""
+
+    @abstractmethod
+    def sparse_rows(self, *, until_seq: int) -> Query:
+        """The rows (up to `until_seq`) that start-up's check needs beyond each task's and
+        worker's own, in one pass over the log: groups made, workers stopped or lost, and
+        claims that went ahead of another task (their payload names `ahead_of`)."""
 
     @abstractmethod
     def schema_version(self) -> int:

@@ -75,6 +75,13 @@ SELECT_LAST_OF_EACH_WORKER = (
 )
 
 
+SELECT_SPARSE = (  # seq as the rowid's range: one pass, for types no index covers
+    f"SELECT {COLUMNS} FROM events WHERE seq <= ? AND (type IN ('GroupCreated', "
+    "'WorkerLost', 'WorkerStopped') OR (type = 'TaskClaimed' AND instr(payload, "
+    "'\"ahead_of\"') > 0)) ORDER BY seq"
+)
+
+
 # Registrations and tag changes have a partial index (schema.WORKER_CHANGES_INDEX), which
 # the planner takes only for a WHERE that spells its condition exactly, and not while a
 # range on seq (the rowid) looks cheaper: a select of those types says both (`+seq`).
@@ -255,6 +262,9 @@ class SqliteRecorder(Recorder):
             (),
             lambda found: int(found[0][0]),
         )
+
+    def sparse_rows(self, *, until_seq: int) -> Query:
+        return Query(SELECT_SPARSE, (until_seq,), _rows)
 
     def first_at(self) -> Query:
         return Query(

@@ -10,13 +10,17 @@ import random
 import shutil
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from kickoff.clock import from_text, to_text
 from kickoff.database import Database
 from kickoff.errors import DatabaseRefused
+from kickoff.events import model as ev
 from kickoff.projections import checkpoint
+from kickoff.store.chain import Recorded
 from kickoff.store.schema import TRIGGERS
 from kickoff.store.sqlite import SqliteRecorder
 from tests.audit.conftest import play
@@ -196,6 +200,39 @@ PROJECTION_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
         ),
         "slots",
     ),
+    "passes of a task passed over": (
+        lambda p: tamper(
+            p, "UPDATE tasks SET passes = passes + 1 WHERE id = ?", live_task(p, extra="AND passes")
+        ),
+        "passes",
+    ),
+    "passes of a task never passed over": (
+        lambda p: tamper(
+            p, "UPDATE tasks SET passes = 3 WHERE id = ?", live_task(p, extra="AND NOT passes")
+        ),
+        "passes is 3 in the `tasks` projection but 0 in the log",
+    ),
+    "group cap": (
+        lambda p: tamper(p, "UPDATE groups SET max_running = 7 WHERE max_running IS NOT NULL"),
+        "max_running is 7",
+    ),
+    "group name": (
+        lambda p: tamper(p, "UPDATE groups SET name = 'other' WHERE id = 1"),
+        "group 1: name is 'other'",
+    ),
+    "a group lost": (lambda p: tamper(p, "DELETE FROM groups WHERE id = 1"), "not in `groups`"),
+    "a lost worker alive": (
+        lambda p: tamper(
+            p,
+            "UPDATE workers SET state = 'alive' WHERE id = (SELECT min(id) FROM workers "
+            "WHERE state = 'lost')",
+        ),
+        "state is 'alive' in the `workers` projection but 'lost' in the log",
+    ),
+    "a live worker stopped": (
+        lambda p: tamper(p, f"UPDATE workers SET state = 'stopped' WHERE id = {FIRST_ALIVE}"),
+        "state is 'stopped' in the `workers` projection but 'alive' in the log",
+    ),
     "a task row lost": (
         lambda p: tamper(p, "DELETE FROM tasks WHERE id = ?", live_task(p)),
         "task_counts",
@@ -256,10 +293,61 @@ def test_the_checkpoints_own_row_must_verify(sound: Path) -> None:
 def test_a_tail_after_the_checkpoint_is_verified(sound: Path) -> None:
     """Projections behind the log (here: all of it): the tail is folded, each row checked."""
     tamper(sound, "UPDATE projection_state SET last_seq = 0")
-    for table in ("tasks", "workers"):
+    for table in ("tasks", "workers", "groups"):
         tamper(sound, f"DELETE FROM {table}")
     tamper(sound, "UPDATE task_counts SET n = 0")
     load_checked(sound)  # sound: the whole log is the tail
     middle = int(one(sound, "SELECT max(seq) / 2 FROM events"))  # type: ignore[call-overload]
     tamper(sound, "UPDATE events SET payload = payload || ' ' WHERE seq = ?", middle)
     assert f"does not verify at seq {middle}" in refusal(sound)
+
+
+@pytest.fixture
+def retrying(tmp_path: Path) -> Path:
+    """Tasks waiting on a delayed retry, due at times to the microsecond (the fractions a
+    float delay gives), one claimed since: their `retry_at` is the checkpoint's to check."""
+    at = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    events: list[ev.Event] = [ev.WorkerRegistered(worker_id="w1", name="a", slots=8)]
+    for task_id, delay in ((1, 30.0), (2, 0.1), (3, 2.7182818), (4, 59.9999996)):
+        events += [
+            ev.TaskSubmitted(task_id=task_id, command="false", retries=2, retry_delay_s=delay),
+            ev.TaskClaimed(task_id=task_id, worker_id="w1", attempt=1),
+            ev.TaskCompleted(
+                task_id=task_id,
+                worker_id="w1",
+                attempt=1,
+                exit_code=1,
+                duration_s=0.5,
+                retry_in_s=delay,
+            ),
+        ]
+    records = [
+        Recorded(seq, at + timedelta(microseconds=7 * seq), event)
+        for seq, event in enumerate(events, 1)
+    ]
+    path = tmp_path / "retrying.db"
+    db = Database(path)
+    db.write(records)
+    db.close()
+    return path
+
+
+def test_retries_due_agree_to_the_microsecond(retrying: Path) -> None:
+    conn = sqlite3.connect(retrying)
+    recorder = SqliteRecorder(conn)
+    seq = checkpoint.checkpoint_seq(conn)
+    assert [
+        key
+        for agreement in checkpoint.TASK_AGREEMENTS
+        for key in recorder.disagreeing(agreement, checkpoint_seq=seq)
+    ] == []
+    conn.close()
+    load_checked(retrying)
+
+
+@pytest.mark.parametrize("later_us", [1_000_000, 2, -2])
+def test_a_retry_due_at_another_time_is_refused(retrying: Path, later_us: int) -> None:
+    due = str(one(retrying, "SELECT retry_at FROM tasks WHERE id = 3"))
+    moved = to_text(from_text(due) + timedelta(microseconds=later_us))
+    tamper(retrying, "UPDATE tasks SET retry_at = ? WHERE id = 3", moved)
+    assert f"task 3: retry_at is {moved!r} in the `tasks` projection" in refusal(retrying)

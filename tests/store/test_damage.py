@@ -130,6 +130,16 @@ def test_a_flipped_byte_in_the_tasks_projection_stops_the_server(written: Server
     assert "kickoff projections rebuild" in line  # the log is fine: say how to repair
 
 
+def test_passes_that_no_claim_made_stop_the_server(written: ServerProcess) -> None:
+    """A pending task's count of claims that went ahead of it (which reserves workers for it
+    at RESERVE_AFTER_PASSES) set in `tasks` by a bad tool: before, the server took it."""
+    conn = sqlite3.connect(written.db_path, isolation_level=None)
+    conn.execute("UPDATE tasks SET passes = 9 WHERE id = ?", (VICTIM,))
+    conn.close()
+    line = assert_refused(start(written), str(written.db_path), f"task {VICTIM}", "passes is 9")
+    assert "kickoff projections rebuild" in line
+
+
 def test_a_flipped_byte_in_a_log_payload_stops_the_server(written: ServerProcess) -> None:
     flip(written.db_path, "events", marker(VICTIM).encode(), b"MARKER-001600")
     assert_refused(start(written), str(written.db_path), f"task {VICTIM}")

@@ -250,6 +250,42 @@ class RecorderContract:
         assert list(recorder.disagreeing(pending, checkpoint_seq=15)) == [2]
         assert list(recorder.disagreeing(pending, checkpoint_seq=4)) == [2]  # not yet submitted
 
+    def test_sparse_rows_and_a_time_after_another(
+        self, database: Database, recorder: Recorder
+    ) -> None:
+        events: list[ev.Event] = [
+            ev.WorkerRegistered(worker_id="w1", name="a", slots=2),
+            ev.GroupCreated(group_id=1, name="g", max_running=2),
+            ev.TaskSubmitted(task_id=1, command="x", group_id=1, retries=1, retry_delay_s=2.5),
+            ev.TaskSubmitted(task_id=2, command="y"),
+            ev.TaskClaimed(task_id=2, worker_id="w1", attempt=1, ahead_of=1),
+            ev.TaskClaimed(task_id=1, worker_id="w1", attempt=1),
+            ev.TaskCompleted(
+                task_id=1, worker_id="w1", attempt=1, exit_code=1, duration_s=1, retry_in_s=2.5
+            ),
+            ev.WorkerLost(worker_id="w1"),
+        ]
+        records = [Recorded(seq, at(seq + seq / 1_000_007), e) for seq, e in enumerate(events, 1)]
+        database.write(records)
+        sparse = self.q(database, recorder.sparse_rows(until_seq=8))
+        assert [r.seq for r in sparse] == [2, 5, 8]  # the group, the claim ahead, the loss
+        assert [r.seq for r in self.q(database, recorder.sparse_rows(until_seq=7))] == [2, 5]
+        due = Agreement(
+            table="tasks",
+            key="id",
+            by="task_id",
+            where="p.state = 'waiting'",
+            pick="last",
+            types=("TaskCompleted",),
+            fields=(("p.retry_at", "@at+retry_in_s"),),
+        )
+        assert list(recorder.disagreeing(due, checkpoint_seq=8)) == []
+        retry_at = database.conn.execute("SELECT retry_at FROM tasks WHERE id = 1").fetchone()[0]
+        assert retry_at == to_text(records[6].at + timedelta(seconds=2.5))
+        later = to_text(records[6].at + timedelta(seconds=2.5, microseconds=2))
+        database.conn.execute("UPDATE tasks SET retry_at = ? WHERE id = 1", (later,))
+        assert list(recorder.disagreeing(due, checkpoint_seq=8)) == [1]
+
 
 class TestSqliteFileRecorder(RecorderContract):
     @pytest.fixture
