@@ -1,6 +1,7 @@
 """The dashboard's task list and workers in a real chromium against a real server and real
 workers: the filters (state, group, tag, text) typed as a user does, each worker with the
-tasks it runs, and cancelling a group from its filtered list (SPEC §13, issue 17)."""
+tasks it runs and the resources it has free, and cancelling a group from its filtered list
+(SPEC §13, issue 17)."""
 
 from __future__ import annotations
 
@@ -133,3 +134,40 @@ def test_the_rate_counts_tasks_that_have_just_finished(
     # 12 tasks within the last minute: 0.2/s; not 0.0/s because they are all in the
     # current interval of the chart
     assert rate.endswith("/s") and float(rate[:-2]) >= 0.1, rate
+
+
+def test_a_worker_s_resources_free_and_a_task_s_request_and_gpus_follow_live(
+    browser: Browser, server: ServerProcess, kickoff: Kickoff, start_worker: StartWorker
+) -> None:
+    start_worker("--resources", "gpu=4,mem=64G", "--slots", "4", "--name", "gpu-box")
+    (first,) = submit(kickoff, "--resources", "gpu=2,mem=16G", "--", "sleep", "100")
+    wait_until(lambda: state_of(server, first) == "running", 15, what="the 2-gpu task running")
+    with server.client() as client:
+        held = client.get(f"/v1/tasks/{first}")["gpu_ids"]
+    others = ",".join(str(g) for g in range(4) if g not in held)
+    browser.login()
+    cell = '[data-testid="workers"] [data-testid="worker-resources"]'
+    wait_until(lambda: "gpu 2/4 free" in browser.text_of(cell), what="gpu 2/4 free")
+    assert "mem 48G/64G free" in browser.text_of(cell)
+    assert browser.text_of(f'{cell} [data-testid="gpus-free"]') == f"GPUs {others} free"
+    asks = f'[data-testid="tasks"] tr[data-id="{first}"] [data-testid="asks"]'
+    wait_until(lambda: browser.text_of(asks), what="the task's request in the list")
+    shown = ",".join(map(str, held))
+    assert browser.text_of(asks).split() == ["gpu=2", "mem=16G", "GPUs", shown]
+    # a second 2-gpu task, then the end of the first: the open page follows the events
+    (second,) = submit(kickoff, "--resources", "gpu=2", "--", "sleep", "100")
+    wait_until(lambda: "gpu 0/4 free" in browser.text_of(cell), what="gpu 0/4 free")
+    assert browser.text_of(f'{cell} [data-testid="gpus-free"]') == "no GPU free"
+    assert kickoff("cancel", str(first)).returncode == 0
+    wait_until(lambda: "gpu 2/4 free" in browser.text_of(cell), what="gpu 2/4 free again")
+    assert "mem 64G/64G free" in browser.text_of(cell)
+    browser.driver.get(f"{server.url}/#/task/{second}")
+    fields = ".fields"
+    wait_until(lambda: "gpu=2" in browser.text_of(fields), what="the task page's resources")
+    with server.client() as client:
+        ids = ",".join(map(str, client.get(f"/v1/tasks/{second}")["gpu_ids"]))
+    lines = browser.text_of(fields).splitlines()
+    assert lines[lines.index("resources") + 1] == "gpu=2"
+    assert lines[lines.index("gpu_ids") + 1] == ids
+    assert kickoff("cancel", str(second)).returncode == 0
+    assert not browser.console_errors()

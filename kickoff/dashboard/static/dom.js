@@ -96,6 +96,18 @@ export function value(v) {
   return String(v);
 }
 
+// 17179869184 -> "16G", as kickoff/resources.py shows an amount (binary suffixes).
+export function amount(n) {
+  const units = [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["K", 2 ** 10]];
+  const unit = units.find(([, u]) => n >= u && n % u === 0);
+  return unit ? `${n / unit[1]}${unit[0]}` : String(n);
+}
+
+// {gpu: 2, mem: 17179869184} -> "gpu=2 mem=16G" ("" for none).
+export function amounts(found) {
+  return Object.entries(found || {}).map(([k, n]) => `${k}=${amount(n)}`).join(" ");
+}
+
 export function tags(list) {
   return h("span", {class: "tags"}, (list || []).map((t) => h("span", {class: "tag"}, String(t))));
 }

@@ -2,14 +2,14 @@
 
 import {get, query} from "./api.js";
 import {throughputChart} from "./chart.js";
-import {ago, clear, fields, h, tags, when} from "./dom.js";
+import {ago, amount, clear, fields, h, tags, when} from "./dom.js";
 import {refresher} from "./refresh.js";
 import {taskList} from "./tasks.js";
 
 const STATE_ORDER = ["pending", "waiting", "running", "cancelling", "succeeded", "failed", "cancelled"];
 const FINISHED = new Set(["TaskCompleted", "TaskCancelled", "TaskFailed"]);
 const WORKER_KNOWN = ["id", "name", "host", "state", "tags", "slots", "running", "resources",
-  "resources_free", "registered_at", "last_seen", "left_at"];
+  "resources_free", "gpu_ids", "gpu_ids_free", "registered_at", "last_seen", "left_at"];
 const MAX_EVENTS = 60;
 
 function countCards(counts, onPick) {
@@ -27,17 +27,26 @@ function workerRow(worker, running) {
     h("td", {}, h("strong", {}, worker.name), h("div", {class: "muted small"}, worker.host || "")),
     h("td", {}, tags(worker.tags)),
     h("td", {class: "num"}, `${worker.running ?? mine.length}/${worker.slots}`),
-    h("td", {}, worker.resources ? resourceText(worker.resources, worker.resources_free) : "",
+    h("td", {"data-testid": "worker-resources"}, resourceText(worker),
       Object.keys(extra).length ? fields(extra) : ""),
     h("td", {}, mine.length ? mine.map((t) => h("a", {class: "chip", href: `#/task/${t.id}`,
       title: t.command}, `#${t.id}`)) : h("span", {class: "muted"}, "idle")),
     h("td", {class: "muted"}, ago(worker.last_seen)));
 }
 
-function resourceText(total, free) {
-  return h("span", {class: "tags"}, Object.entries(total).map(([name, amount]) =>
-    h("span", {class: "tag"}, free && name in free ? `${name} ${free[name]}/${amount} free` :
-      `${name} ${amount}`)));
+// "gpu 2/4 free", "mem 48G/64G free", "GPUs 2,3 free": what the worker has free now (what
+// it declared, less what its running tasks hold), and which devices.
+function resourceText(worker) {
+  const free = worker.resources_free || {};
+  const parts = Object.entries(worker.resources || {}).map(([name, total]) =>
+    h("span", {class: "tag", "data-testid": `free-${name}`}, name in free ?
+      `${name} ${amount(free[name])}/${amount(total)} free` : `${name} ${amount(total)}`));
+  if ((worker.gpu_ids || []).length && worker.gpu_ids_free) {
+    const ids = worker.gpu_ids_free.join(",");
+    parts.push(h("span", {class: "tag", "data-testid": "gpus-free", title: `of ${worker.gpu_ids.join(",")}`},
+      ids ? `GPUs ${ids} free` : "no GPU free"));
+  }
+  return parts.length ? h("span", {class: "tags"}, parts) : "";
 }
 
 function eventLine(event) {

@@ -1,13 +1,14 @@
 // The task page at #/task/ID: fields, attempts, output (live while it runs), why, history.
 
 import {ApiError, get, missingEndpoint, post} from "./api.js";
-import {badge, clear, fields, h, seconds, tags, when} from "./dom.js";
+import {amounts, badge, clear, fields, h, seconds, tags, when} from "./dom.js";
 import {followOutput} from "./output.js";
 import {refresher} from "./refresh.js";
 import {cancelButton} from "./tasks.js";
 
-const KNOWN = ["id", "state", "command", "require", "want", "priority", "attempt", "max_attempts",
-  "worker", "worker_name", "exit_code", "submitted_at", "started_at", "finished_at"];
+const KNOWN = ["id", "state", "command", "require", "want", "resources", "gpu_ids", "priority",
+  "attempt", "max_attempts", "worker", "worker_name", "exit_code", "submitted_at", "started_at",
+  "finished_at"];
 const SHOWN_ELSEWHERE = new Set(["command", "output_tail"]);
 const CANCELLABLE = new Set(["pending", "waiting", "running"]);
 
@@ -67,14 +68,13 @@ function taskLink(id) {
   return h("a", {href: `#/task/${id}`}, `#${id}`);
 }
 
-// {gpu: 2, mem: 17179869184} -> "gpu=2 mem=16G", as kickoff/resources.py shows amounts.
-function amounts(found) {
-  const units = [["T", 2 ** 40], ["G", 2 ** 30], ["M", 2 ** 20], ["K", 2 ** 10]];
-  const shown = (n) => {
-    const unit = units.find(([, u]) => n >= u && n % u === 0);
-    return unit ? `${n / unit[1]}${unit[0]}` : String(n);
-  };
-  return Object.entries(found || {}).map(([k, n]) => `${k}=${shown(n)}`).join(" ");
+// The task's fields with what it asks for as `kickoff info` shows it: "gpu=2 mem=16G",
+// and the GPUs its attempt holds as "1,3".
+function readable(task) {
+  const shown = {...task};
+  if (Object.keys(task.resources || {}).length) shown.resources = amounts(task.resources);
+  if ((task.gpu_ids || []).length) shown.gpu_ids = task.gpu_ids.join(",");
+  return shown;
 }
 
 function whyView(answer) {
@@ -144,7 +144,7 @@ export function taskPage(main, id, live) {
     clear(head, h("h1", {}, `Task #${task.id} `, badge(task.state)),
       CANCELLABLE.has(task.state) ? cancelButton("cancel task", () => post(`/v1/tasks/${id}/cancel`), `task-${id}`) : "");
     commandBox.textContent = task.command;
-    clear(fieldBox, fields(task, KNOWN, SHOWN_ELSEWHERE));
+    clear(fieldBox, fields(readable(task), KNOWN, SHOWN_ELSEWHERE));
     clear(attemptBox, attemptsTable(attempts(history.events)));
     clear(historyBox, historyTable(history.events));
     output.update(task);

@@ -2,7 +2,7 @@
 // any number of tasks with the API's `before` cursor, cancel from the row.
 
 import {ApiError, get, post, query} from "./api.js";
-import {ago, badge, clear, h, seconds, tags} from "./dom.js";
+import {ago, amount, badge, clear, h, seconds, tags} from "./dom.js";
 import {refresher} from "./refresh.js";
 
 const PAGE = 50;
@@ -49,6 +49,14 @@ export function cancelButton(label, action, key) {
   return button;
 }
 
+// What a task asks for ("gpu=2", "mem=16G") and the GPUs its attempt holds ("GPUs 1,3").
+function asks(task) {
+  const parts = Object.entries(task.resources || {}).map(([name, n]) => `${name}=${amount(n)}`);
+  if ((task.gpu_ids || []).length) parts.push(`GPUs ${task.gpu_ids.join(",")}`);
+  return parts.length ? h("span", {class: "asks", title: "resources", "data-testid": "asks"},
+    tags(parts)) : "";
+}
+
 function row(task, showGroup) {
   return h("tr", {"data-id": task.id, "data-state": task.state},
     h("td", {class: "num"}, h("a", {href: `#/task/${task.id}`}, `#${task.id}`)),
@@ -56,7 +64,7 @@ function row(task, showGroup) {
     h("td", {class: "command"}, h("a", {href: `#/task/${task.id}`, title: task.command},
       h("code", {}, task.command))),
     h("td", {}, tags(task.require), task.want && task.want.length ?
-      h("span", {class: "want", title: "wanted"}, tags(task.want)) : ""),
+      h("span", {class: "want", title: "wanted"}, tags(task.want)) : "", asks(task)),
     showGroup ? h("td", {}, task.group || "") : null,
     h("td", {class: "nowrap"}, task.worker_name || task.worker || ""),
     h("td", {class: "num"}, task.exit_code ?? ""),
