@@ -328,8 +328,20 @@ def replay(recorder: SqliteRecorder, *, until_seq: int | None = None) -> State:
         DatabaseRefused: an event that does not verify, decode or fold.
     """
     state = State()
+    catch_up(recorder, state, until_seq=until_seq)
+    return state
+
+
+def catch_up(recorder: SqliteRecorder, state: State, *, until_seq: int | None = None) -> int:
+    """Fold into `state` the log's rows after its last seq (up to `until_seq`), each
+    checked against the hash chain; how many. (A standby keeps its state warm so.)
+
+    Raises:
+        DatabaseRefused: an event that does not verify, decode or fold.
+    """
+    folded = 0
     try:
-        for row in recorder.verified_rows(until_seq=until_seq):
+        for row in recorder.verified_rows(state.last_seq, until_seq=until_seq):
             rec = row.decode()
             try:
                 apply(state, rec.event, seq=rec.seq, at=rec.at)
@@ -337,6 +349,7 @@ def replay(recorder: SqliteRecorder, *, until_seq: int | None = None) -> State:
                 raise DatabaseRefused(
                     f"event seq {rec.seq} ({type(rec.event).__name__}) does not fold: {exc!r}"
                 ) from exc
+            folded += 1
     except sqlite3.DatabaseError as exc:
         raise DatabaseRefused(f"cannot read the log: {exc}") from exc
-    return state
+    return folded

@@ -4,8 +4,10 @@ lease (store/lease.py) behind a gate, the leader renews it, and gives it up when
 A standby answers /healthz (`"role": "standby"` and the leader's address) and refuses every
 other request with 503 `not_leader`, naming the leader (also in `X-Kickoff-Leader`):
 clients given several addresses (`--server a:3355,b:3355`) move on to the next one. It
-takes the lease once the leader's lapses (its timeout, `--lease-timeout`), then loads the
-state (checkpoint plus tail: the leader kept the projections current) and serves.
+takes the lease once the leader's lapses (its timeout, `--lease-timeout`) and serves.
+Meanwhile it keeps the state warm (`Follower`): loaded from the checkpoint once, then each
+commit's rows folded in as the leader's NOTIFY wakes it (the log read by seq is the
+truth; without a wake-up it looks every second), so a takeover folds a short tail only.
 """
 
 from __future__ import annotations
@@ -13,12 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from kickoff.store.lease import Lease
+from kickoff.database import catch_up, open_connection, recorder_of
+from kickoff.dblocation import ServerUrl
+from kickoff.errors import DatabaseRefused
+from kickoff.projections import checkpoint
+from kickoff.state.fold import State
+from kickoff.store.lease import NOTIFY_CHANNEL, Lease
 
 logger = logging.getLogger(__name__)
 
@@ -97,3 +105,38 @@ async def keep_leading(lease: Lease, lost: Callable[[], None]) -> None:
             )
             lost()
             return
+
+
+class Follower:
+    """A standby's state, kept current with the log on a thread of its own."""
+
+    def __init__(self, where: ServerUrl) -> None:
+        self.conn = open_connection(where)  # (only reads; LISTEN needs a writable session)
+        self.recorder = recorder_of(self.conn)
+        with self.recorder.snapshot():  # the leader writes meanwhile: one state of it
+            self.state, _ = checkpoint.load(self.conn, self.recorder)
+        self.failure: DatabaseRefused | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kickoff-follow", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raw: Any = getattr(self.conn, "raw", None)
+        try:
+            raw.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            while not self._stop.is_set():
+                for _ in raw.notifies(timeout=1.0, stop_after=1):
+                    pass
+                catch_up(self.recorder, self.state)
+        except DatabaseRefused as exc:
+            self.failure = exc
+        except Exception as exc:  # the connection: the takeover loads afresh
+            self.failure = DatabaseRefused(f"cannot follow the log: {exc}")
+            logger.warning("standby: %s; the takeover loads the state afresh", self.failure)
+
+    def take(self) -> State | None:
+        """Stop following; the state (None when following failed: load it afresh)."""
+        self._stop.set()
+        self._thread.join()
+        self.conn.close()
+        return None if self.failure is not None else self.state

@@ -119,6 +119,11 @@ def worker_lines(host: str, port: int, token: str) -> list[str]:
 
 def _loaded(start: StartUp) -> str:
     """How the state was loaded: what `replayed N events` used to claim for the tail only."""
+    if start.warm:
+        return (
+            f"took over with the state followed warm to seq {start.checkpoint_seq:,} and "
+            f"{start.folded:,} events after it in {start.seconds:.3f}s"
+        )
     if start.checkpoint_seq == 0 and start.folded == 0:
         return f"an empty log, opened in {start.seconds:.3f}s"
     if start.checkpoint_seq == 0:
@@ -214,11 +219,17 @@ def serve(
             loop = asyncio.get_running_loop()
             serving: asyncio.Task[None] | None = None
             if lease is not None and not await asyncio.to_thread(lease.take):
-                # a standby until the lease is this server's
+                # a standby until the lease is this server's, its state kept warm; it
+                # names the leader from its first answer on
+                gate.leader = (await asyncio.to_thread(lease.leader))[0]
+                follower = await asyncio.to_thread(leader.Follower, lease.where)
                 serving = loop.create_task(server.serve(sockets=[sock]))
                 if not await leader.wait_to_lead(lease, gate, announce, serving.done):
+                    await asyncio.to_thread(follower.take)
                     await serving
                     return
+                warm = await asyncio.to_thread(follower.take)
+                service.warm = None if warm is None else lambda: warm
                 # the token as the database holds it now (rotated meanwhile?): the app's
                 # token file watch takes it up
                 await asyncio.to_thread(_token, db_path, False)

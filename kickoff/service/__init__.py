@@ -11,6 +11,7 @@ beside the log), `why.py` (the log reads `why` explains from). No SQL and no HTT
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from kickoff import dblocation, defaults
 from kickoff.clock import Clock, utc_now
@@ -60,6 +61,7 @@ class Service:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.full_replay = full_replay
         self.fence = fence  # every commit's check (a lease: store/lease.py)
+        self.warm: Callable[[], State] | None = None  # a standby's state, followed warm
         self.start_up = StartUp(checkpoint_seq=0, folded=0, seconds=0.0)
         self.log_id = ""  # the database's identity (set by start)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -116,8 +118,9 @@ class Service:
             DatabaseRefused: the database cannot be used.
         """
         self.loop = asyncio.get_running_loop()
+        warm = None if self.warm is None else await asyncio.to_thread(self.warm)
         db, state, self.start_up = await asyncio.to_thread(
-            startup.load, self.db_path, full_replay=self.full_replay, fence=self.fence
+            startup.load, self.db_path, full_replay=self.full_replay, fence=self.fence, warm=warm
         )
         try:
             await self.output.start()

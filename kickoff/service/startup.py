@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from kickoff.database import Database, Fence
+from kickoff.database import Database, Fence, catch_up
 from kickoff.dblocation import Location
 from kickoff.state.fold import State
 
@@ -20,12 +20,18 @@ class StartUp:
     checkpoint_seq: int
     folded: int
     seconds: float
+    warm: bool = False  # a standby's state, followed warm up to checkpoint_seq
 
 
 def load(
-    db_path: Location, *, full_replay: bool, fence: Fence | None = None
+    db_path: Location,
+    *,
+    full_replay: bool,
+    fence: Fence | None = None,
+    warm: State | None = None,
 ) -> tuple[Database, State, StartUp]:
-    """Open the database and build its state (blocking: run it in a thread).
+    """Open the database and build its state (blocking: run it in a thread); `warm`: a
+    state kept current by following the log (a standby's), only its tail left to fold.
 
     Raises:
         DatabaseRefused: the database cannot be used.
@@ -33,7 +39,10 @@ def load(
     started = time.perf_counter()
     db = Database(db_path, fence=fence)
     try:
-        if full_replay:
+        if warm is not None:
+            checkpoint = warm.last_seq
+            state, folded = warm, catch_up(db.recorder, warm)
+        elif full_replay:
             state = db.replay()
             checkpoint, folded = 0, state.last_seq
         else:
@@ -43,4 +52,8 @@ def load(
         db.close()
         raise
     seconds = time.perf_counter() - started
-    return db, state, StartUp(checkpoint_seq=checkpoint, folded=folded, seconds=seconds)
+    return (
+        db,
+        state,
+        StartUp(checkpoint_seq=checkpoint, folded=folded, seconds=seconds, warm=warm is not None),
+    )

@@ -47,8 +47,9 @@ RENEW = (
     "UPDATE kickoff_lease SET expires_at = clock_timestamp() + make_interval(secs => ?) "
     "WHERE id = 1 AND epoch = ? AND expires_at > clock_timestamp() RETURNING epoch"
 )
-FENCE = (
-    "SELECT epoch FROM kickoff_lease "
+NOTIFY_CHANNEL = "kickoff_log"  # standbys LISTEN: a wake-up, the log read by seq is the truth
+FENCE = (  # (and the commit's notice to the standbys, delivered when it commits)
+    f"SELECT epoch, pg_notify('{NOTIFY_CHANNEL}', '') FROM kickoff_lease "
     "WHERE id = 1 AND epoch = ? AND expires_at > clock_timestamp() FOR SHARE"
 )
 LEADER = "SELECT address, epoch, expires_at > clock_timestamp() FROM kickoff_lease WHERE id = 1"

@@ -75,12 +75,11 @@ def test_kill_9_of_the_leader_under_load_loses_nothing_and_runs_nothing_twice(
 
     def submit() -> None:
         with Client(both(pair), token=leader.token, timeout_s=5) as api:
-            while not stop.is_set():
+            while not stop.is_set() and len(acked) < 400:  # (each task takes a slot 0.1 s)
                 command = f'echo "$KICKOFF_TASK_ID $KICKOFF_ATTEMPT" >> {runs}; sleep 0.1'
-                try:
+                with contextlib.suppress(KickoffError):  # down, or not yet leading: again
                     acked.extend(api.post("/v1/tasks", {"command": command})["ids"])
-                except KickoffError:  # down, or not yet leading: try again, as a user would
-                    stop.wait(0.05)
+                stop.wait(0.05)
 
     def lines() -> int:
         return len(runs.read_text().splitlines()) if runs.exists() else 0
@@ -93,10 +92,13 @@ def test_kill_9_of_the_leader_under_load_loses_nothing_and_runs_nothing_twice(
         leader.kill()  # mid-run: tasks running on workers, submits in flight
         killed, seen = time.monotonic(), lines()
         wait_until(lambda: role(standby) == "leader", timeout=30, what="the takeover")
+        assert "took over with the state followed warm to seq" in standby.output()
         wait_until(lambda: lines() >= seen + 4, timeout=30, what="claims served again")
         print(f"claims served again {time.monotonic() - killed:.2f}s after the kill")
         at_kill = len(acked)
-        wait_until(lambda: len(acked) >= at_kill + 40, timeout=30, what="submits after it")
+        wait_until(
+            lambda: len(acked) >= min(at_kill + 40, 400), timeout=30, what="submits after it"
+        )
     finally:
         stop.set()
         for client in clients:
