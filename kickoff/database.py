@@ -23,7 +23,7 @@ import aiosqlite
 from kickoff import dblocation
 from kickoff.dblocation import Location, ServerUrl
 from kickoff.errors import DatabaseRefused, Unavailable
-from kickoff.projections import checkpoint
+from kickoff.projections import checkpoint, sparse
 from kickoff.projections.findings import Finding
 from kickoff.projections.project import project
 from kickoff.projections.schema import (
@@ -242,24 +242,28 @@ class Database:
 
     def open_checked(self) -> tuple[State, int]:
         """`load`, once the file is known whole (SQLite's quick_check) and the checkpoint
-        known to agree with the log (projections/checkpoint.py); both run on their own
-        connections while the state loads.
+        known to agree with the log (projections/checkpoint.py, and sparse.py's pass over
+        the log beside it); each runs on its own connection while the state loads.
 
         Raises:
             DatabaseRefused: the database is damaged, or the checkpoint disagrees with it.
         """
         seq = checkpoint.checkpoint_seq(self.conn)
-        with ThreadPoolExecutor(2, thread_name_prefix="kickoff-check") as pool:
+        with ThreadPoolExecutor(3, thread_name_prefix="kickoff-check") as pool:
             whole = pool.submit(self._beside, lambda conn, rec: rec.quick_check())
             agrees = pool.submit(
-                self._beside, lambda conn, rec: checkpoint.disagreement(conn, rec, seq)
+                self._beside,
+                lambda conn, rec: checkpoint.disagreement(conn, rec, seq, sparse=False),
+            )
+            rest = pool.submit(
+                self._beside, lambda conn, rec: sparse.sparse_disagreement(conn, rec, seq)
             )
             try:
                 loaded: tuple[State, int] | None = self.load()
                 failure: DatabaseRefused | None = None
             except DatabaseRefused as exc:
                 loaded, failure = None, exc
-            damage, finding = whole.result(), agrees.result()
+            damage, finding = whole.result(), agrees.result() or rest.result()
         if damage is None and isinstance(finding, str):
             damage = finding  # the comparison could not even read it
         if isinstance(damage, str):

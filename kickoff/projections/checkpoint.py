@@ -297,8 +297,11 @@ WORKER_AGREEMENTS = (
 )
 
 
-def disagreement(conn: Connection, recorder: Recorder, checkpoint_seq: int) -> Finding | None:
+def disagreement(
+    conn: Connection, recorder: Recorder, checkpoint_seq: int, *, sparse: bool = True
+) -> Finding | None:
     """The first disagreement between what `load` takes and the log (None: they agree).
+    `sparse=False` leaves out sparse.py's part, for a caller that runs it beside this.
 
     Raises:
         sqlite3.DatabaseError: the database cannot be read (quick_check says why).
@@ -316,9 +319,10 @@ def disagreement(conn: Connection, recorder: Recorder, checkpoint_seq: int) -> F
                 found = confirm(conn, recorder, key, checkpoint_seq)
                 if found is not None:
                     return found
-    return _counters(conn, recorder, checkpoint_seq) or sparse_disagreement(
-        conn, recorder, checkpoint_seq
-    )
+    found = _counters(conn, recorder, checkpoint_seq)
+    if found is None and sparse:
+        found = sparse_disagreement(conn, recorder, checkpoint_seq)
+    return found
 
 
 def _anchor(recorder: Recorder, seq: int) -> Finding | None:

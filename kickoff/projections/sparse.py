@@ -1,8 +1,10 @@
 """Start-up's check of what the checkpoint holds that no task's or worker's own events say:
 the groups (GroupCreated names no task), which workers are still alive (their WorkerLost or
-WorkerStopped, which no index covers) and each pending task's passes (counted from other
-tasks' claims that went `ahead_of` it). One pass over the log finds those rows (the
-recorder's `sparse_rows`); checkpoint.py's `disagreement` runs this after its own checks.
+WorkerStopped, which no index covers), each pending task's passes (counted from other
+tasks' claims that went `ahead_of` it), and which finished tasks failed or were cancelled
+(what a new `--after` on them decides by) with the finished counts. One pass over the log
+finds those rows (the recorder's `sparse_rows`); checkpoint.py's `disagreement` runs this
+after its own checks.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ GROUPS = "SELECT id, name, max_running FROM groups"
 WORKER_STATES = "SELECT id, state FROM workers"
 PASSED = "SELECT id, passes FROM tasks WHERE state = 'pending' AND passes > 0"
 PASSES_OF = "SELECT state, passes FROM tasks WHERE id = ?"
+ENDED_BADLY = "SELECT id, state FROM tasks WHERE state IN ('failed', 'cancelled')"
+COUNTS = (
+    "SELECT c.state, c.n, (SELECT count(*) FROM tasks t WHERE t.state = c.state) "
+    "FROM task_counts c WHERE c.state IN ('succeeded', 'failed', 'cancelled')"
+)
 
 
 @dataclass(slots=True)
@@ -26,8 +33,9 @@ class _Sparse:
     """What the sparse rows say, each fact with the row it comes from."""
 
     groups: dict[int, tuple[Row, str | None, int | None]] = field(default_factory=dict)
-    ended: dict[str, tuple[Row, str]] = field(default_factory=dict)  # worker -> lost/stopped
+    gone: dict[str, tuple[Row, str]] = field(default_factory=dict)  # worker -> lost/stopped
     ahead: dict[int, list[Row]] = field(default_factory=dict)  # task -> claims ahead of it
+    ended: dict[int, tuple[Row, str]] = field(default_factory=dict)  # failed/cancelled task
 
 
 def sparse_disagreement(conn: Connection, recorder: Recorder, seq: int) -> Finding | None:
@@ -42,15 +50,23 @@ def sparse_disagreement(conn: Connection, recorder: Recorder, seq: int) -> Findi
             case ev.GroupCreated():
                 found.groups[event.group_id] = (row, event.name, event.max_running)
             case ev.WorkerLost():
-                found.ended[event.worker_id] = (row, "lost")
+                found.gone[event.worker_id] = (row, "lost")
             case ev.WorkerStopped():
-                found.ended[event.worker_id] = (row, "stopped")
+                found.gone[event.worker_id] = (row, "stopped")
             case ev.TaskClaimed() if event.ahead_of is not None:
                 found.ahead.setdefault(event.ahead_of, []).append(row)
+            case ev.TaskCancelled():
+                found.ended[event.task_id] = (row, "cancelled")
+            case ev.TaskFailed():
+                found.ended[event.task_id] = (row, "failed")
+            case ev.TaskCompleted() if event.retry_in_s is None:
+                if event.exit_code != 0 or event.timed_out:
+                    found.ended[event.task_id] = (row, "failed")
     return (
         _groups(conn, recorder, found)
         or _workers(conn, recorder, found)
         or _passes(conn, recorder, found, seq)
+        or _ended(conn, recorder, found)
     )
 
 
@@ -77,7 +93,7 @@ def _groups(conn: Connection, recorder: Recorder, found: _Sparse) -> Finding | N
 def _workers(conn: Connection, recorder: Recorder, found: _Sparse) -> Finding | None:
     """A worker is alive until the log says it stopped or was lost (ids are never reused)."""
     for worker_id, state in conn.execute(WORKER_STATES):
-        row, expected = found.ended.get(worker_id, (None, "alive"))
+        row, expected = found.gone.get(worker_id, (None, "alive"))
         if state != expected:
             return blame(
                 recorder,
@@ -111,4 +127,24 @@ def _passes(conn: Connection, recorder: Recorder, found: _Sparse, seq: int) -> F
                 f"task {task_id}: passes is {row[1]!r} in the `tasks` projection but "
                 f"{len(counted)} in the log",
             )
+    return None
+
+
+def _ended(conn: Connection, recorder: Recorder, found: _Sparse) -> Finding | None:
+    """The tasks that failed or were cancelled, each by its last event, and the counts of
+    the finished states against the rows."""
+    have = dict(conn.execute(ENDED_BADLY))
+    for task_id in sorted(have.keys() | found.ended.keys()):
+        row, expected = found.ended.get(task_id, (None, None))
+        if have.get(task_id) != expected:
+            held = have.get(task_id)
+            return blame(
+                recorder,
+                [] if row is None else [row],
+                f"task {task_id}: state is {held or 'not failed or cancelled'!r} in the "
+                f"`tasks` projection but {expected or 'not failed or cancelled'!r} in the log",
+            )
+    for state, counted, rows in conn.execute(COUNTS):
+        if counted != rows:
+            return Finding(f"task_counts says {counted} {state} but `tasks` holds {rows}", False)
     return None

@@ -199,8 +199,10 @@ class Recorder(ABC):
     @abstractmethod
     def sparse_rows(self, *, until_seq: int) -> Query:
         """The rows (up to `until_seq`) that start-up's check needs beyond each task's and
-        worker's own, in one pass over the log: groups made, workers stopped or lost, and
-        claims that went ahead of another task (their payload names `ahead_of`)."""
+        worker's own, in one pass over the log: groups made, workers stopped or lost,
+        claims that went ahead of another task (their payload names `ahead_of`), and the
+        ends of tasks that did not succeed (TaskFailed, TaskCancelled, and each
+        TaskCompleted but those with exit code 0 that did not time out)."""
 
     @abstractmethod
     def schema_version(self) -> int:

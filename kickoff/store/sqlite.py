@@ -77,8 +77,12 @@ SELECT_LAST_OF_EACH_WORKER = (
 
 SELECT_SPARSE = (  # seq as the rowid's range: one pass, for types no index covers
     f"SELECT {COLUMNS} FROM events WHERE seq <= ? AND (type IN ('GroupCreated', "
-    "'WorkerLost', 'WorkerStopped') OR (type = 'TaskClaimed' AND instr(payload, "
-    "'\"ahead_of\"') > 0)) ORDER BY seq"
+    "'WorkerLost', 'WorkerStopped', 'TaskFailed', 'TaskCancelled') "
+    "OR (type = 'TaskClaimed' AND instr(payload, '\"ahead_of\"') > 0) "
+    # a completion that did not succeed (canonical JSON: each key once, outside strings)
+    "OR (type = 'TaskCompleted' AND (instr(payload, '\"timed_out\":true') > 0 OR "
+    "(instr(payload, '\"exit_code\":0,') = 0 AND instr(payload, '\"exit_code\":0}') = 0)))"
+    ") ORDER BY seq"
 )
 
 

@@ -136,6 +136,14 @@ def copy_task(path: Path, task_id: int, new_id: int) -> None:
     conn.close()
 
 
+def finish_as(path: Path, was: str, state: str) -> None:
+    """A finished task's row says it ended another way, and task_counts agrees with it."""
+    task_id = live_task(path, was)
+    tamper(path, "UPDATE tasks SET state = ? WHERE id = ?", state, task_id)
+    tamper(path, "UPDATE task_counts SET n = n - 1 WHERE state = ?", was)
+    tamper(path, "UPDATE task_counts SET n = n + 1 WHERE state = ?", state)
+
+
 PROJECTION_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "command": (
         lambda p: tamper(p, "UPDATE tasks SET command = 'rm -rf ~' WHERE id = ?", live_task(p)),
@@ -232,6 +240,22 @@ PROJECTION_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
     "a live worker stopped": (
         lambda p: tamper(p, f"UPDATE workers SET state = 'stopped' WHERE id = {FIRST_ALIVE}"),
         "state is 'stopped' in the `workers` projection but 'alive' in the log",
+    ),
+    "a failed task succeeded": (
+        lambda p: finish_as(p, "failed", "succeeded"),
+        "state is 'not failed or cancelled' in the `tasks` projection but 'failed' in the log",
+    ),
+    "a succeeded task failed": (
+        lambda p: finish_as(p, "succeeded", "failed"),
+        "state is 'failed' in the `tasks` projection but 'not failed or cancelled' in the log",
+    ),
+    "a cancelled task failed": (
+        lambda p: finish_as(p, "cancelled", "failed"),
+        "state is 'failed' in the `tasks` projection but 'cancelled' in the log",
+    ),
+    "finished counts": (
+        lambda p: tamper(p, "UPDATE task_counts SET n = n + 1 WHERE state = 'succeeded'"),
+        "task_counts says",
     ),
     "a task row lost": (
         lambda p: tamper(p, "DELETE FROM tasks WHERE id = ?", live_task(p)),
