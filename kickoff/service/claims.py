@@ -37,8 +37,13 @@ from kickoff.state.decide import Completion
 
 logger = logging.getLogger(__name__)
 
-RECENT_COMMANDS = 20_000  # commands kept for claims right after submit: at most ~20 MB
+# Commands of recent submissions kept for their claims, bounded by their memory (not by
+# count: a cluster's 50,000 short commands submitted before its workers claim all fit,
+# where a bound of 20,000 sent 30,000 claims to read the log, a quarter of the server's
+# CPU per task). An entry costs its strings plus ~300 bytes of tuple, key and dict slot.
+RECENT_COMMAND_BYTES = 32 * 1024 * 1024
 RECENT_COMMAND_CHARS = 1024
+_ENTRY_BYTES = 300
 
 # Events after which a parked claim may find a task: work appeared or a slot came free.
 FREES_WORK = (
@@ -109,23 +114,26 @@ class Claims:
         self.shutting_down = False
         self._parked: dict[int, _Parked] = {}  # by arrival: the longest waiting is served first
         self._recent_commands: OrderedDict[int, _Runnable] = OrderedDict()
+        self._recent_bytes = 0  # what _recent_commands holds, by _size
         recording.on_queue = self._serve_parked
-        recording.on_reload = self._recent_commands.clear  # unwritten ids will be reused
+        recording.on_reload = self._forget_commands  # unwritten ids will be reused
 
     def remember_commands(self, events: list[Event]) -> None:
         """Keep short commands of new tasks for their claim (saves a read on the hot path)."""
         recent = self._recent_commands
+        added = 0
         for event in events:
             if isinstance(event, TaskSubmitted) and len(event.command) <= RECENT_COMMAND_CHARS:
-                recent[event.task_id] = (
-                    event.command,
-                    event.timeout_s,
-                    event.array_index,
-                    event.cwd,
-                    event.env,
-                )
-        while len(recent) > RECENT_COMMANDS:
-            recent.popitem(last=False)
+                runnable = (event.command, event.timeout_s, event.array_index, event.cwd, event.env)
+                recent[event.task_id] = runnable
+                added += _size(runnable)
+        self._recent_bytes += added
+        while self._recent_bytes > RECENT_COMMAND_BYTES and recent:
+            self._recent_bytes -= _size(recent.popitem(last=False)[1])
+
+    def _forget_commands(self) -> None:
+        self._recent_commands.clear()
+        self._recent_bytes = 0
 
     def wake(self) -> None:
         """Make every parked claim look again (a worker stopped or was lost, shutdown)."""
@@ -307,6 +315,7 @@ class Claims:
         never handed out: the attempt fails instead (None)."""
         known = self._recent_commands.pop(task_id, None)
         if known is not None:
+            self._recent_bytes -= _size(known)
             return Claimed(task_id, attempt, *known)
         try:
             submitted = await self.reads.query(self.reads.recorder.submission(task_id))
@@ -325,6 +334,17 @@ class Claims:
             submitted.cwd,
             submitted.env,
         )
+
+
+def _size(runnable: _Runnable) -> int:
+    """What an entry of the recent commands costs, roughly (bytes)."""
+    command, _, _, cwd, env = runnable
+    size = _ENTRY_BYTES + len(command)
+    if cwd is not None:
+        size += len(cwd)
+    for name, value in env:
+        size += 100 + len(name) + len(value)
+    return size
 
 
 async def _durable(commit: Commit | None) -> None:

@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
+
 from kickoff.database import Database
 from kickoff.database import open_connection as connect
 from kickoff.projections.rebuild import rebuild
 from kickoff.service import Service
+from kickoff.service import claims as claims_module
 from kickoff.state.decide import Completion, NewTask
 from kickoff.state.fold import State
 from kickoff.store.sqlite import SqliteRecorder
@@ -225,4 +228,41 @@ def test_an_idle_worker_writes_about_one_heartbeat_a_minute_and_is_still_lost(
     assert idle_beats <= 60 < 120  # issue 19's goal: <= 120 per idle worker-hour
     assert busy_beats == 720
     assert alive == set()
+    check_database(db_path, state)
+
+
+def test_recent_commands_are_bounded_by_memory_and_evicted_ones_come_from_the_log(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims right after a submit take the command from memory, kept up to a byte budget
+    (not a count: a cluster's 50,000 short commands all fit); the oldest past it are read
+    from the log, and every claim gets its own command, cwd and env either way."""
+    short = claims_module._size(("true", None, None, None, ()))
+    assert 50_000 * short <= claims_module.RECENT_COMMAND_BYTES
+    monkeypatch.setattr(claims_module, "RECENT_COMMAND_BYTES", 10 * short + 400)
+    tasks = [
+        NewTask(
+            command=f"echo {i}" + " x" * (i % 5),
+            cwd=f"/tmp/d{i}" if i % 2 else None,
+            env=(("N", str(i)),) if i % 3 == 0 else (),
+        )
+        for i in range(30)
+    ]
+
+    async def body(
+        service: Service, clock: FakeClock
+    ) -> list[tuple[str, str | None, tuple[tuple[str, str], ...]]]:
+        worker = await service.register(name="w", tags=frozenset(), slots=30)
+        await service.submit(tasks[:20])
+        await service.submit(tasks[20:])
+        kept = service.claims._recent_commands
+        assert 0 < len(kept) < 30  # the oldest were evicted
+        assert service.claims._recent_bytes == sum(map(claims_module._size, kept.values()))
+        assert service.claims._recent_bytes <= claims_module.RECENT_COMMAND_BYTES
+        claimed = await service.claim(worker, max_tasks=30, wait_s=0)
+        assert service.claims._recent_bytes == 0 and not kept
+        return [(c.command, c.cwd, c.env) for c in sorted(claimed, key=lambda c: c.task_id)]
+
+    got, state = with_service(db_path, body)
+    assert got == [(t.command, t.cwd, t.env) for t in tasks]
     check_database(db_path, state)
