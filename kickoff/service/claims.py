@@ -128,8 +128,11 @@ class Claims:
                 recent[event.task_id] = runnable
                 added += _size(runnable)
         self._recent_bytes += added
-        while self._recent_bytes > RECENT_COMMAND_BYTES and recent:
-            self._recent_bytes -= _size(recent.popitem(last=False)[1])
+        if self._recent_bytes > RECENT_COMMAND_BYTES:
+            dropped = 0
+            while self._recent_bytes - dropped > RECENT_COMMAND_BYTES and recent:
+                dropped += _size(recent.popitem(last=False)[1])
+            self._recent_bytes -= dropped
 
     def _forget_commands(self) -> None:
         self._recent_commands.clear()
@@ -338,10 +341,10 @@ class Claims:
 
 def _size(runnable: _Runnable) -> int:
     """What an entry of the recent commands costs, roughly (bytes)."""
+    if runnable[3] is None and not runnable[4]:  # no cwd, no env: the common case
+        return _ENTRY_BYTES + len(runnable[0])
     command, _, _, cwd, env = runnable
-    size = _ENTRY_BYTES + len(command)
-    if cwd is not None:
-        size += len(cwd)
+    size = _ENTRY_BYTES + len(command) + len(cwd or "")
     for name, value in env:
         size += 100 + len(name) + len(value)
     return size
