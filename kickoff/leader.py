@@ -1,8 +1,11 @@
 """Leading a PostgreSQL database several servers share (SPEC §14): a standby waits for the
 lease (store/lease.py) behind a gate, the leader renews it, and gives it up when it stops.
 
-A standby answers /healthz (`"role": "standby"` and the leader's address) and refuses every
-other request with 503 `not_leader`, naming the leader (also in `X-Kickoff-Leader`):
+A standby answers /healthz (`"role": "standby"` and the leader's address) and the reads
+(api/routes.py marks them: tasks, workers, groups, stats, events, metrics) from its warm
+state and the shared projections, saying so in `X-Kickoff-Standby: seq=N` (how far it has
+read the log). It refuses every other request (writes, the worker protocol, task output,
+the event stream) with 503 `not_leader`, naming the leader (also in `X-Kickoff-Leader`):
 clients given several addresses (`--server a:3355,b:3355`) move on to the next one. It
 takes the lease once the leader's lapses (its timeout, `--lease-timeout`) and serves.
 Meanwhile it keeps the state warm (`Follower`): loaded from the checkpoint once, then each
@@ -36,14 +39,22 @@ ASGIApp = Callable[..., Any]
 class Gate:
     """The server's app once it leads; until then, a standby's answers."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, is_read: Callable[[dict[str, Any]], bool] = lambda scope: False
+    ) -> None:
         self.app = app
+        self.is_read = is_read  # a request a standby answers
         self.leading = False
         self.leader = ""  # the address of the server that leads, as the lease names it
+        self.seq: Callable[[], int] | None = None  # how far a standby has read, once it reads
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if self.leading or scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        seq = self.seq
+        if seq is not None and self.is_read(scope):
+            await self.app(scope, receive, self._standby(send, seq))
             return
         if scope["path"] == "/healthz":
             status, body = 200, {"ok": True, "role": "standby", "leader": self.leader}
@@ -59,6 +70,23 @@ class Gate:
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": orjson.dumps(body)})
+
+    def _standby(self, send: Any, seq: Callable[[], int]) -> Any:
+        """`send`, its response headed `X-Kickoff-Standby: seq=N` (and the leader's name)."""
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {
+                    **message,
+                    "headers": [
+                        *message.get("headers", ()),
+                        (b"x-kickoff-standby", f"seq={seq()}".encode()),
+                        (b"x-kickoff-leader", self.leader.encode()),
+                    ],
+                }
+            await send(message)
+
+        return sending
 
 
 async def wait_to_lead(

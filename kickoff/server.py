@@ -22,6 +22,7 @@ import uvicorn
 from kickoff import auth, defaults, leader
 from kickoff.api.app import create_app
 from kickoff.api.protocol import protocol_class
+from kickoff.api.routes import is_standby_read
 from kickoff.dblocation import Location, ServerUrl
 from kickoff.errors import CannotListen, DatabaseRefused, KickoffError
 from kickoff.service import Service, StartUp
@@ -193,7 +194,7 @@ def serve(
         app = create_app(
             service, token=token, token_file=auth.token_path(db_path), manage_service=False
         )
-        gate = leader.Gate(app)
+        gate = leader.Gate(app, is_standby_read)
         gate.leading = lease is None
         config = uvicorn.Config(
             gate,
@@ -223,9 +224,14 @@ def serve(
                 # names the leader from its first answer on
                 gate.leader = (await asyncio.to_thread(lease.leader))[0]
                 follower = await asyncio.to_thread(leader.Follower, lease.where)
+                await service.answer_reads(
+                    follower.state, follower.recorder
+                )  # from the state it keeps warm
+                gate.seq = lambda: follower.state.last_seq
                 serving = loop.create_task(server.serve(sockets=[sock]))
                 if not await leader.wait_to_lead(lease, gate, announce, serving.done):
                     await asyncio.to_thread(follower.take)
+                    await service.reads.close()
                     await serving
                     return
                 warm = await asyncio.to_thread(follower.take)

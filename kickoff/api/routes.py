@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from kickoff import defaults
 from kickoff.api import output, parse
@@ -607,30 +607,48 @@ async def metrics(request: Request) -> Response:
     return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
+STANDBY_READS: list[Route] = []
+"""The routes marked `read(...)` in ROUTES: a standby answers them from its warm state and
+the shared projections (kickoff/leader.py); every other request it refuses (not_leader).
+Not the task output (kept per server, beside its database, not shared) nor the event
+stream (fed by this server's own commits)."""
+
+
+def read(route: Route) -> Route:
+    """Mark a route of ROUTES a read a standby answers."""
+    STANDBY_READS.append(route)
+    return route
+
+
+def is_standby_read(scope: dict[str, Any]) -> bool:
+    """Whether a request is one of STANDBY_READS."""
+    return any(route.matches(scope)[0] is Match.FULL for route in STANDBY_READS)
+
+
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    read(Route("/metrics", metrics, methods=["GET"])),
     Route("/v1/tasks", submit, methods=["POST"]),
-    Route("/v1/tasks", list_tasks, methods=["GET"]),
+    read(Route("/v1/tasks", list_tasks, methods=["GET"])),
     Route("/v1/tasks/cancel", cancel_tasks, methods=["POST"]),
-    Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
-    Route("/v1/tasks/{task_id}/events", task_events, methods=["GET"]),
-    Route("/v1/tasks/{task_id}/why", task_why, methods=["GET"]),
+    read(Route("/v1/tasks/{task_id}", get_task, methods=["GET"])),
+    read(Route("/v1/tasks/{task_id}/events", task_events, methods=["GET"])),
+    read(Route("/v1/tasks/{task_id}/why", task_why, methods=["GET"])),
     Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
     Route("/v1/tasks/{task_id}/complete", complete, methods=["POST"]),
     Route("/v1/tasks/{task_id}/output", output.post_output, methods=["POST"]),
     Route("/v1/tasks/{task_id}/output", output.get_output, methods=["GET"]),
     Route("/v1/workers", register, methods=["POST"]),
-    Route("/v1/workers", list_workers, methods=["GET"]),
-    Route("/v1/workers/{worker}", get_worker, methods=["GET"]),
+    read(Route("/v1/workers", list_workers, methods=["GET"])),
+    read(Route("/v1/workers/{worker}", get_worker, methods=["GET"])),
     Route("/v1/workers/{worker}", deregister, methods=["DELETE"]),
     Route("/v1/workers/{worker}/claim", claim, methods=["POST"]),
     Route("/v1/workers/{worker}/heartbeat", heartbeat, methods=["POST"]),
     Route("/v1/workers/{worker}/tags", change_tags, methods=["POST"]),
-    Route("/v1/groups/{group}", get_group, methods=["GET"]),
+    read(Route("/v1/groups/{group}", get_group, methods=["GET"])),
     Route("/v1/groups/{group}/cancel", cancel_group, methods=["POST"]),
-    Route("/v1/stats", stats, methods=["GET"]),
-    Route("/v1/events", events, methods=["GET"]),
+    read(Route("/v1/stats", stats, methods=["GET"])),
+    read(Route("/v1/events", events, methods=["GET"])),
     Route("/v1/events/stream", event_stream, methods=["GET"]),
 ]
 HOT = frozenset({complete, output.post_output, claim, heartbeat})

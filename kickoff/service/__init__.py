@@ -100,7 +100,15 @@ class Service:
 
     @property
     def last_seq(self) -> int:
-        return self.recording.seq
+        return self.recording.seq if self.loop is not None else self.recording.state.last_seq
+
+    async def answer_reads(self, state: State, recorder: Recorder) -> None:
+        """Serve reads as a standby (kickoff/leader.py): from `state`, which a follower
+        keeps warm, and the shared projections; `start` once it leads (nothing written
+        before)."""
+        self.recording.state = state
+        self.reads.standby_recorder = recorder  # (the log's queries; it records nothing)
+        await self.reads.open(self.db_path)
 
     @property
     def recorder(self) -> Recorder:
@@ -129,6 +137,7 @@ class Service:
             raise
         self.log_id = db.log_id()  # "" for a new database: its ServerStarted's, below
         self.recording.start(db, state)
+        self.reads.standby_recorder = None
         await self.reads.open(self.db_path)
         started = self.recording.record(decide.server_started(self.heartbeat_timeout_s))
         if not self.log_id:  # its first row, just encoded: nothing else is recorded yet

@@ -22,9 +22,12 @@ class Reads:
     def __init__(self, recording: Recording) -> None:
         self.recording = recording
         self._reader: Reader | None = None
+        self.standby_recorder: Recorder | None = None  # a standby's (it records nothing)
 
     async def open(self, db_path: Location) -> None:
-        self._reader = await open_reader(db_path)
+        """Open the read connection (once: a standby opened it already)."""
+        if self._reader is None:
+            self._reader = await open_reader(db_path)
 
     async def close(self) -> None:
         if self._reader is not None:
@@ -33,6 +36,8 @@ class Reads:
     @property
     def recorder(self) -> Recorder:
         """The log's recorder: its queries run on `query`."""
+        if self.standby_recorder is not None:
+            return self.standby_recorder
         return self.recording.db.recorder
 
     async def query(self, query: queries.Query) -> Any:

@@ -128,8 +128,9 @@ class Recording:
             await future
 
     def writer_stats(self) -> tuple[int, int]:
-        """Batches and records written so far."""
-        assert self._writer is not None
+        """Batches and records written so far (none by a standby)."""
+        if self._writer is None:
+            return 0, 0
         return self._writer.batches, self._writer.records
 
     def _encode(self, records: list[Recorded]) -> Encoded | None:

@@ -165,6 +165,42 @@ def test_a_standby_refuses_writes_and_names_the_leader(pair: Pair) -> None:
         assert api.post("/v1/tasks", {"command": "true"})["ids"] == [1]  # followed the leader
 
 
+def test_a_standby_answers_reads_from_its_warm_state(pair: Pair) -> None:
+    leader, standby = pair
+    auth = {"Authorization": f"Bearer {standby.token}"}
+    with Client(leader.address, token=leader.token) as api:
+        (task_id,) = api.post("/v1/tasks", {"command": "echo greet"})["ids"]
+
+    def read() -> httpx.Response | None:
+        answer = httpx.get(f"{standby.url}/v1/tasks/{task_id}", headers=auth, timeout=2)
+        return answer if answer.status_code == 200 else None
+
+    answer = wait_until(read, timeout=1.0)  # the leader's NOTIFY wakes it at the commit
+    assert answer.json()["state"] == "pending"
+    seq = int(answer.headers["x-kickoff-standby"].removeprefix("seq="))
+    assert seq >= 2 and answer.headers["x-kickoff-leader"] == leader.address
+    status = subprocess.run(
+        [*kickoff_cmd(), "status", "--server", standby.address, "--token", standby.token],
+        env=standby.base_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "greet" in status.stdout
+    for path in ("/v1/stats", "/v1/workers", "/v1/events", f"/v1/tasks/{task_id}/why"):
+        assert httpx.get(f"{standby.url}{path}", headers=auth).status_code == 200, path
+    assert httpx.get(f"{standby.url}/metrics", headers=auth).status_code == 200
+    for refused in (
+        httpx.post(f"{standby.url}/v1/tasks", json={"command": "true"}, headers=auth),
+        httpx.get(f"{standby.url}/v1/tasks/{task_id}/output", headers=auth),
+        httpx.post(f"{standby.url}/v1/workers", json={"slots": 1}, headers=auth),
+    ):
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "not_leader"
+        assert refused.headers["x-kickoff-leader"] == leader.address
+
+
 def _worker(tmp_path: Path, env: dict[str, str], n: int) -> WorkerProcess:
     log_path = tmp_path / f"worker{n}.log"
     with log_path.open("ab") as log:
